@@ -1,0 +1,103 @@
+// The CPU backend: host typed arrays as storage, a size-keyed pool so steady-state decoding does
+// not allocate, and a kernel table. `createCpuBackend()` uses the fast kernels from fast/ where
+// they exist; `{ reference: true }` runs only the reference kernels (the definition of each op).
+
+import type { DType, HostArray } from '../../tensor/dtype.ts';
+import type { OpAttrs, OpName } from '../../tensor/ops.ts';
+import { OP_NAMES } from '../../tensor/ops.ts';
+import { inferShape } from '../../tensor/shapes.ts';
+import { Tensor, type Backend, type BackendStats } from '../../tensor/tensor.ts';
+import { UnsupportedOpError } from '../../util/errors.ts';
+import { CPU_KERNELS, type CpuKernel, type CpuKernelTable, type HostTensor } from './kernels.ts';
+import { FAST_KERNELS } from './fast/kernels.ts';
+
+/** Ops whose output is integer indices. */
+const INT_OUTPUT: Partial<Record<OpName, true>> = { topk: true };
+/** Ops whose integer inputs are indices (allowed alongside f32 data). */
+const INDEX_INPUTS: Partial<Record<OpName, number[]>> = { gather_rows: [1], index_add_rows: [2], gather: [1] };
+
+export interface CpuBackendOptions {
+  /** Use only the reference kernels (slow; the definition every fast path is tested against). */
+  reference?: boolean;
+}
+
+export class CpuBackend implements Backend {
+  readonly name: string;
+  readonly stats: BackendStats = { dispatches: 0, perOp: {} };
+  private readonly kernels: CpuKernelTable;
+  // NOTE: pooled arrays are not zeroed; every kernel overwrites its whole output.
+  private readonly pool = new Map<string, (Float32Array | Int32Array)[]>();
+  private static readonly POOL_DEPTH = 16;
+
+  constructor(opts: CpuBackendOptions = {}) {
+    this.name = opts.reference ? 'cpu-reference' : 'cpu';
+    this.kernels = opts.reference ? CPU_KERNELS : { ...CPU_KERNELS, ...FAST_KERNELS };
+  }
+
+  supports(op: OpName, dtype: DType): boolean {
+    return OP_NAMES.includes(op) && (dtype === 'f32' || dtype === 'i32');
+  }
+
+  private alloc(n: number, dtype: 'f32' | 'i32'): Float32Array | Int32Array {
+    const free = this.pool.get(`${dtype}:${n}`);
+    const got = free?.pop();
+    if (got) return got;
+    return dtype === 'f32' ? new Float32Array(n) : new Int32Array(n);
+  }
+
+  upload(data: HostArray, shape: readonly number[], dtype: DType): Tensor {
+    if (dtype === 'f16' || dtype === 'bf16') throw new UnsupportedOpError('upload', dtype, this.name);
+    const n = shape.reduce((p, d) => p * d, 1);
+    if (data.length !== n) throw new Error(`upload: ${data.length} values for shape [${shape.join(', ')}]`);
+    const buf = this.alloc(n, dtype as 'f32' | 'i32');
+    buf.set(data as ArrayLike<number>);
+    return new Tensor(this, shape, dtype, buf);
+  }
+
+  zeros(shape: readonly number[], dtype: DType): Tensor {
+    if (dtype !== 'f32' && dtype !== 'i32') throw new UnsupportedOpError('zeros', dtype, this.name);
+    const buf = this.alloc(shape.reduce((p, d) => p * d, 1), dtype);
+    buf.fill(0);
+    return new Tensor(this, shape, dtype, buf);
+  }
+
+  /** Synchronous read (CPU only): the tensor's storage itself, not a copy. Do not mutate. */
+  view(t: Tensor): Float32Array | Int32Array {
+    if (t.isDisposed) throw new Error('read of a disposed tensor');
+    return t.handle as Float32Array | Int32Array;
+  }
+
+  async read(t: Tensor): Promise<HostArray> {
+    return this.view(t).slice();
+  }
+
+  run<O extends OpName>(op: O, inputs: readonly Tensor[], attrs: OpAttrs[O]): Tensor {
+    const idx: number[] = INDEX_INPUTS[op] ?? [];
+    inputs.forEach((t, i) => {
+      if (t.backend !== this) throw new Error(`${op}: input ${i} lives on backend '${t.backend.name}', not '${this.name}'`);
+      const want = idx.includes(i) ? 'i32' : 'f32';
+      if (t.dtype !== want) throw new UnsupportedOpError(op, t.dtype, this.name);
+    });
+    const outShape = inferShape(op, inputs.map((t) => t.shape), attrs);
+    const xs: HostTensor[] = inputs.map((t) => ({ data: this.view(t), shape: t.shape }));
+    this.stats.dispatches++;
+    this.stats.perOp[op] = (this.stats.perOp[op] ?? 0) + 1;
+    const kernel = this.kernels[op] as CpuKernel<O>;
+    if (op === 'kv_write') {
+      kernel(xs[0].data, xs, attrs, outShape);
+      return inputs[0];
+    }
+    const dtype = INT_OUTPUT[op] ? 'i32' : 'f32';
+    const out = this.alloc(outShape.reduce((p, d) => p * d, 1), dtype);
+    kernel(out, xs, attrs, outShape);
+    return new Tensor(this, outShape, dtype, out);
+  }
+
+  release(t: Tensor): void {
+    const buf = t.handle as Float32Array | Int32Array;
+    const key = `${t.dtype}:${buf.length}`;
+    let free = this.pool.get(key);
+    if (!free) this.pool.set(key, (free = []));
+    if (free.length < CpuBackend.POOL_DEPTH) free.push(buf);
+  }
+}

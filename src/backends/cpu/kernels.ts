@@ -1,0 +1,256 @@
+// The CPU reference kernels: the definition of every primitive op. Written for clarity — plain
+// loops, accumulation in JS doubles — not speed; faster implementations live in fast/ and are
+// tested against these. Kernels receive inputs already shape-checked by tensor/shapes.ts.
+
+import type { OpAttrs, OpName } from '../../tensor/ops.ts';
+
+/** A host view of an input tensor. f32 tensors are Float32Array, i32 tensors Int32Array. */
+export interface HostTensor {
+  data: Float32Array | Int32Array;
+  shape: readonly number[];
+}
+
+/** A kernel fills `out` (already allocated with the output shape) from its inputs. */
+export type CpuKernel<O extends OpName> = (out: Float32Array | Int32Array, xs: HostTensor[], attrs: OpAttrs[O], outShape: readonly number[]) => void;
+
+export type CpuKernelTable = { [O in OpName]: CpuKernel<O> };
+
+const numel = (s: readonly number[]) => s.reduce((p, d) => p * d, 1);
+const last = (s: readonly number[]) => s[s.length - 1];
+
+type AttrFree = (out: Float32Array | Int32Array, xs: HostTensor[]) => void;
+
+function binary(f: (a: number, b: number) => number): AttrFree {
+  return (out, [a, b]) => {
+    const n = out.length;
+    if (a.data.length === n && b.data.length === n) {
+      for (let i = 0; i < n; i++) out[i] = f(a.data[i], b.data[i]);
+      return;
+    }
+    // General numpy broadcasting: walk the output index and map it to each input's offset.
+    const outShape = broadcastShape(a.shape, b.shape);
+    const sa = broadcastStrides(a.shape, outShape), sb = broadcastStrides(b.shape, outShape);
+    const idx = new Array(outShape.length).fill(0);
+    let ia = 0, ib = 0;
+    for (let i = 0; i < n; i++) {
+      out[i] = f(a.data[ia], b.data[ib]);
+      for (let d = outShape.length - 1; d >= 0; d--) {
+        idx[d]++; ia += sa[d]; ib += sb[d];
+        if (idx[d] < outShape[d]) break;
+        ia -= sa[d] * outShape[d]; ib -= sb[d] * outShape[d]; idx[d] = 0;
+      }
+    }
+  };
+}
+
+function broadcastShape(a: readonly number[], b: readonly number[]): number[] {
+  const n = Math.max(a.length, b.length);
+  return Array.from({ length: n }, (_, i) => Math.max(a[a.length - n + i] ?? 1, b[b.length - n + i] ?? 1));
+}
+
+/** Strides of `shape` laid against `outShape` (0 where the input broadcasts). */
+function broadcastStrides(shape: readonly number[], outShape: number[]): number[] {
+  const st = new Array(outShape.length).fill(0);
+  let acc = 1;
+  for (let i = shape.length - 1; i >= 0; i--) {
+    const d = outShape.length - shape.length + i;
+    st[d] = shape[i] === 1 ? 0 : acc;
+    acc *= shape[i];
+  }
+  return st;
+}
+
+function unary(f: (x: number) => number): AttrFree {
+  return (out, [a]) => {
+    for (let i = 0; i < out.length; i++) out[i] = f(a.data[i]);
+  };
+}
+
+/** erf with relative error < 1.2e-7 (Chebyshev fit of erfc, Numerical Recipes 6.2). */
+export function erf(x: number): number {
+  const z = Math.abs(x);
+  const t = 1 / (1 + 0.5 * z);
+  const r = t * Math.exp(-z * z - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 +
+    t * (-0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))))))));
+  return x >= 0 ? 1 - r : r - 1;
+}
+
+const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);
+
+export const geluErfScalar = (x: number) => 0.5 * x * (1 + erf(x / Math.SQRT2));
+export const geluTanhScalar = (x: number) => 0.5 * x * (1 + Math.tanh(SQRT_2_OVER_PI * (x + 0.044715 * x * x * x)));
+export const siluScalar = (x: number) => x / (1 + Math.exp(-x));
+
+/** Scores of query (b, t, h) against every visible key, softmaxed; returns the probabilities. */
+function attnRow(q: HostTensor, k: HostTensor, b: number, t: number, h: number, visible: number, scale: number, probs: Float64Array) {
+  const [, T, H, D] = q.shape;
+  const [, S, K] = k.shape;
+  const kh = Math.floor(h / (H / K)); // GQA: H/K query heads share one kv head
+  const qo = ((b * T + t) * H + h) * D;
+  let mx = -Infinity;
+  for (let s = 0; s < visible; s++) {
+    const ko = ((b * S + s) * K + kh) * D;
+    let dot = 0;
+    for (let d = 0; d < D; d++) dot += q.data[qo + d] * k.data[ko + d];
+    probs[s] = dot * scale;
+    if (probs[s] > mx) mx = probs[s];
+  }
+  let z = 0;
+  for (let s = 0; s < visible; s++) { probs[s] = Math.exp(probs[s] - mx); z += probs[s]; }
+  for (let s = 0; s < visible; s++) probs[s] /= z;
+  return kh;
+}
+
+export const CPU_KERNELS: CpuKernelTable = {
+  matmul: (out, [a, b], { transB }, outShape) => {
+    const M = a.shape[a.shape.length - 2], K = last(a.shape);
+    const N = last(outShape);
+    const batches = numel(outShape) / (M * N);
+    const bBatches = numel(b.shape) / (K * N); // b may be shared by all batches (broadcast)
+    for (let i = 0; i < batches; i++) {
+      const ao = i * M * K, bo = (i % bBatches) * K * N, oo = i * M * N;
+      for (let m = 0; m < M; m++) {
+        for (let n = 0; n < N; n++) {
+          let acc = 0;
+          for (let k = 0; k < K; k++) acc += a.data[ao + m * K + k] * b.data[bo + (transB ? n * K + k : k * N + n)];
+          out[oo + m * N + n] = acc;
+        }
+      }
+    }
+  },
+  add: binary((a, b) => a + b),
+  sub: binary((a, b) => a - b),
+  mul: binary((a, b) => a * b),
+  div: binary((a, b) => a / b),
+  scale: (out, [a], { s }) => { for (let i = 0; i < out.length; i++) out[i] = a.data[i] * s; },
+  silu: unary(siluScalar),
+  relu: unary((x) => (x > 0 ? x : 0)),
+  gelu_erf: unary(geluErfScalar),
+  gelu_tanh: unary(geluTanhScalar),
+  softmax: (out, [a]) => {
+    const C = last(a.shape);
+    for (let r = 0; r < a.data.length / C; r++) {
+      const o = r * C;
+      let mx = -Infinity;
+      for (let c = 0; c < C; c++) mx = Math.max(mx, a.data[o + c]);
+      let z = 0;
+      for (let c = 0; c < C; c++) z += Math.exp(a.data[o + c] - mx);
+      for (let c = 0; c < C; c++) out[o + c] = Math.exp(a.data[o + c] - mx) / z;
+    }
+  },
+  sum: (out, [a]) => {
+    const C = last(a.shape);
+    for (let r = 0; r < out.length; r++) { let s = 0; for (let c = 0; c < C; c++) s += a.data[r * C + c]; out[r] = s; }
+  },
+  max: (out, [a]) => {
+    const C = last(a.shape);
+    for (let r = 0; r < out.length; r++) { let s = -Infinity; for (let c = 0; c < C; c++) s = Math.max(s, a.data[r * C + c]); out[r] = s; }
+  },
+  layernorm: (out, [x, w, b], { eps }) => {
+    const C = last(x.shape);
+    for (let r = 0; r < x.data.length / C; r++) {
+      const o = r * C;
+      let mean = 0;
+      for (let c = 0; c < C; c++) mean += x.data[o + c];
+      mean /= C;
+      let v = 0;
+      for (let c = 0; c < C; c++) v += (x.data[o + c] - mean) ** 2;
+      const inv = 1 / Math.sqrt(v / C + eps); // biased variance, as torch.nn.LayerNorm
+      for (let c = 0; c < C; c++) out[o + c] = (x.data[o + c] - mean) * inv * w.data[c] + (b ? b.data[c] : 0);
+    }
+  },
+  rmsnorm: (out, [x, w], { eps }) => {
+    const C = last(x.shape);
+    for (let r = 0; r < x.data.length / C; r++) {
+      const o = r * C;
+      let ms = 0;
+      for (let c = 0; c < C; c++) ms += x.data[o + c] ** 2;
+      // NOTE: HF Llama rounds the normalised value to f32 before scaling by the weight.
+      const inv = 1 / Math.sqrt(ms / C + eps);
+      for (let c = 0; c < C; c++) out[o + c] = w.data[c] * Math.fround(x.data[o + c] * inv);
+    }
+  },
+  rope: (out, [x], { pos0, invFreq }) => {
+    const [B, T, H, D] = x.shape;
+    // Pairs (i, i + R) rotate together (rotate_half); R < D/2 is partial rotary and the rest passes through.
+    const R = invFreq.length;
+    out.set(x.data);
+    for (let b = 0; b < B; b++) for (let t = 0; t < T; t++) {
+      const pos = pos0[b] + t;
+      for (let i = 0; i < R; i++) {
+        // NOTE: HF computes the angle in f32 (inv_freq f32 × position f32) before cos/sin.
+        const ang = Math.fround(Math.fround(invFreq[i]) * pos);
+        const cos = Math.fround(Math.cos(ang)), sin = Math.fround(Math.sin(ang));
+        for (let h = 0; h < H; h++) {
+          const o = ((b * T + t) * H + h) * D;
+          const x1 = x.data[o + i], x2 = x.data[o + i + R];
+          out[o + i] = x1 * cos - x2 * sin;
+          out[o + i + R] = x2 * cos + x1 * sin;
+        }
+      }
+    }
+  },
+  gather_rows: (out, [table, idx]) => {
+    const [N, C] = table.shape;
+    for (let i = 0; i < idx.data.length; i++) {
+      const r = idx.data[i];
+      if (!(r >= 0 && r < N)) throw new RangeError(`gather_rows: index ${r} outside 0..${N - 1}`);
+      for (let c = 0; c < C; c++) out[i * C + c] = table.data[r * C + c];
+    }
+  },
+  index_add_rows: (out, [dst, src, idx]) => {
+    const [N, C] = dst.shape;
+    out.set(dst.data);
+    for (let i = 0; i < idx.data.length; i++) {
+      const r = idx.data[i];
+      if (!(r >= 0 && r < N)) throw new RangeError(`index_add_rows: index ${r} outside 0..${N - 1}`);
+      for (let c = 0; c < C; c++) out[r * C + c] += src.data[i * C + c];
+    }
+  },
+  topk: (out, [x], { k }) => {
+    const E = last(x.shape);
+    for (let r = 0; r < x.data.length / E; r++) {
+      const order = Array.from({ length: E }, (_, i) => i);
+      order.sort((i, j) => x.data[r * E + j] - x.data[r * E + i] || i - j);
+      for (let j = 0; j < k; j++) out[r * k + j] = order[j];
+    }
+  },
+  gather: (out, [x, idx]) => {
+    const E = last(x.shape), k = last(idx.shape);
+    for (let r = 0; r < idx.data.length / k; r++)
+      for (let j = 0; j < k; j++) out[r * k + j] = x.data[r * E + idx.data[r * k + j]];
+  },
+  kv_write: (out, [cache, x], { pos0 }) => {
+    // In place: `out` IS the cache's storage (the backend passes it through).
+    const [B, S, K, D] = cache.shape;
+    const T = x.shape[1];
+    for (let b = 0; b < B; b++) out.set(x.data.subarray(b * T * K * D, (b + 1) * T * K * D), (b * S + pos0[b]) * K * D);
+  },
+  attention: (out, [q, k, v], { pos0, scale }) => {
+    const [B, T, H, D] = q.shape;
+    const [, S, K] = k.shape;
+    const probs = new Float64Array(S);
+    for (let b = 0; b < B; b++) for (let t = 0; t < T; t++) for (let h = 0; h < H; h++) {
+      const visible = pos0[b] + t + 1;
+      const kh = attnRow(q, k, b, t, h, visible, scale, probs);
+      const oo = ((b * T + t) * H + h) * D;
+      for (let d = 0; d < D; d++) {
+        let acc = 0;
+        for (let s = 0; s < visible; s++) acc += probs[s] * v.data[((b * S + s) * K + kh) * D + d];
+        out[oo + d] = acc;
+      }
+    }
+  },
+  attention_probs: (out, [q, k], { pos0, scale }) => {
+    const [B, T, H] = q.shape;
+    const S = k.shape[1];
+    const probs = new Float64Array(S);
+    out.fill(0);
+    for (let b = 0; b < B; b++) for (let h = 0; h < H; h++) for (let t = 0; t < T; t++) {
+      const visible = pos0[b] + t + 1;
+      attnRow(q, k, b, t, h, visible, scale, probs);
+      const oo = ((b * H + h) * T + t) * S;
+      for (let s = 0; s < visible; s++) out[oo + s] = probs[s];
+    }
+  },
+};

@@ -1,0 +1,12 @@
+// Activation functions by spec name → one primitive op each.
+
+import * as op from '../tensor/api.ts';
+import type { Tensor } from '../tensor/tensor.ts';
+import type { Activation } from '../model/spec.ts';
+
+export const ACTIVATION_OPS: Record<Activation, (x: Tensor) => Tensor> = {
+  silu: op.silu,
+  relu: op.relu,
+  gelu: op.geluErf,
+  gelu_tanh: op.geluTanh,
+};

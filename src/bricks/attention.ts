@@ -1,0 +1,64 @@
+// Attention brick: multi-head causal self-attention with MHA/GQA/MQA, optional rotary positions
+// and biases. With a KV cache the new keys/values are written at each row's position and queries
+// attend over the cache; without one (training, one-shot scoring) over the fresh keys only.
+// Points: `<prefix>.q`, `.k`, `.v` (B,T,·,D) after rope, `.pattern` (B,H,T,S) only when asked, `.z`
+// (B,T,H·D) before the output projection.
+
+import * as op from '../tensor/api.ts';
+import type { AttnSpec } from '../model/spec.ts';
+import { linear, linearDecl } from './linear.ts';
+import type { BrickDef } from './types.ts';
+
+export const ATTENTION: BrickDef<AttnSpec> = {
+  weights(model, a, prefix) {
+    const C = model.dModel;
+    return [
+      ...linearDecl(`${prefix}.q`, a.heads * a.headDim, C, a.qkvBias),
+      ...linearDecl(`${prefix}.k`, a.kvHeads * a.headDim, C, a.qkvBias),
+      ...linearDecl(`${prefix}.v`, a.kvHeads * a.headDim, C, a.qkvBias),
+      ...linearDecl(`${prefix}.o`, C, a.heads * a.headDim, a.outBias),
+    ];
+  },
+
+  flopsPerToken(model, a, ctxLen) {
+    const C = model.dModel;
+    const proj = 2 * C * a.headDim * (2 * a.heads + 2 * a.kvHeads);
+    // Scores and weighted sum over ctxLen keys for every head.
+    return proj + 4 * a.heads * a.headDim * ctxLen;
+  },
+
+  async forward(ctx, a, prefix, x) {
+    const { B, T, pos0 } = ctx;
+    const D = a.headDim;
+    let q = linear(ctx, x, `${prefix}.q`, a.qkvBias).reshape([B, T, a.heads, D]);
+    let k = linear(ctx, x, `${prefix}.k`, a.qkvBias).reshape([B, T, a.kvHeads, D]);
+    let v = linear(ctx, x, `${prefix}.v`, a.qkvBias).reshape([B, T, a.kvHeads, D]);
+    if (a.rope) {
+      const q2 = op.rope(q, pos0, ctx.invFreq), k2 = op.rope(k, pos0, ctx.invFreq);
+      ctx.drop(q, k);
+      q = q2;
+      k = k2;
+    }
+    q = await ctx.point(`${prefix}.q`, q);
+    k = await ctx.point(`${prefix}.k`, k);
+    v = await ctx.point(`${prefix}.v`, v);
+    const cache = ctx.kv(prefix);
+    let keys = k, values = v;
+    if (cache) {
+      keys = op.kvWrite(cache.k, k, pos0);
+      values = op.kvWrite(cache.v, v, pos0);
+      ctx.drop(k, v);
+    } else if (pos0.some((p) => p !== 0)) {
+      throw new Error(`${prefix}: positions start after 0 but no KV cache was given`);
+    }
+    const scale = 1 / Math.sqrt(D);
+    if (ctx.wants(`${prefix}.pattern`)) await ctx.point(`${prefix}.pattern`, op.attentionProbs(q, keys, pos0, scale));
+    const z0 = op.attention(q, keys, values, pos0, scale).reshape([B, T, a.heads * D]);
+    ctx.drop(q);
+    if (!cache) ctx.drop(keys, values);
+    const z = await ctx.point(`${prefix}.z`, z0);
+    const y = linear(ctx, z, `${prefix}.o`, a.outBias);
+    ctx.drop(z);
+    return y;
+  },
+};

@@ -1,0 +1,44 @@
+// The contract between a brick and the model that runs it. A brick declares its weights (canonical
+// names and shapes), its cost per token, and its forward pass written with tensor/api ops; it
+// reads weights and names activation points only through the ForwardContext.
+
+import type { Tensor, Backend } from '../tensor/tensor.ts';
+import type { ModelSpec, SublayerSpec } from '../model/spec.ts';
+
+/** A weight a brick needs: canonical name and shape. */
+export interface WeightDecl {
+  name: string;
+  shape: number[];
+}
+
+/** What a brick may see of the running forward pass. */
+export interface ForwardContext {
+  readonly spec: ModelSpec;
+  readonly backend: Backend;
+  /** Batch size and number of new positions in this pass. */
+  readonly B: number;
+  readonly T: number;
+  /** Absolute position of row 0 of each batch entry. */
+  readonly pos0: number[];
+  /** RoPE inverse frequencies (empty when the model has no rope section). */
+  readonly invFreq: number[];
+  weight(name: string): Tensor;
+  hasWeight(name: string): boolean;
+  /** Pass a value through a named activation point: captured if asked, replaced if a hook says so. */
+  point(name: string, t: Tensor): Promise<Tensor>;
+  /** Whether anyone asked for this point (lets a brick skip computing an optional value). */
+  wants(name: string): boolean;
+  /** The KV cache slot of an attention sublayer, when this pass uses a cache. */
+  kv(prefix: string): { k: Tensor; v: Tensor } | undefined;
+  /** Dispose intermediates that nobody captured. */
+  drop(...ts: (Tensor | undefined)[]): void;
+}
+
+/** One kind of sublayer. `prefix` is its full name, e.g. `layers.3.attn`. */
+export interface BrickDef<S extends SublayerSpec> {
+  weights(model: ModelSpec, sub: S, prefix: string): WeightDecl[];
+  /** FLOPs per token (2 per multiply-add) at a given context length. */
+  flopsPerToken(model: ModelSpec, sub: S, ctxLen: number): number;
+  /** x (B, T, C) → output (B, T, C), before the residual add. */
+  forward(ctx: ForwardContext, sub: S, prefix: string, x: Tensor): Promise<Tensor>;
+}

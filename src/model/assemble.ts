@@ -1,0 +1,307 @@
+// Assembles a ModelSpec and its weights into a runnable Model: declares every weight, checks the
+// loaded ones against the declarations, and runs the forward pass layer by layer through the bricks,
+// naming every intermediate (see points.ts) so callers can capture or patch it with hooks.
+
+import { applyNorm, brickOf, normDecl, normFlops, type ForwardContext, type WeightDecl } from '../bricks/index.ts';
+import { ropeHeadDim, ropeInvFreq } from '../bricks/position.ts';
+import * as op from '../tensor/api.ts';
+import type { Backend, Tensor } from '../tensor/tensor.ts';
+import { TensorMismatchError } from '../util/errors.ts';
+import { compilePattern, type PointMatcher } from './points.ts';
+import { sublayerNames, validateSpec, type ModelSpec } from './spec.ts';
+
+/** A hook sees the value at every point its pattern matches; returning a tensor replaces the value. */
+export interface Hook {
+  point: string;
+  fn: (value: Tensor, name: string) => Tensor | void | Promise<Tensor | void>;
+}
+
+/** Decides, before a sublayer runs, whether it runs (skip policies). Names are `layers.3.ffn`. */
+export type SublayerGate = (name: string, layer: number) => boolean;
+
+export interface ForwardOptions {
+  /** First position of each batch row (default 0); needs `cache` when > 0. */
+  pos0?: number[];
+  cache?: KVCache;
+  /** Patterns of points to capture (`layers.*.resid.post`). */
+  capture?: string[];
+  hooks?: Hook[];
+  /** Return logits only for these (batch, time) rows: one index into T per batch row. */
+  logitRows?: number[];
+  /** Skip sublayers for which this returns false. */
+  gate?: SublayerGate;
+}
+
+export interface ForwardResult {
+  /** (B, T, V), or (B, 1, V) when logitRows was given. */
+  logits: Tensor;
+  /** Captured points, in the order they were produced. */
+  captured: Map<string, Tensor>;
+}
+
+/** Per-attention-sublayer key/value buffers (B, S, K, D). Owned by the runtime, filled by attention. */
+export class KVCache {
+  constructor(readonly slots: Map<string, { k: Tensor; v: Tensor }>, readonly batch: number, readonly capacity: number) {}
+  dispose(): void {
+    for (const { k, v } of this.slots.values()) { k.dispose(); v.dispose(); }
+    this.slots.clear();
+  }
+}
+
+/** Every weight a spec needs, in a stable order. */
+export function declareWeights(spec: ModelSpec): WeightDecl[] {
+  const C = spec.dModel;
+  const out: WeightDecl[] = [{ name: 'embed.weight', shape: [spec.vocabSize, C] }];
+  if (spec.learnedPositions) out.push({ name: 'pos_embed.weight', shape: [spec.maxContext, C] });
+  spec.layers.forEach((layer, i) => {
+    const names = sublayerNames(layer);
+    layer.sublayers.forEach((sub, j) => {
+      const prefix = `layers.${i}.${names[j]}`;
+      if (layer.norm !== 'none') out.push(...normDecl(spec, `${prefix}.norm`));
+      if (layer.norm === 'peri') out.push(...normDecl(spec, `${prefix}.out_norm`));
+      out.push(...brickOf(sub).weights(spec, sub, prefix));
+    });
+  });
+  if (spec.finalNorm) out.push(...normDecl(spec, 'final_norm'));
+  if (!spec.tiedEmbeddings) out.push({ name: 'lm_head.weight', shape: [spec.vocabSize, C] });
+  return out;
+}
+
+/** Parameters and FLOPs per token of every brick, for `inspect` and reports. */
+export interface BrickCost { name: string; kind: string; params: number; flopsPerToken: number }
+
+export function brickCosts(spec: ModelSpec, ctxLen = spec.maxContext): BrickCost[] {
+  const numel = (d: WeightDecl) => d.shape.reduce((p, x) => p * x, 1);
+  const out: BrickCost[] = [{ name: 'embed', kind: 'embed', params: spec.vocabSize * spec.dModel + (spec.learnedPositions ? spec.maxContext * spec.dModel : 0), flopsPerToken: 0 }];
+  spec.layers.forEach((layer, i) => {
+    const names = sublayerNames(layer);
+    layer.sublayers.forEach((sub, j) => {
+      const prefix = `layers.${i}.${names[j]}`;
+      const nNorms = layer.norm === 'none' ? 0 : layer.norm === 'peri' ? 2 : 1;
+      const norms = nNorms ? normDecl(spec, `${prefix}.norm`).reduce((p, d) => p + numel(d), 0) * nNorms : 0;
+      out.push({
+        name: prefix, kind: sub.kind,
+        params: brickOf(sub).weights(spec, sub, prefix).reduce((p, d) => p + numel(d), 0) + norms,
+        flopsPerToken: brickOf(sub).flopsPerToken(spec, sub, ctxLen) + nNorms * normFlops(spec),
+      });
+    });
+  });
+  out.push({
+    name: 'head', kind: 'head',
+    params: (spec.finalNorm ? spec.dModel * (spec.norm.kind === 'layernorm' && spec.norm.bias ? 2 : 1) : 0) + (spec.tiedEmbeddings ? 0 : spec.vocabSize * spec.dModel),
+    flopsPerToken: 2 * spec.vocabSize * spec.dModel + (spec.finalNorm ? normFlops(spec) : 0),
+  });
+  return out;
+}
+
+/** A spec, its weights on a backend, ready to run. */
+export class Model {
+  readonly spec: ModelSpec;
+  readonly backend: Backend;
+  readonly weights: Map<string, Tensor>;
+  /** The same tensors as `weights`, for identity checks. */
+  readonly weightSet: Set<Tensor>;
+  readonly invFreq: number[];
+
+  /** Checks every declared weight is present with its shape; extra weights are an error too. */
+  constructor(spec: ModelSpec, backend: Backend, weights: Map<string, Tensor>) {
+    this.spec = validateSpec(spec);
+    this.backend = backend;
+    const decls = declareWeights(spec);
+    const declared = new Set(decls.map((d) => d.name));
+    for (const d of decls) {
+      const w = weights.get(d.name);
+      if (!w) throw new TensorMismatchError(d.name, `missing; the spec needs shape [${d.shape.join(', ')}]`, 'the checkpoint does not match its config/spec');
+      if (w.shape.join() !== d.shape.join()) throw new TensorMismatchError(d.name, `expected shape [${d.shape.join(', ')}], found [${w.shape.join(', ')}]`, 'the checkpoint does not match its config/spec');
+    }
+    for (const name of weights.keys()) if (!declared.has(name)) throw new TensorMismatchError(name, 'not used by the spec', 'remove it or fix the spec');
+    this.weights = weights;
+    this.weightSet = new Set(weights.values());
+    const hd = ropeHeadDim(spec);
+    this.invFreq = spec.rope && hd ? ropeInvFreq(spec.rope, hd) : [];
+  }
+
+  get numParams(): number {
+    let n = 0;
+    for (const w of this.weights.values()) n += w.size;
+    return n;
+  }
+
+  /** An empty KV cache for `batch` rows of up to `capacity` positions. */
+  newCache(batch: number, capacity = this.spec.maxContext): KVCache {
+    const slots = new Map<string, { k: Tensor; v: Tensor }>();
+    this.spec.layers.forEach((layer, i) => {
+      const names = sublayerNames(layer);
+      layer.sublayers.forEach((sub, j) => {
+        if (sub.kind !== 'attn') return;
+        const shape = [batch, capacity, sub.kvHeads, sub.headDim];
+        slots.set(`layers.${i}.${names[j]}`, { k: this.backend.zeros(shape, 'f32'), v: this.backend.zeros(shape, 'f32') });
+      });
+    });
+    return new KVCache(slots, batch, capacity);
+  }
+
+  /**
+   * Run the model on token ids (B rows of T ids each, row-major).
+   * @example
+   *   const { logits } = await model.forward(Int32Array.from(ids), 1, ids.length);
+   */
+  async forward(ids: Int32Array, B: number, T: number, opts: ForwardOptions = {}): Promise<ForwardResult> {
+    const spec = this.spec;
+    if (ids.length !== B * T) throw new Error(`forward: ${ids.length} ids for B=${B}, T=${T}`);
+    const pos0 = opts.pos0 ?? new Array(B).fill(0);
+    for (const p of pos0) if (p + T > spec.maxContext) throw new Error(`forward: positions up to ${p + T} exceed maxContext ${spec.maxContext}`);
+    for (const id of ids) if (!(id >= 0 && id < spec.vocabSize)) throw new Error(`forward: token id ${id} outside the vocabulary 0..${spec.vocabSize - 1}`);
+    const ctx = new Ctx(this, B, T, pos0, opts);
+    const be = this.backend;
+
+    const idT = be.upload(ids, [B, T], 'i32');
+    let x = op.gatherRows(this.weights.get('embed.weight')!, idT);
+    ctx.drop(idT);
+    if (spec.learnedPositions) {
+      const pos = new Int32Array(B * T);
+      for (let b = 0; b < B; b++) for (let t = 0; t < T; t++) pos[b * T + t] = pos0[b] + t;
+      const posT = be.upload(pos, [B, T], 'i32');
+      const pe = op.gatherRows(this.weights.get('pos_embed.weight')!, posT);
+      const x2 = op.add(x, pe);
+      ctx.drop(posT, pe, x);
+      x = x2;
+    }
+    x = await ctx.point('embed.out', x);
+
+    for (let i = 0; i < spec.layers.length; i++) x = await this.layer(ctx, i, x);
+
+    let h = x;
+    if (spec.finalNorm) {
+      h = await ctx.point('final.norm', applyNorm(ctx, 'final_norm', x));
+      ctx.drop(x);
+    }
+    if (opts.logitRows) {
+      const rows = Int32Array.from(opts.logitRows.map((t, b) => b * T + t));
+      const rowsT = be.upload(rows, [B, 1], 'i32');
+      const picked = op.gatherRows(h.reshape([B * T, spec.dModel]), rowsT);
+      ctx.drop(rowsT, h);
+      h = picked;
+    }
+    const head = spec.tiedEmbeddings ? this.weights.get('embed.weight')! : this.weights.get('lm_head.weight')!;
+    const logits = await ctx.point('logits', op.matmul(h, head, true));
+    ctx.drop(h);
+    return { logits, captured: ctx.captured };
+  }
+
+  private async layer(ctx: Ctx, i: number, x: Tensor): Promise<Tensor> {
+    const layer = this.spec.layers[i];
+    const names = sublayerNames(layer);
+    const lp = `layers.${i}`;
+    x = await ctx.point(`${lp}.resid.pre`, x);
+    const run = async (j: number, input: Tensor) => {
+      const sub = layer.sublayers[j];
+      const prefix = `${lp}.${names[j]}`;
+      let h = input;
+      if (layer.norm === 'pre' || layer.norm === 'peri') h = applyNorm(ctx, `${prefix}.norm`, input);
+      h = await ctx.point(`${prefix}.in`, h);
+      let y = await brickOf(sub).forward(ctx, sub, prefix, h);
+      if (h !== input) ctx.drop(h);
+      if (layer.norm === 'peri') {
+        const y2 = applyNorm(ctx, `${prefix}.out_norm`, y);
+        ctx.drop(y);
+        y = y2;
+      }
+      return ctx.point(`${prefix}.out`, y);
+    };
+    const gate = ctx.opts.gate;
+    const active = layer.sublayers.map((_, j) => !gate || gate(`${lp}.${names[j]}`, i));
+
+    if (layer.wiring === 'parallel') {
+      let acc = x;
+      for (let j = 0; j < layer.sublayers.length; j++) {
+        if (!active[j]) continue;
+        const y = await run(j, x);
+        const next = op.add(acc, y);
+        ctx.drop(y);
+        if (acc !== x) ctx.drop(acc);
+        acc = next;
+      }
+      if (acc !== x) ctx.drop(x);
+      return ctx.point(`${lp}.resid.post`, acc);
+    }
+
+    for (let j = 0; j < layer.sublayers.length; j++) {
+      if (active[j]) {
+        const y = await run(j, x);
+        let next = op.add(x, y);
+        ctx.drop(y, x);
+        if (layer.norm === 'post') {
+          const normed = applyNorm(ctx, `${lp}.${names[j]}.norm`, next);
+          ctx.drop(next);
+          next = normed;
+        }
+        x = next;
+      }
+      if (j < layer.sublayers.length - 1) x = await ctx.point(layer.sublayers.length === 2 ? `${lp}.resid.mid` : `${lp}.resid.mid.${j}`, x);
+    }
+    return ctx.point(`${lp}.resid.post`, x);
+  }
+}
+
+/** The ForwardContext of one forward pass. */
+class Ctx implements ForwardContext {
+  readonly spec: ModelSpec;
+  readonly backend: Backend;
+  readonly invFreq: number[];
+  readonly captured = new Map<string, Tensor>();
+  private readonly kept = new Set<Tensor>();
+  private readonly captureMatchers: PointMatcher[];
+  private readonly hooks: { match: PointMatcher; hook: Hook }[];
+
+  constructor(private readonly model: Model, readonly B: number, readonly T: number, readonly pos0: number[], readonly opts: ForwardOptions) {
+    this.spec = model.spec;
+    this.backend = model.backend;
+    this.invFreq = model.invFreq;
+    this.captureMatchers = (opts.capture ?? []).map(compilePattern);
+    this.hooks = (opts.hooks ?? []).map((hook) => ({ match: compilePattern(hook.point), hook }));
+  }
+
+  weight(name: string): Tensor {
+    const w = this.model.weights.get(name);
+    if (!w) throw new TensorMismatchError(name, 'missing from the loaded weights', 'the spec and the weights disagree');
+    return w;
+  }
+
+  hasWeight(name: string): boolean {
+    return this.model.weights.has(name);
+  }
+
+  wants(name: string): boolean {
+    return this.captureMatchers.some((m) => m(name)) || this.hooks.some((h) => h.match(name));
+  }
+
+  async point(name: string, t: Tensor): Promise<Tensor> {
+    for (const { match, hook } of this.hooks) {
+      if (!match(name)) continue;
+      const r = await hook.fn(t, name);
+      // NOTE: the replaced value is not disposed here: the caller may still hold it (e.g. a residual).
+      if (r) t = r;
+    }
+    if (this.captureMatchers.some((m) => m(name))) {
+      this.captured.set(name, t);
+      this.kept.add(t.viewOf ?? t);
+    }
+    return t;
+  }
+
+  kv(prefix: string) {
+    return this.opts.cache?.slots.get(prefix);
+  }
+
+  drop(...ts: (Tensor | undefined)[]): void {
+    for (const t of ts) {
+      if (!t || this.kept.has(t.viewOf ?? t) || this.isWeight(t)) continue;
+      t.dispose();
+    }
+  }
+
+  private isWeight(t: Tensor): boolean {
+    return this.model.weightSet.has(t.viewOf ?? t);
+  }
+}

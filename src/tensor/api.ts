@@ -1,0 +1,41 @@
+// The functional front of the op set: one small function per primitive, so bricks read like math.
+// Each call is exactly one backend dispatch; nothing here computes on its own.
+
+import type { OpAttrs, OpName } from './ops.ts';
+import type { Tensor } from './tensor.ts';
+
+const run = <O extends OpName>(op: O, xs: Tensor[], attrs: OpAttrs[O]) => xs[0].backend.run(op, xs, attrs);
+const none = {} as Record<string, never>;
+
+/** a @ b, or a @ bᵀ when transB (weights stored (out, in) as nn.Linear does). */
+export const matmul = (a: Tensor, b: Tensor, transB = false) => run('matmul', [a, b], { transB });
+export const add = (a: Tensor, b: Tensor) => run('add', [a, b], none);
+export const sub = (a: Tensor, b: Tensor) => run('sub', [a, b], none);
+export const mul = (a: Tensor, b: Tensor) => run('mul', [a, b], none);
+export const div = (a: Tensor, b: Tensor) => run('div', [a, b], none);
+export const scale = (a: Tensor, s: number) => run('scale', [a], { s });
+export const silu = (a: Tensor) => run('silu', [a], none);
+export const relu = (a: Tensor) => run('relu', [a], none);
+export const geluErf = (a: Tensor) => run('gelu_erf', [a], none);
+export const geluTanh = (a: Tensor) => run('gelu_tanh', [a], none);
+export const softmax = (a: Tensor) => run('softmax', [a], none);
+export const sum = (a: Tensor) => run('sum', [a], none);
+export const max = (a: Tensor) => run('max', [a], none);
+export const layernorm = (x: Tensor, w: Tensor, b: Tensor | undefined, eps: number) =>
+  run('layernorm', b ? [x, w, b] : [x, w], { eps });
+export const rmsnorm = (x: Tensor, w: Tensor, eps: number) => run('rmsnorm', [x, w], { eps });
+export const rope = (x: Tensor, pos0: number[], invFreq: number[]) => run('rope', [x], { pos0, invFreq });
+export const gatherRows = (table: Tensor, idx: Tensor) => run('gather_rows', [table, idx], none);
+export const indexAddRows = (dst: Tensor, src: Tensor, idx: Tensor) => run('index_add_rows', [dst, src, idx], none);
+export const topk = (x: Tensor, k: number) => run('topk', [x], { k });
+export const gather = (x: Tensor, idx: Tensor) => run('gather', [x, idx], none);
+export const kvWrite = (cache: Tensor, x: Tensor, pos0: number[]) => run('kv_write', [cache, x], { pos0 });
+export const attention = (q: Tensor, k: Tensor, v: Tensor, pos0: number[], scale: number) =>
+  run('attention', [q, k, v], { pos0, scale });
+export const attentionProbs = (q: Tensor, k: Tensor, pos0: number[], scale: number) =>
+  run('attention_probs', [q, k], { pos0, scale });
+
+/** Dispose every tensor given (undefined entries are skipped). */
+export function dispose(...ts: (Tensor | undefined)[]): void {
+  for (const t of ts) t?.dispose();
+}

@@ -1,0 +1,139 @@
+// Shape rules: for each op, the output shape from input shapes and attributes, with checks.
+// Backends call `inferShape` before running a kernel, so kernels can trust their inputs.
+
+import { ShapeError } from '../util/errors.ts';
+import type { OpAttrs, OpName } from './ops.ts';
+
+type Shape = readonly number[];
+type Rule<O extends OpName> = (s: Shape[], a: OpAttrs[O]) => number[];
+
+const fmt = (s: Shape) => `[${s.join(', ')}]`;
+const numel = (s: Shape) => s.reduce((p, d) => p * d, 1);
+
+function need(op: string, s: Shape[], n: number, m = n) {
+  if (s.length < n || s.length > m) throw new ShapeError(op, `expected ${n === m ? n : `${n}-${m}`} inputs, found ${s.length}`);
+}
+
+type AttrFreeRule = (s: Shape[]) => number[];
+
+function binary(op: string): AttrFreeRule {
+  return (s) => {
+    need(op, s, 2);
+    const out = broadcastShapes(s[0], s[1]);
+    if (!out) throw new ShapeError(op, `cannot broadcast ${fmt(s[0])} with ${fmt(s[1])} (numpy rules: trailing dims equal or 1)`);
+    return out;
+  };
+}
+
+/** Numpy broadcasting of two shapes, or undefined when they do not broadcast. */
+export function broadcastShapes(a: Shape, b: Shape): number[] | undefined {
+  const n = Math.max(a.length, b.length);
+  const out: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const da = a[a.length - n + i] ?? 1, db = b[b.length - n + i] ?? 1;
+    if (da !== db && da !== 1 && db !== 1) return undefined;
+    out.push(da === 1 ? db : da);
+  }
+  return out;
+}
+
+const same = (op: string): AttrFreeRule => (s) => { need(op, s, 1); return [...s[0]]; };
+const lastReduce = (op: string): AttrFreeRule => (s) => {
+  need(op, s, 1);
+  if (s[0].length === 0) throw new ShapeError(op, 'cannot reduce a 0-d tensor');
+  return s[0].slice(0, -1);
+};
+
+function attnCheck(op: string, s: Shape[], pos0: number[]) {
+  need(op, s, op === 'attention' ? 3 : 2);
+  const [q, k] = s;
+  if (q.length !== 4 || k.length !== 4) throw new ShapeError(op, `expected q (B,T,H,D) and k (B,S,K,D), found ${fmt(q)} and ${fmt(k)}`);
+  const [B, T, H, D] = q;
+  const [Bk, S, K, Dk] = k;
+  if (Bk !== B || Dk !== D) throw new ShapeError(op, `q ${fmt(q)} and k ${fmt(k)} disagree on B or D`);
+  if (H % K !== 0) throw new ShapeError(op, `query heads ${H} not a multiple of kv heads ${K}`);
+  if (s.length === 3 && fmt(s[2]) !== fmt(k)) throw new ShapeError(op, `v ${fmt(s[2])} must match k ${fmt(k)}`);
+  if (pos0.length !== B) throw new ShapeError(op, `pos0 has ${pos0.length} entries, expected B = ${B}`);
+  for (const p of pos0) if (p + T > S) throw new ShapeError(op, `positions up to ${p + T} exceed the key length ${S}`);
+  return { B, T, H, D, S };
+}
+
+/** The shape rule of every op. */
+export const SHAPE_RULES: { [O in OpName]: Rule<O> } = {
+  matmul: (s, { transB }) => {
+    need('matmul', s, 2);
+    const [a, b] = s;
+    if (a.length < 2 || b.length < 2) throw new ShapeError('matmul', `operands need >= 2 dims, found ${fmt(a)} and ${fmt(b)}`);
+    const M = a[a.length - 2], K = a[a.length - 1];
+    const Kb = transB ? b[b.length - 1] : b[b.length - 2];
+    const N = transB ? b[b.length - 2] : b[b.length - 1];
+    if (K !== Kb) throw new ShapeError('matmul', `inner dims differ: a ${fmt(a)} has K = ${K}, b ${fmt(b)}${transB ? ' (transposed)' : ''} has K = ${Kb}`);
+    const ab = a.slice(0, -2), bb = b.slice(0, -2);
+    if (bb.length > 0 && (bb.length > ab.length || !bb.every((d, i) => d === ab[ab.length - bb.length + i])))
+      throw new ShapeError('matmul', `batch dims of b ${fmt(bb)} do not match those of a ${fmt(ab)}`);
+    return [...ab, M, N];
+  },
+  add: binary('add'), sub: binary('sub'), mul: binary('mul'), div: binary('div'),
+  scale: same('scale'), silu: same('silu'), relu: same('relu'), gelu_erf: same('gelu_erf'), gelu_tanh: same('gelu_tanh'),
+  softmax: same('softmax'),
+  sum: lastReduce('sum'), max: lastReduce('max'),
+  layernorm: (s) => {
+    need('layernorm', s, 2, 3);
+    const C = s[0][s[0].length - 1];
+    for (const p of s.slice(1)) if (p.length !== 1 || p[0] !== C) throw new ShapeError('layernorm', `weight/bias ${fmt(p)} must be [${C}]`);
+    return [...s[0]];
+  },
+  rmsnorm: (s) => {
+    need('rmsnorm', s, 2);
+    const C = s[0][s[0].length - 1];
+    if (s[1].length !== 1 || s[1][0] !== C) throw new ShapeError('rmsnorm', `weight ${fmt(s[1])} must be [${C}]`);
+    return [...s[0]];
+  },
+  rope: (s, { pos0, invFreq }) => {
+    need('rope', s, 1);
+    if (s[0].length !== 4) throw new ShapeError('rope', `expected (B,T,H,D), found ${fmt(s[0])}`);
+    if (pos0.length !== s[0][0]) throw new ShapeError('rope', `pos0 has ${pos0.length} entries, expected B = ${s[0][0]}`);
+    if (invFreq.length * 2 > s[0][3]) throw new ShapeError('rope', `${invFreq.length} frequencies rotate more than head dim ${s[0][3]}`);
+    return [...s[0]];
+  },
+  gather_rows: (s) => {
+    need('gather_rows', s, 2);
+    if (s[0].length !== 2) throw new ShapeError('gather_rows', `table must be 2-d (N, C), found ${fmt(s[0])}`);
+    return [...s[1], s[0][1]];
+  },
+  index_add_rows: (s) => {
+    need('index_add_rows', s, 3);
+    const [dst, src, idx] = s;
+    if (dst.length !== 2 || src.length !== 2 || idx.length !== 1 || src[1] !== dst[1] || idx[0] !== src[0])
+      throw new ShapeError('index_add_rows', `expected dst (N,C), src (M,C), idx (M); found ${fmt(dst)}, ${fmt(src)}, ${fmt(idx)}`);
+    return [...dst];
+  },
+  topk: (s, { k }) => {
+    need('topk', s, 1);
+    const E = s[0][s[0].length - 1];
+    if (!(k >= 1 && k <= E)) throw new ShapeError('topk', `k = ${k} must be in 1..${E}`);
+    return [...s[0].slice(0, -1), k];
+  },
+  gather: (s) => {
+    need('gather', s, 2);
+    if (fmt(s[0].slice(0, -1)) !== fmt(s[1].slice(0, -1))) throw new ShapeError('gather', `leading dims of ${fmt(s[0])} and ${fmt(s[1])} differ`);
+    return [...s[1]];
+  },
+  kv_write: (s, { pos0 }) => {
+    need('kv_write', s, 2);
+    const [c, n] = s;
+    if (c.length !== 4 || n.length !== 4 || c[0] !== n[0] || c[2] !== n[2] || c[3] !== n[3])
+      throw new ShapeError('kv_write', `expected cache (B,S,K,D) and new (B,T,K,D), found ${fmt(c)} and ${fmt(n)}`);
+    if (pos0.length !== c[0]) throw new ShapeError('kv_write', `pos0 has ${pos0.length} entries, expected B = ${c[0]}`);
+    for (const p of pos0) if (p < 0 || p + n[1] > c[1]) throw new ShapeError('kv_write', `rows ${p}..${p + n[1]} do not fit the cache length ${c[1]}`);
+    return [...c];
+  },
+  attention: (s, a) => { const { B, T, H, D } = attnCheck('attention', s, a.pos0); return [B, T, H, D]; },
+  attention_probs: (s, a) => { const { B, T, H, S } = attnCheck('attention_probs', s, a.pos0); return [B, H, T, S]; },
+};
+
+export function inferShape<O extends OpName>(op: O, shapes: Shape[], attrs: OpAttrs[O]): number[] {
+  return (SHAPE_RULES[op] as Rule<O>)(shapes, attrs);
+}
+
+export { numel };

@@ -1,0 +1,72 @@
+// Tensor: a shape, a dtype and a handle to storage owned by a backend. The backend interface is
+// declared here (not in backends/) because tensor/ sits at the top of the import graph.
+// Tensors are immutable values except for `kv_write`, which updates a cache in place.
+
+import type { DType, HostArray } from './dtype.ts';
+import type { OpAttrs, OpName } from './ops.ts';
+import { numel } from './shapes.ts';
+
+/** Counters a backend keeps so tests and reports can count work without timing it. */
+export interface BackendStats {
+  dispatches: number;
+  perOp: Partial<Record<OpName, number>>;
+}
+
+/** The narrow contract every backend implements: allocate, write, read, run op, free. */
+export interface Backend {
+  readonly name: string;
+  /** Whether `run(op)` works for inputs of this dtype. Unsupported ops throw UnsupportedOpError. */
+  supports(op: OpName, dtype: DType): boolean;
+  /** Copy host data into a new tensor. f16/bf16 data are 16-bit patterns. */
+  upload(data: HostArray, shape: readonly number[], dtype: DType): Tensor;
+  /** A new zero-filled tensor. */
+  zeros(shape: readonly number[], dtype: DType): Tensor;
+  /** Read a tensor back to the host. */
+  read(t: Tensor): Promise<HostArray>;
+  /** Run one primitive op. Output is a new tensor, except kv_write which returns its (updated) cache. */
+  run<O extends OpName>(op: O, inputs: readonly Tensor[], attrs: OpAttrs[O]): Tensor;
+  /** Return a tensor's storage to the backend (it may be reused). */
+  release(t: Tensor): void;
+  readonly stats: BackendStats;
+}
+
+/** A tensor on some backend. Create with `backend.upload`/`zeros` or as an op result. */
+export class Tensor {
+  readonly size: number;
+  private disposed = false;
+  constructor(
+    readonly backend: Backend,
+    readonly shape: readonly number[],
+    readonly dtype: DType,
+    readonly handle: unknown,
+    /** Set for views (reshape): the tensor whose storage this one shares. */
+    readonly viewOf?: Tensor,
+  ) {
+    this.size = numel(shape);
+  }
+
+  /** Same storage, new shape (same number of elements). */
+  reshape(shape: readonly number[]): Tensor {
+    const n = numel(shape);
+    if (n !== this.size) throw new Error(`reshape: cannot view ${this.size} elements as [${shape.join(', ')}]`);
+    return new Tensor(this.backend, shape, this.dtype, this.handle, this.viewOf ?? this);
+  }
+
+  /** Give the storage back to the backend. Safe to call twice; on a view it disposes the viewed tensor. */
+  dispose(): void {
+    if (this.viewOf) return this.viewOf.dispose();
+    if (this.disposed) return;
+    this.disposed = true;
+    this.backend.release(this);
+  }
+
+  get isDisposed(): boolean {
+    return this.viewOf ? this.viewOf.isDisposed : this.disposed;
+  }
+
+  /** Read back as f32 numbers (i32 tensors are converted). */
+  async toF32(): Promise<Float32Array> {
+    const d = await this.backend.read(this);
+    return d instanceof Float32Array ? d : Float32Array.from(d as Int32Array);
+  }
+}
