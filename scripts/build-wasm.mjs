@@ -13,10 +13,17 @@ const watPath = join(dir, 'matmul.wat');
 const outPath = join(dir, 'matmul-wasm.gen.ts');
 
 const wabt = await initWabt();
-const mod = wabt.parseWat('matmul.wat', readFileSync(watPath, 'utf8'), { simd: true });
-mod.validate();
-const { buffer } = mod.toBinary({ log: false, write_debug_names: false });
-mod.destroy();
+let buffer;
+try {
+  const mod = wabt.parseWat('matmul.wat', readFileSync(watPath, 'utf8'), { simd: true });
+  mod.validate();
+  buffer = mod.toBinary({ log: false, write_debug_names: false }).buffer;
+  mod.destroy();
+} catch (e) {
+  // wabt's errors carry the .wat line and column; its stack is a minified blob, so print the message only
+  console.error(String(e instanceof Error ? e.message : e));
+  process.exit(1);
+}
 
 // Validate with the engine that will run it, so a kernel V8 rejects never gets committed.
 new WebAssembly.Module(buffer);

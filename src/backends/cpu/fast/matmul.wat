@@ -20,15 +20,31 @@
       (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23 (local.get $s01) (local.get $s23))
       (i8x16.shuffle 8 9 10 11 12 13 14 15 24 25 26 27 28 29 30 31 (local.get $s01) (local.get $s23))))
 
+;; Stores lane l of v at o + l*qb (adding what is there unless init): a tile's 4 outputs, qb bytes apart.
+  (func $st4 (param $o i32) (param $qb i32) (param $v v128) (param $init i32)
+    (if (i32.eqz (local.get $init)) (then
+      (local.set $v (f32x4.add (local.get $v) (f32x4.replace_lane 3 (f32x4.replace_lane 2 (f32x4.replace_lane 1
+        (f32x4.splat (f32.load (local.get $o)))
+        (f32.load (i32.add (local.get $o) (local.get $qb))))
+        (f32.load (i32.add (local.get $o) (i32.shl (local.get $qb) (i32.const 1)))))
+        (f32.load (i32.add (local.get $o) (i32.mul (local.get $qb) (i32.const 3)))))))))
+    (f32.store (local.get $o) (f32x4.extract_lane 0 (local.get $v)))
+    (f32.store (i32.add (local.get $o) (local.get $qb)) (f32x4.extract_lane 1 (local.get $v)))
+    (f32.store (i32.add (local.get $o) (i32.shl (local.get $qb) (i32.const 1))) (f32x4.extract_lane 2 (local.get $v)))
+    (f32.store (i32.add (local.get $o) (i32.mul (local.get $qb) (i32.const 3))) (f32x4.extract_lane 3 (local.get $v))))
+
   ;; NT ("transB"): out[i*ldo + j] (+)= sum_{t<k} a[i*lda + t] * b[j*ldb + t] for i < m, j < n.
-  ;; Tiles of 2 a-rows x 4 b-rows (8 f32x4 accumulators, dot products along contiguous rows), 1 x 4 for
-  ;; an odd last row. j runs outside i so the 4 b-rows stay in L1 while a sweeps the rows of a block the
-  ;; caller sized for L2. n is rounded up to 4: rows j >= n are read (padding) and their sums stored in the
-  ;; padded columns of out. The k % 4 tail is one more step with both operands masked to the valid lanes,
-  ;; so whatever sits past a row (even NaN) never reaches a valid sum.
+  ;; Tiles of 2 a-rows x 4 b-rows (8 f32x4 accumulators, dot products along contiguous rows), 1 x 4 for an
+  ;; odd last row. The 4 b-rows of a tile are j, j+q, j+2q, j+3q with q = ceil(n/4), and j steps by one: so
+  ;; b is read as 4 long sequential streams whatever K is. (Tiles of 4 adjacent rows read 4 short
+  ;; interleaved runs, which the hardware prefetcher follows badly: 1/3 of the bandwidth at K = 128.)
+  ;; j runs outside i so the 4 b-rows stay in L1 while a sweeps the rows of a block the caller sized for
+  ;; L2. Rows n..4q-1 (at most 3) are read as padding and their sums land in padded columns of out, so the
+  ;; caller needs b rows and out columns up to 4q. The k % 4 tail is one more step with both operands
+  ;; masked to the valid lanes, so whatever sits past a row (even NaN) never reaches a valid sum.
   (func (export "nt") (param $out i32) (param $ldo i32) (param $a i32) (param $lda i32)
       (param $b i32) (param $ldb i32) (param $m i32) (param $n i32) (param $k i32) (param $init i32)
-    (local $kb i32) (local $tail i32) (local $mask v128)
+    (local $kb i32) (local $tail i32) (local $mask v128) (local $q i32) (local $qb i32)
     (local $j i32) (local $i i32) (local $t i32) (local $o i32)
     (local $b0 i32) (local $b1 i32) (local $b2 i32) (local $b3 i32) (local $a0 i32) (local $a1 i32)
     (local $x0 v128) (local $x1 v128) (local $y v128)
@@ -40,12 +56,14 @@
     (local.set $kb (i32.shl (i32.and (local.get $k) (i32.const -4)) (i32.const 2)))
     (local.set $tail (i32.and (local.get $k) (i32.const 3)))
     (local.set $mask (i32x4.lt_s (v128.const i32x4 0 1 2 3) (i32x4.splat (local.get $tail))))
+    (local.set $q (i32.shr_u (i32.add (local.get $n) (i32.const 3)) (i32.const 2)))
+    (local.set $qb (i32.mul (local.get $q) (local.get $ldb)))
     (block $jdone (loop $jloop
-      (br_if $jdone (i32.ge_s (local.get $j) (local.get $n)))
+      (br_if $jdone (i32.ge_s (local.get $j) (local.get $q)))
       (local.set $b0 (i32.add (local.get $b) (i32.mul (local.get $j) (local.get $ldb))))
-      (local.set $b1 (i32.add (local.get $b0) (local.get $ldb)))
-      (local.set $b2 (i32.add (local.get $b1) (local.get $ldb)))
-      (local.set $b3 (i32.add (local.get $b2) (local.get $ldb)))
+      (local.set $b1 (i32.add (local.get $b0) (local.get $qb)))
+      (local.set $b2 (i32.add (local.get $b1) (local.get $qb)))
+      (local.set $b3 (i32.add (local.get $b2) (local.get $qb)))
       (local.set $i (i32.const 0))
       ;; 2 x 4 tiles
       (block $idone (loop $iloop
@@ -91,13 +109,10 @@
           (local.set $c13 (f32x4.add (local.get $c13) (f32x4.mul (local.get $x1) (local.get $y))))))
         (local.set $o (i32.add (i32.add (local.get $out) (i32.mul (local.get $i) (local.get $ldo)))
                                (i32.shl (local.get $j) (i32.const 2))))
-        (local.set $x0 (call $hsum4 (local.get $c00) (local.get $c01) (local.get $c02) (local.get $c03)))
-        (local.set $x1 (call $hsum4 (local.get $c10) (local.get $c11) (local.get $c12) (local.get $c13)))
-        (if (i32.eqz (local.get $init)) (then
-          (local.set $x0 (f32x4.add (local.get $x0) (v128.load (local.get $o))))
-          (local.set $x1 (f32x4.add (local.get $x1) (v128.load (i32.add (local.get $o) (local.get $ldo)))))))
-        (v128.store (local.get $o) (local.get $x0))
-        (v128.store (i32.add (local.get $o) (local.get $ldo)) (local.get $x1))
+        (call $st4 (local.get $o) (i32.shl (local.get $q) (i32.const 2))
+          (call $hsum4 (local.get $c00) (local.get $c01) (local.get $c02) (local.get $c03)) (local.get $init))
+        (call $st4 (i32.add (local.get $o) (local.get $ldo)) (i32.shl (local.get $q) (i32.const 2))
+          (call $hsum4 (local.get $c10) (local.get $c11) (local.get $c12) (local.get $c13)) (local.get $init))
         (local.set $i (i32.add (local.get $i) (i32.const 2)))
         (br $iloop)))
       ;; odd last row: 1 x 4
@@ -130,12 +145,90 @@
             (v128.and (local.get $mask) (v128.load (i32.add (local.get $b3) (local.get $t)))))))))
         (local.set $o (i32.add (i32.add (local.get $out) (i32.mul (local.get $i) (local.get $ldo)))
                                (i32.shl (local.get $j) (i32.const 2))))
-        (local.set $x0 (call $hsum4 (local.get $c00) (local.get $c01) (local.get $c02) (local.get $c03)))
-        (if (i32.eqz (local.get $init)) (then
-          (local.set $x0 (f32x4.add (local.get $x0) (v128.load (local.get $o))))))
-        (v128.store (local.get $o) (local.get $x0))))
-      (local.set $j (i32.add (local.get $j) (i32.const 4)))
+        (call $st4 (local.get $o) (i32.shl (local.get $q) (i32.const 2))
+          (call $hsum4 (local.get $c00) (local.get $c01) (local.get $c02) (local.get $c03)) (local.get $init))))
+      (local.set $j (i32.add (local.get $j) (i32.const 1)))
       (br $jloop))))
+
+;; NN for few rows of a (decode): out[i*ldo + j] (+)= sum_t a[i*lda + t] * b[t*ldb + j] for j < n rounded
+  ;; up to 4, as row updates: out row += a[i,t..t+4] . b rows t..t+4, so b is read along its rows in long
+  ;; runs (the caller passes column chunks small enough for the out rows and 4 b segments to stay in L1).
+  (func (export "nnv") (param $out i32) (param $ldo i32) (param $a i32) (param $lda i32)
+      (param $b i32) (param $ldb i32) (param $m i32) (param $n i32) (param $k i32) (param $init i32)
+    (local $nb i32) (local $t i32) (local $i i32) (local $c i32) (local $o i32) (local $ai i32)
+    (local $r0 i32) (local $r1 i32) (local $r2 i32) (local $r3 i32)
+    (local $s0 v128) (local $s1 v128) (local $s2 v128) (local $s3 v128)
+    (local.set $nb (i32.shl (i32.and (i32.add (local.get $n) (i32.const 3)) (i32.const -4)) (i32.const 2)))
+    (local.set $ldo (i32.shl (local.get $ldo) (i32.const 2)))
+    (local.set $lda (i32.shl (local.get $lda) (i32.const 2)))
+    (local.set $ldb (i32.shl (local.get $ldb) (i32.const 2)))
+    (if (local.get $init) (then
+      (block $zdone (loop $zrow
+        (br_if $zdone (i32.ge_s (local.get $i) (local.get $m)))
+        (local.set $o (i32.add (local.get $out) (i32.mul (local.get $i) (local.get $ldo))))
+        (local.set $c (i32.const 0))
+        (block $zcdone (loop $zcol
+          (br_if $zcdone (i32.ge_u (local.get $c) (local.get $nb)))
+          (v128.store (i32.add (local.get $o) (local.get $c)) (v128.const i32x4 0 0 0 0))
+          (local.set $c (i32.add (local.get $c) (i32.const 16)))
+          (br $zcol)))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $zrow)))))
+    ;; four b rows per pass over out
+    (block $tdone (loop $tloop
+      (br_if $tdone (i32.gt_s (i32.add (local.get $t) (i32.const 4)) (local.get $k)))
+      (local.set $r0 (i32.add (local.get $b) (i32.mul (local.get $t) (local.get $ldb))))
+      (local.set $r1 (i32.add (local.get $r0) (local.get $ldb)))
+      (local.set $r2 (i32.add (local.get $r1) (local.get $ldb)))
+      (local.set $r3 (i32.add (local.get $r2) (local.get $ldb)))
+      (local.set $i (i32.const 0))
+      (block $idone (loop $iloop
+        (br_if $idone (i32.ge_s (local.get $i) (local.get $m)))
+        (local.set $ai (i32.add (i32.add (local.get $a) (i32.mul (local.get $i) (local.get $lda)))
+                                (i32.shl (local.get $t) (i32.const 2))))
+        (local.set $s0 (v128.load32_splat (local.get $ai)))
+        (local.set $s1 (v128.load32_splat offset=4 (local.get $ai)))
+        (local.set $s2 (v128.load32_splat offset=8 (local.get $ai)))
+        (local.set $s3 (v128.load32_splat offset=12 (local.get $ai)))
+        (local.set $o (i32.add (local.get $out) (i32.mul (local.get $i) (local.get $ldo))))
+        (local.set $c (i32.const 0))
+        (block $cdone (loop $cloop
+          (br_if $cdone (i32.ge_u (local.get $c) (local.get $nb)))
+          (v128.store (i32.add (local.get $o) (local.get $c)) (f32x4.add
+            (v128.load (i32.add (local.get $o) (local.get $c)))
+            (f32x4.add
+              (f32x4.add (f32x4.mul (local.get $s0) (v128.load (i32.add (local.get $r0) (local.get $c))))
+                         (f32x4.mul (local.get $s1) (v128.load (i32.add (local.get $r1) (local.get $c)))))
+              (f32x4.add (f32x4.mul (local.get $s2) (v128.load (i32.add (local.get $r2) (local.get $c))))
+                         (f32x4.mul (local.get $s3) (v128.load (i32.add (local.get $r3) (local.get $c))))))))
+          (local.set $c (i32.add (local.get $c) (i32.const 16)))
+          (br $cloop)))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $iloop)))
+      (local.set $t (i32.add (local.get $t) (i32.const 4)))
+      (br $tloop)))
+    ;; last k % 4 rows of b, one at a time
+    (block $t1done (loop $t1loop
+      (br_if $t1done (i32.ge_s (local.get $t) (local.get $k)))
+      (local.set $r0 (i32.add (local.get $b) (i32.mul (local.get $t) (local.get $ldb))))
+      (local.set $i (i32.const 0))
+      (block $i1done (loop $i1loop
+        (br_if $i1done (i32.ge_s (local.get $i) (local.get $m)))
+        (local.set $s0 (v128.load32_splat (i32.add (i32.add (local.get $a) (i32.mul (local.get $i) (local.get $lda)))
+                                                   (i32.shl (local.get $t) (i32.const 2)))))
+        (local.set $o (i32.add (local.get $out) (i32.mul (local.get $i) (local.get $ldo))))
+        (local.set $c (i32.const 0))
+        (block $c1done (loop $c1loop
+          (br_if $c1done (i32.ge_u (local.get $c) (local.get $nb)))
+          (v128.store (i32.add (local.get $o) (local.get $c)) (f32x4.add
+            (v128.load (i32.add (local.get $o) (local.get $c)))
+            (f32x4.mul (local.get $s0) (v128.load (i32.add (local.get $r0) (local.get $c))))))
+          (local.set $c (i32.add (local.get $c) (i32.const 16)))
+          (br $c1loop)))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $i1loop)))
+      (local.set $t (i32.add (local.get $t) (i32.const 1)))
+      (br $t1loop))))
 
   ;; NN: out[i*ldo + 8p + c] (+)= sum_{t<k} a[i*lda + t] * B(t, 8p + c) for i < m, p < np, c < 8, where
   ;; B(t, 8p + c) sits at byte b + p*bp + t*bk + 4c. Packed panels (bk = 32, bp = 32*K) make every step one
@@ -274,24 +367,29 @@
       (local.set $t (i32.add (local.get $t) (i32.const 1)))
       (br $tloop))))
 
-  ;; Sum of the f32 values in [ptr, ptr + bytes), bytes a multiple of 128: 8 independent f32x4 chains so
-  ;; the loop is bound by memory reads, not by add latency. Used to measure read bandwidth.
+;; Sum of the f32 values in [ptr, ptr + bytes), bytes a multiple of 128, read as 4 sequential streams
+  ;; (one per quarter, as matmul kernels read b) with 8 independent f32x4 sums, so the loop is bound by
+  ;; memory, not by add latency. One stream reaches only about half the bandwidth. Measures read bandwidth.
   (func (export "sum") (param $ptr i32) (param $bytes i32) (result f32)
-    (local $end i32) (local $v v128)
+    (local $q i32) (local $end i32) (local $p i32) (local $v v128)
     (local $s0 v128) (local $s1 v128) (local $s2 v128) (local $s3 v128)
     (local $s4 v128) (local $s5 v128) (local $s6 v128) (local $s7 v128)
-    (local.set $end (i32.add (local.get $ptr) (local.get $bytes)))
+    (local.set $q (i32.and (i32.shr_u (local.get $bytes) (i32.const 2)) (i32.const -32)))
+    (local.set $end (i32.add (local.get $ptr) (local.get $q)))
     (block $done (loop $l
       (br_if $done (i32.ge_u (local.get $ptr) (local.get $end)))
       (local.set $s0 (f32x4.add (local.get $s0) (v128.load offset=0 (local.get $ptr))))
       (local.set $s1 (f32x4.add (local.get $s1) (v128.load offset=16 (local.get $ptr))))
-      (local.set $s2 (f32x4.add (local.get $s2) (v128.load offset=32 (local.get $ptr))))
-      (local.set $s3 (f32x4.add (local.get $s3) (v128.load offset=48 (local.get $ptr))))
-      (local.set $s4 (f32x4.add (local.get $s4) (v128.load offset=64 (local.get $ptr))))
-      (local.set $s5 (f32x4.add (local.get $s5) (v128.load offset=80 (local.get $ptr))))
-      (local.set $s6 (f32x4.add (local.get $s6) (v128.load offset=96 (local.get $ptr))))
-      (local.set $s7 (f32x4.add (local.get $s7) (v128.load offset=112 (local.get $ptr))))
-      (local.set $ptr (i32.add (local.get $ptr) (i32.const 128)))
+      (local.set $p (i32.add (local.get $ptr) (local.get $q)))
+      (local.set $s2 (f32x4.add (local.get $s2) (v128.load offset=0 (local.get $p))))
+      (local.set $s3 (f32x4.add (local.get $s3) (v128.load offset=16 (local.get $p))))
+      (local.set $p (i32.add (local.get $p) (local.get $q)))
+      (local.set $s4 (f32x4.add (local.get $s4) (v128.load offset=0 (local.get $p))))
+      (local.set $s5 (f32x4.add (local.get $s5) (v128.load offset=16 (local.get $p))))
+      (local.set $p (i32.add (local.get $p) (local.get $q)))
+      (local.set $s6 (f32x4.add (local.get $s6) (v128.load offset=0 (local.get $p))))
+      (local.set $s7 (f32x4.add (local.get $s7) (v128.load offset=16 (local.get $p))))
+      (local.set $ptr (i32.add (local.get $ptr) (i32.const 32)))
       (br $l)))
     (local.set $v (f32x4.add
       (f32x4.add (f32x4.add (local.get $s0) (local.get $s1)) (f32x4.add (local.get $s2) (local.get $s3)))

@@ -1,0 +1,94 @@
+// Text generation with a KV cache for a batch of prompts of different lengths. Prompts are
+// right-padded into one prefill pass; each row then decodes at its own position (the cache rows past
+// a prompt's end hold padding that decoding overwrites before anything reads it).
+
+import type { Model } from '../model/assemble.ts';
+import type { SublayerGate } from '../model/assemble.ts';
+import { ContextLengthError, UsageError } from '../util/errors.ts';
+import { Rng, sampleToken, validateSampling, type SamplingOptions } from './sampling.ts';
+
+export interface GenerateOptions {
+  maxNewTokens: number;
+  sampling?: SamplingOptions;
+  /** Token ids that end a row (default: the model's eos ids). The stop token is included in the output. */
+  stopTokens?: number[];
+  /** Called for every new token as soon as it is chosen. */
+  onToken?: (row: number, token: number) => void;
+  /** Skip policy for sublayers (every pass). */
+  gate?: SublayerGate;
+}
+
+export interface GenerateResult {
+  /** New token ids per prompt (stop token included when one ended the row). */
+  tokens: number[][];
+  /** Why each row ended. */
+  finish: ('stop' | 'length')[];
+  prefillMs: number;
+  decodeMs: number;
+  /** Decode steps run (after the prefill's first token). */
+  decodeSteps: number;
+}
+
+/**
+ * Generate continuations of token-id prompts.
+ * @example
+ *   const r = await generate(model, [tok.encode('Once upon a time')], { maxNewTokens: 20, sampling: { greedy: true } });
+ */
+export async function generate(model: Model, prompts: number[][], opts: GenerateOptions): Promise<GenerateResult> {
+  const spec = model.spec;
+  const B = prompts.length;
+  if (B === 0) throw new UsageError('generate: no prompts given');
+  if (!(Number.isInteger(opts.maxNewTokens) && opts.maxNewTokens >= 0)) throw new UsageError(`max new tokens must be an integer >= 0, found ${opts.maxNewTokens}`);
+  const sampling = opts.sampling ?? { greedy: true };
+  validateSampling(sampling);
+  const lens = prompts.map((p) => p.length);
+  for (const [i, p] of prompts.entries()) {
+    if (p.length === 0) throw new UsageError(`prompt ${i} is empty`, 'give at least one token (e.g. the BOS token)');
+    if (p.length + opts.maxNewTokens > spec.maxContext)
+      throw new ContextLengthError(p.length + opts.maxNewTokens, spec.maxContext, p.length > spec.maxContext ? `prompt ${i} (${p.length} tokens)` : `prompt ${i} (${p.length} tokens) plus ${opts.maxNewTokens} new tokens`);
+  }
+  const stops = new Set(opts.stopTokens ?? spec.eosTokenIds ?? []);
+  const rng = new Rng(sampling.seed ?? 0);
+  const V = spec.vocabSize;
+  const tokens: number[][] = prompts.map(() => []);
+  const finish: ('stop' | 'length')[] = prompts.map(() => 'length');
+  const done = prompts.map(() => opts.maxNewTokens === 0);
+  const result = (prefillMs: number, decodeMs: number, decodeSteps: number): GenerateResult => ({ tokens, finish, prefillMs, decodeMs, decodeSteps });
+  if (opts.maxNewTokens === 0) return result(0, 0, 0);
+
+  const Tmax = Math.max(...lens);
+  const cache = model.newCache(B, Tmax + opts.maxNewTokens);
+  try {
+    const t0 = performance.now();
+    const ids = new Int32Array(B * Tmax);
+    prompts.forEach((p, b) => ids.set(p, b * Tmax));
+    const pre = await model.forward(ids, B, Tmax, { cache, logitRows: lens.map((l) => l - 1), gate: opts.gate });
+    let logits = await pre.logits.toF32();
+    pre.logits.dispose();
+    const t1 = performance.now();
+    const pos = [...lens];
+    const step = new Int32Array(B);
+    let steps = 0;
+    for (;;) {
+      for (let b = 0; b < B; b++) {
+        if (done[b]) continue;
+        const tok = sampleToken(logits, b * V, V, sampling, rng);
+        tokens[b].push(tok);
+        opts.onToken?.(b, tok);
+        if (stops.has(tok)) { done[b] = true; finish[b] = 'stop'; }
+        else if (tokens[b].length >= opts.maxNewTokens) done[b] = true;
+        step[b] = tok;
+      }
+      if (done.every(Boolean)) break;
+      // Finished rows still ride along (their outputs are ignored) so the batch stays rectangular.
+      const out = await model.forward(step, B, 1, { cache, pos0: pos, logitRows: new Array(B).fill(0), gate: opts.gate });
+      logits = await out.logits.toF32();
+      out.logits.dispose();
+      for (let b = 0; b < B; b++) pos[b] = Math.min(pos[b] + 1, cache.capacity - 1);
+      steps++;
+    }
+    return result(t1 - t0, performance.now() - t1, steps);
+  } finally {
+    cache.dispose();
+  }
+}
