@@ -4,8 +4,8 @@
 // Limits: f32, contiguous row-major operands, one thread, synchronous. The WASM path copies its operands
 // into one reusable linear memory per call (O(MK + NK + MN) bytes against O(MNK) work; see README.md).
 
-import { ShapeError } from '../../../util/errors.ts';
-import { MATMUL_WASM_BASE64 } from './matmul-wasm.gen.ts';
+import { ShapeError, UsageError } from '../../../util/errors.ts';
+import { MATMUL_WASM_BASE64, MATMUL_WASM_SHARED_BASE64 } from './matmul-wasm.gen.ts';
 
 /** Which implementation `matmulF32` runs for a shape. */
 export type MatmulPath = 'naive' | 'js' | 'wasm';
@@ -34,8 +34,8 @@ export function matmulF32(out: Float32Array, a: Float32Array, b: Float32Array, M
   transB: boolean, aOff = 0, bOff = 0, outOff = 0, accumulate = false): void {
   checkArgs('matmulF32', out, a, b, M, N, K, aOff, bOff, outOff);
   const path = matmulPath(M, N, K, transB);
-  if (path === 'wasm') wasmMatmul(out, a, b, M, N, K, transB, aOff, bOff, outOff, accumulate);
-  else if (path === 'js') jsMatmul(out, a, b, M, N, K, transB, aOff, bOff, outOff, accumulate);
+  if (path === 'wasm' && wasmMatmul(out, a, b, M, N, K, transB, aOff, bOff, outOff, accumulate)) return;
+  if (path !== 'naive') jsMatmul(out, a, b, M, N, K, transB, aOff, bOff, outOff, accumulate);
   else naiveMatmul(out, a, b, M, N, K, transB, aOff, bOff, outOff, accumulate);
 }
 
@@ -65,8 +65,11 @@ export function matmulF32Js(out: Float32Array, a: Float32Array, b: Float32Array,
 export function matmulF32Wasm(out: Float32Array, a: Float32Array, b: Float32Array, M: number, N: number, K: number,
   transB: boolean, aOff = 0, bOff = 0, outOff = 0, accumulate = false): void {
   checkArgs('matmulF32Wasm', out, a, b, M, N, K, aOff, bOff, outOff);
-  if (!wasmAvailable()) throw new Error('matmulF32Wasm: WebAssembly SIMD is not available in this runtime');
-  wasmMatmul(out, a, b, M, N, K, transB, aOff, bOff, outOff, accumulate);
+  if (!wasmAvailable()) throw new UsageError('matmulF32Wasm: WebAssembly SIMD is not available in this runtime');
+  if (!wasmMatmul(out, a, b, M, N, K, transB, aOff, bOff, outOff, accumulate)) {
+    throw new UsageError(`matmulF32Wasm: the WASM memory cannot hold the operands of M=${M}, N=${N}, K=${K}`,
+      'use matmulF32, which falls back to JS');
+  }
 }
 
 function checkArgs(op: string, out: Float32Array, a: Float32Array, b: Float32Array, M: number, N: number, K: number,
@@ -217,105 +220,242 @@ function jsNN(out: Float32Array, a: Float32Array, b: Float32Array, i0: number, i
 interface WasmExports {
   nt(out: number, ldo: number, a: number, lda: number, b: number, ldb: number, m: number, n: number, k: number, init: number): void;
   nn(out: number, ldo: number, a: number, lda: number, b: number, bk: number, bp: number, m: number, np: number, k: number, init: number): void;
+  nnv(out: number, ldo: number, a: number, lda: number, b: number, ldb: number, m: number, n: number, k: number, init: number): void;
   pack_nn(dst: number, src: number, k: number, n: number, np: number): void;
   sum(ptr: number, bytes: number): number;
 }
 
 /** The compiled kernel module instantiated on `memory` (used by bandwidth.ts with a memory of its own). */
 export function instantiateFastWasm(memory: WebAssembly.Memory): WasmExports {
-  const inst = new WebAssembly.Instance(wasmModule(), { env: { mem: memory } });
+  const shared = typeof SharedArrayBuffer !== 'undefined' && memory.buffer instanceof SharedArrayBuffer;
+  const inst = new WebAssembly.Instance(wasmModule(shared), { env: { mem: memory } });
   return inst.exports as unknown as WasmExports;
 }
 
-let moduleCache: WebAssembly.Module | undefined;
-function wasmModule(): WebAssembly.Module {
-  if (!moduleCache) {
-    // atob rather than Buffer so the same code runs in browsers; the module is < 4 KiB, small enough for
-    // the synchronous compile browsers allow on the main thread.
-    const bin = atob(MATMUL_WASM_BASE64);
+const moduleCache: { plain?: WebAssembly.Module; shared?: WebAssembly.Module } = {};
+function wasmModule(shared: boolean): WebAssembly.Module {
+  const key = shared ? 'shared' : 'plain';
+  let mod = moduleCache[key];
+  if (!mod) {
+    // atob rather than Buffer so the same code runs in browsers
+    const bin = atob(shared ? MATMUL_WASM_SHARED_BASE64 : MATMUL_WASM_BASE64);
     const bytes = new Uint8Array(bin.length);
     for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
-    moduleCache = new WebAssembly.Module(bytes);
+    mod = moduleCache[key] = new WebAssembly.Module(bytes);
   }
-  return moduleCache;
+  return mod;
 }
 
-let wasmState: { mem: WebAssembly.Memory; k: WasmExports; f32: Float32Array } | null | undefined;
+// The kernels' memory and a first-fit heap over it, holding resident arrays (`allocF32`) and the scratch
+// that non-resident operands are copied into. The memory is shared when the runtime allows it (Node does;
+// browsers only when cross-origin isolated), because only a shared memory grows without detaching the
+// arrays that view it; with a plain one, `allocF32` returns ordinary arrays and every operand is copied.
+interface WasmState {
+  mem: WebAssembly.Memory;
+  k: WasmExports;
+  shared: boolean;
+  f32: Float32Array; // view of the whole memory, re-made after each grow
+  buffers: WeakSet<ArrayBufferLike>; // every buffer object the memory has had: identifies resident views
+  top: number; // end of the heap in bytes
+  free: { ptr: number; bytes: number }[]; // sorted by ptr, coalesced
+  used: Map<number, number>; // ptr -> bytes of live blocks
+  scratch: { ptr: number; bytes: number };
+}
+
+let wasmState: WasmState | null | undefined;
+const PAGE = 65536;
+const MAX_PAGES = 65536; // 4 GiB, the wasm32 limit (must match the shared build in scripts/build-wasm.mjs)
+// Every heap block gets this many bytes past its end: kernels read whole tiles past row ends (<= 32 bytes).
+const SLACK = 64;
 
 /** True when the WebAssembly SIMD kernels compiled in this runtime (they need SIMD support). */
 export function wasmAvailable(): boolean {
-  if (wasmState === undefined) {
-    try {
-      const mem = new WebAssembly.Memory({ initial: 1 });
-      wasmState = { mem, k: instantiateFastWasm(mem), f32: new Float32Array(mem.buffer) };
-    } catch {
-      wasmState = null; // no SIMD: every shape takes the JS path
-    }
-  }
+  if (wasmState === undefined) wasmState = initWasm();
   return wasmState !== null;
 }
 
-function wasmF32(bytes: number): Float32Array {
-  const st = wasmState!;
-  const have = st.mem.buffer.byteLength;
-  if (have < bytes) {
-    st.mem.grow(Math.ceil((bytes - have) / 65536));
-    // grow() detaches the old buffer: every view must be re-made
-    st.f32 = new Float32Array(st.mem.buffer);
+function initWasm(): WasmState | null {
+  for (const shared of [true, false]) {
+    try {
+      const mem = shared
+        ? new WebAssembly.Memory({ initial: 1, maximum: MAX_PAGES, shared: true })
+        : new WebAssembly.Memory({ initial: 1 });
+      const k = instantiateFastWasm(mem);
+      const buffers = new WeakSet<ArrayBufferLike>([mem.buffer]);
+      // the heap starts at 64 so that no block has address 0
+      return { mem, k, shared, f32: new Float32Array(mem.buffer), buffers, top: 64, free: [], used: new Map(),
+        scratch: { ptr: 0, bytes: 0 } };
+    } catch {
+      // no shared memory here: try a plain one; no SIMD at all: every shape takes the JS path
+    }
   }
-  return st.f32;
+  return null;
 }
 
-// Blocking of the WASM driver: KC values of k per kernel call (partial sums go through out), MC rows of a
-// per call so the a block (MC x KC floats = 128 KiB) stays in L2 while each b tile is reused over it.
-const W_KC = 512;
+/** Allocates `bytes` (+ SLACK) in the heap; returns the address, or -1 if the memory cannot grow enough. */
+function heapAlloc(st: WasmState, bytes: number): number {
+  const size = (bytes + SLACK + 63) & ~63;
+  for (let i = 0; i < st.free.length; i++) {
+    const f = st.free[i];
+    if (f.bytes < size) continue;
+    const ptr = f.ptr;
+    if (f.bytes === size) st.free.splice(i, 1);
+    else { f.ptr += size; f.bytes -= size; }
+    st.used.set(ptr, size);
+    return ptr;
+  }
+  const ptr = st.top;
+  const end = ptr + size;
+  const have = st.mem.buffer.byteLength;
+  if (end > have) {
+    const pages = Math.ceil((end - have) / PAGE);
+    if (have / PAGE + pages > MAX_PAGES) return -1;
+    try { st.mem.grow(pages); } catch { return -1; } // out of memory, or past a browser's limit
+    // a plain memory detaches its old buffer on grow; a shared one keeps it. Either way re-make the view.
+    st.buffers.add(st.mem.buffer);
+    st.f32 = new Float32Array(st.mem.buffer);
+  }
+  st.top = end;
+  st.used.set(ptr, size);
+  return ptr;
+}
+
+function heapFree(st: WasmState, ptr: number): void {
+  const size = st.used.get(ptr);
+  if (size === undefined) return;
+  st.used.delete(ptr);
+  let i = 0;
+  while (i < st.free.length && st.free[i].ptr < ptr) i++;
+  st.free.splice(i, 0, { ptr, bytes: size });
+  // coalesce with the next block, then the previous one
+  const next = st.free[i + 1];
+  if (next && ptr + size === next.ptr) { st.free[i].bytes += next.bytes; st.free.splice(i + 1, 1); }
+  const prev = st.free[i - 1];
+  if (prev && prev.ptr + prev.bytes === ptr) { prev.bytes += st.free[i].bytes; st.free.splice(i, 1); i--; }
+  // a free block at the top just lowers the top
+  const last = st.free[st.free.length - 1];
+  if (last && last.ptr + last.bytes === st.top) { st.top = last.ptr; st.free.pop(); }
+}
+
+/** The scratch block, grown to at least `bytes`; -1 if the memory cannot hold it. */
+function scratch(st: WasmState, bytes: number): number {
+  if (st.scratch.bytes >= bytes) return st.scratch.ptr;
+  if (st.scratch.bytes > 0) heapFree(st, st.scratch.ptr);
+  // round up so that a slowly growing shape does not reallocate on every call
+  const want = Math.max(bytes, PAGE, Math.ceil(bytes / PAGE) * PAGE);
+  const ptr = heapAlloc(st, want);
+  st.scratch = ptr < 0 ? { ptr: 0, bytes: 0 } : { ptr, bytes: want };
+  return ptr;
+}
+
+/**
+ * A zeroed Float32Array of `n` floats inside the WASM kernels' memory: `matmulF32` reads such arrays (and
+ * their subarrays) in place instead of copying them. Allocate decode weights here: copying the N*K
+ * weights of a matrix-vector product into the kernels' memory costs more than the product itself.
+ * Returns an ordinary array when the memory cannot be shared (no WASM, or a browser page that is not
+ * cross-origin isolated). The array lives until `freeF32`; do not use it after that.
+ *
+ * @example
+ * const W = allocF32(V * C); W.set(weights);      // once, at load
+ * matmulF32(logits, x, W, 1, V, C, true);         // per token: W is not copied
+ */
+export function allocF32(n: number): Float32Array {
+  if (!Number.isInteger(n) || n < 0) throw new UsageError(`allocF32: n must be an integer >= 0, found ${n}`);
+  if (!wasmAvailable() || !wasmState!.shared) return new Float32Array(n);
+  const st = wasmState!;
+  const ptr = heapAlloc(st, 4 * n);
+  if (ptr < 0) return new Float32Array(n); // memory full: still correct, only copied per call
+  const x = new Float32Array(st.mem.buffer, ptr, n);
+  x.fill(0); // the block may hold an earlier array's data
+  return x;
+}
+
+/** Releases an array from `allocF32` (ordinary arrays are ignored). Throws for a part of one. */
+export function freeF32(x: Float32Array): void {
+  if (!isResident(x)) return;
+  const st = wasmState!;
+  if (!st.used.has(x.byteOffset) || x.byteOffset === st.scratch.ptr) {
+    throw new UsageError('freeF32: this array is not one that allocF32 returned (a subarray, or freed already)',
+      'pass the array allocF32 returned, once');
+  }
+  heapFree(st, x.byteOffset);
+}
+
+/** True when `x` lives in the WASM kernels' memory (from `allocF32`), so matmulF32 reads it in place. */
+export function isResident(x: Float32Array): boolean {
+  return !!wasmState && wasmState.buffers.has(x.buffer);
+}
+
+// Blocking of the WASM driver: at most W_MC rows of a per kernel call, and K cut into W_KC slices (partial
+// sums go through out) when the a block would not fit in L2 whole, so each b tile is reused from L1
+// over an a block read from L2. For decode the a block is tiny and K is never cut.
 const W_MC = 64;
-// no-transB with at least this many rows packs b into 8-column panels (contiguous reads, no 4K aliasing);
-// fewer rows read b in place, because packing costs a full pass over b.
+const W_KC = 512;
+const L2_A_BYTES = 256 * 1024;
+// no-transB with at most this many rows uses row updates (`nnv`) on column chunks of NNV_COLS (out rows and
+// 4 b segments stay in L1/L2); more rows use register tiles (`nn`), on b packed into 8-column panels from
+// PACK_MIN_M rows (contiguous reads, no 4K aliasing; packing costs a pass over b, repaid by many rows).
+const NNV_MAX_M = 2;
+const NNV_COLS = 4096;
 const PACK_MIN_M = 16;
-const SLACK = 64; // bytes after every region: kernels read whole tiles past row ends
 
 const align64 = (x: number) => (x + 63) & ~63;
 
+/** Runs the product in WASM; false (nothing written) if the memory cannot hold the scratch it needs. */
 function wasmMatmul(out: Float32Array, a: Float32Array, b: Float32Array, M: number, N: number, K: number,
-  transB: boolean, aOff: number, bOff: number, outOff: number, accumulate: boolean): void {
-  if (M === 0 || N === 0) return;
-  if (K === 0) { if (!accumulate) out.fill(0, outOff, outOff + M * N); return; }
+  transB: boolean, aOff: number, bOff: number, outOff: number, accumulate: boolean): boolean {
+  if (M === 0 || N === 0) return true;
+  if (K === 0) { if (!accumulate) out.fill(0, outOff, outOff + M * N); return true; }
+  const st = wasmState!;
+  const k = st.k;
+  // out goes through a padded scratch region (kernels store whole tiles); resident a and b are read in place
   const ldo = transB ? (N + 3) & ~3 : (N + 7) & ~7;
   const np = ldo >> 3;
-  const pack = !transB && M >= PACK_MIN_M;
-  // b region: N rows rounded up to 4 for NT (the kernel reads whole 4-row tiles)
-  const bBytes = align64(4 * (transB ? ldo * K : K * N) + SLACK);
-  const pBytes = pack ? align64(32 * np * K) : 0;
-  const rowBytes = 4 * (K + ldo);
-  // Split M so that the a and out regions stay under WASM_MAX_BYTES (b is copied once per chunk).
+  const pack = !transB && M > NNV_MAX_M && M >= PACK_MIN_M;
+  const aIn = isResident(a), bIn = isResident(b);
+  const bBytes = bIn ? 0 : align64(4 * K * N + SLACK);
+  const pBytes = pack ? align64(32 * np * K + SLACK) : 0;
+  // split M so that scratch stays under WASM_MAX_BYTES (b is copied or packed once, not per chunk)
+  const rowBytes = 4 * ((aIn ? 0 : K) + ldo);
   const rows = Math.max(1, Math.min(M, Math.floor((WASM_MAX_BYTES - bBytes - pBytes) / rowBytes)));
-  const aBytes = align64(4 * rows * K + SLACK);
+  const aBytes = aIn ? 0 : align64(4 * rows * K + SLACK);
   const oBytes = align64(4 * rows * ldo + SLACK);
-  const B = 0, P = bBytes, A = P + pBytes, O = A + aBytes;
-  const f32 = wasmF32(O + oBytes);
-  const k = wasmState!.k;
-
-  f32.set(b.subarray(bOff, bOff + K * N), B >> 2);
+  const base = scratch(st, bBytes + pBytes + aBytes + oBytes);
+  if (base < 0) return false;
+  const f32 = st.f32; // after scratch(): it may have grown the memory
+  const P = base + bBytes, O = P + pBytes + aBytes;
+  let B = base;
+  if (bIn) B = b.byteOffset + 4 * bOff;
+  else f32.set(b.subarray(bOff, bOff + K * N), B >> 2);
   if (pack) k.pack_nn(P, B, K, N, np);
 
   for (let r0 = 0; r0 < M; r0 += rows) {
     const m = Math.min(rows, M - r0);
-    f32.set(a.subarray(aOff + r0 * K, aOff + (r0 + m) * K), A >> 2);
+    let A = P + pBytes;
+    if (aIn) A = a.byteOffset + 4 * (aOff + r0 * K);
+    else f32.set(a.subarray(aOff + r0 * K, aOff + (r0 + m) * K), A >> 2);
     if (accumulate) copyRows(f32, O >> 2, ldo, out, outOff + r0 * N, N, m, true);
-    for (let i0 = 0; i0 < m; i0 += W_MC) {
-      const mc = Math.min(W_MC, m - i0);
-      for (let k0 = 0; k0 < K; k0 += W_KC) {
-        const kc = Math.min(W_KC, K - k0);
-        const init = k0 === 0 && !accumulate ? 1 : 0;
-        const o = O + 4 * i0 * ldo, ap = A + 4 * (i0 * K + k0);
-        if (transB) k.nt(o, ldo, ap, K, B + 4 * k0, K, mc, N, kc, init);
-        else if (pack) k.nn(o, ldo, ap, K, P + 32 * k0, 32, 32 * K, mc, np, kc, init);
-        else k.nn(o, ldo, ap, K, B + 4 * k0 * N, 4 * N, 32, mc, np, kc, init);
+    if (!transB && m <= NNV_MAX_M) {
+      for (let c0 = 0; c0 < N; c0 += NNV_COLS) {
+        k.nnv(O + 4 * c0, ldo, A, K, B + 4 * c0, N, m, Math.min(NNV_COLS, N - c0), K, accumulate ? 0 : 1);
+      }
+    } else {
+      for (let i0 = 0; i0 < m; i0 += W_MC) {
+        const mc = Math.min(W_MC, m - i0);
+        const KC = 4 * mc * K <= L2_A_BYTES ? K : W_KC;
+        for (let k0 = 0; k0 < K; k0 += KC) {
+          const kc = Math.min(KC, K - k0);
+          const init = k0 === 0 && !accumulate ? 1 : 0;
+          const o = O + 4 * i0 * ldo, ap = A + 4 * (i0 * K + k0);
+          if (transB) k.nt(o, ldo, ap, K, B + 4 * k0, K, mc, N, kc, init);
+          else if (pack) k.nn(o, ldo, ap, K, P + 32 * k0, 32, 32 * K, mc, np, kc, init);
+          else k.nn(o, ldo, ap, K, B + 4 * k0 * N, 4 * N, 32, mc, np, kc, init);
+        }
       }
     }
     copyRows(f32, O >> 2, ldo, out, outOff + r0 * N, N, m, false);
   }
+  return true;
 }
 
 // Copies m rows of N floats between the padded wasm out (leading dim ldo) and the caller's out.

@@ -1,8 +1,8 @@
 ;; Brickwork f32 matmul kernels in WebAssembly SIMD (f32x4 mul + add; relaxed-simd FMA needs a flag on Node 20).
 ;; Source of matmul-wasm.gen.ts: after editing, run `node scripts/build-wasm.mjs`. Driven by matmul.ts.
 ;; Pointers are byte addresses in the imported memory; leading dims (ld*) are in elements. Kernels do not
-;; bounds-check: the caller lays out padded regions so that whole 4- or 8-float tiles may be read past the
-;; last row/column (garbage lands only in padded outputs) and stores go to a padded out (see matmul.ts).
+;; bounds-check: they may read up to 32 bytes past the end of a or b (whole 4- or 8-float tiles; what they
+;; read there lands only in padded outputs or is masked off) and store whole tiles into a padded out.
 (module
   (import "env" "mem" (memory 1))
 
@@ -39,12 +39,12 @@
   ;; b is read as 4 long sequential streams whatever K is. (Tiles of 4 adjacent rows read 4 short
   ;; interleaved runs, which the hardware prefetcher follows badly: 1/3 of the bandwidth at K = 128.)
   ;; j runs outside i so the 4 b-rows stay in L1 while a sweeps the rows of a block the caller sized for
-  ;; L2. Rows n..4q-1 (at most 3) are read as padding and their sums land in padded columns of out, so the
-  ;; caller needs b rows and out columns up to 4q. The k % 4 tail is one more step with both operands
+  ;; L2. Sums for rows n..4q-1 (at most 3; computed from row n-1) land in padded columns of out, so the
+  ;; caller needs out columns up to 4q. The k % 4 tail is one more step with both operands
   ;; masked to the valid lanes, so whatever sits past a row (even NaN) never reaches a valid sum.
   (func (export "nt") (param $out i32) (param $ldo i32) (param $a i32) (param $lda i32)
       (param $b i32) (param $ldb i32) (param $m i32) (param $n i32) (param $k i32) (param $init i32)
-    (local $kb i32) (local $tail i32) (local $mask v128) (local $q i32) (local $qb i32)
+    (local $kb i32) (local $tail i32) (local $mask v128) (local $q i32) (local $qb i32) (local $blast i32)
     (local $j i32) (local $i i32) (local $t i32) (local $o i32)
     (local $b0 i32) (local $b1 i32) (local $b2 i32) (local $b3 i32) (local $a0 i32) (local $a1 i32)
     (local $x0 v128) (local $x1 v128) (local $y v128)
@@ -58,12 +58,17 @@
     (local.set $mask (i32x4.lt_s (v128.const i32x4 0 1 2 3) (i32x4.splat (local.get $tail))))
     (local.set $q (i32.shr_u (i32.add (local.get $n) (i32.const 3)) (i32.const 2)))
     (local.set $qb (i32.mul (local.get $q) (local.get $ldb)))
+    (local.set $blast (i32.add (local.get $b) (i32.mul (i32.sub (local.get $n) (i32.const 1)) (local.get $ldb))))
     (block $jdone (loop $jloop
       (br_if $jdone (i32.ge_s (local.get $j) (local.get $q)))
       (local.set $b0 (i32.add (local.get $b) (i32.mul (local.get $j) (local.get $ldb))))
-      (local.set $b1 (i32.add (local.get $b0) (local.get $qb)))
-      (local.set $b2 (i32.add (local.get $b1) (local.get $qb)))
-      (local.set $b3 (i32.add (local.get $b2) (local.get $qb)))
+      ;; rows past n (at most 3) read row n-1 instead, so b may end exactly at the end of its buffer
+      (local.set $b1 (select (i32.add (local.get $b0) (local.get $qb)) (local.get $blast)
+        (i32.lt_s (i32.add (local.get $j) (local.get $q)) (local.get $n))))
+      (local.set $b2 (select (i32.add (local.get $b0) (i32.shl (local.get $qb) (i32.const 1))) (local.get $blast)
+        (i32.lt_s (i32.add (local.get $j) (i32.shl (local.get $q) (i32.const 1))) (local.get $n))))
+      (local.set $b3 (select (i32.add (local.get $b0) (i32.mul (local.get $qb) (i32.const 3))) (local.get $blast)
+        (i32.lt_s (i32.add (local.get $j) (i32.mul (local.get $q) (i32.const 3))) (local.get $n))))
       (local.set $i (i32.const 0))
       ;; 2 x 4 tiles
       (block $idone (loop $iloop

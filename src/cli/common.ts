@@ -1,0 +1,79 @@
+// Shared pieces of the CLI commands: the --model/--device options and their resolution, numeric
+// argument parsers (a bad value is a commander usage error, exit 2), and loading a model together
+// with its tokenizer. Imports only the public API (../index.ts), node:* and npm packages.
+
+import { existsSync, realpathSync } from 'node:fs';
+import { isAbsolute, join, relative, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { InvalidArgumentError, Option } from 'commander';
+import { CheckpointError, getBackend, loadModel, type Backend, type LoadedModel, type Tokenizer } from '../index.ts';
+
+/** The bundled model, found relative to the package (not the working directory), so `brickwork generate` works anywhere. */
+export const DEFAULT_MODEL = fileURLToPath(new URL('../../models/tiny-llama', import.meta.url));
+
+export const modelOption = () =>
+  new Option('--model <dir>', 'model folder: Hugging Face (config.json + safetensors) or native (brickwork.json)').default(DEFAULT_MODEL, 'the bundled models/tiny-llama');
+
+export const DEVICES = ['cpu', 'webgpu', 'auto'] as const;
+export type Device = (typeof DEVICES)[number];
+export const deviceOption = () =>
+  new Option('--device <name>', 'where to run: cpu, webgpu, or auto (webgpu when available, else cpu)').choices(DEVICES).default('cpu');
+
+/** The backend for --device. `auto` falls back to the CPU when WebGPU cannot be created, and says which it got. */
+export async function resolveDevice(device: Device): Promise<{ backend: Backend; name: string }> {
+  if (device !== 'auto') return { backend: await getBackend(device), name: device };
+  try {
+    return { backend: await getBackend('webgpu'), name: 'webgpu' };
+  } catch {
+    return { backend: await getBackend('cpu'), name: 'cpu' };
+  }
+}
+
+/** A model path as the user would like to read it: relative to the working directory when inside it. */
+export function displayPath(p: string): string {
+  const abs = resolve(p);
+  const rel = relative(process.cwd(), abs);
+  const shown = rel === '' ? '.' : !rel.startsWith('..') && !isAbsolute(rel) ? rel : abs;
+  return abs === DEFAULT_MODEL ? `${shown} (bundled)` : shown;
+}
+
+/** Same folder? (Resolves symlinks where the paths exist.) */
+export function samePath(a: string, b: string): boolean {
+  const real = (p: string) => (existsSync(p) ? realpathSync(p) : resolve(p));
+  return real(a) === real(b);
+}
+
+// ---- argument parsers (commander calls them with the raw string) ----
+
+export function intArg(min: number, what = `an integer >= ${min}`) {
+  return (raw: string): number => {
+    const n = Number(raw);
+    if (!/^[+-]?\d+$/.test(raw.trim()) || !Number.isSafeInteger(n) || n < min) throw new InvalidArgumentError(`expected ${what}.`);
+    return n;
+  };
+}
+
+export function floatArg(ok: (x: number) => boolean, what: string) {
+  return (raw: string): number => {
+    const n = Number(raw);
+    if (raw.trim() === '' || !Number.isFinite(n) || !ok(n)) throw new InvalidArgumentError(`expected ${what}.`);
+    return n;
+  };
+}
+
+/** "2,17" → [2, 17]; "none" → [] (never stop early). */
+export function idListArg(raw: string): number[] {
+  if (raw.trim().toLowerCase() === 'none') return [];
+  const parts = raw.split(',').map((s) => s.trim());
+  if (!parts.every((s) => /^\d+$/.test(s))) throw new InvalidArgumentError('expected comma-separated token ids, e.g. 0,2 (or "none").');
+  return parts.map(Number);
+}
+
+/** Load a model and insist on its tokenizer (commands that take or print text need one). */
+export async function loadWithTokenizer(dir: string, backend: Backend): Promise<LoadedModel & { tokenizer: Tokenizer }> {
+  const lm = await loadModel(dir, { backend });
+  if (!lm.tokenizer)
+    throw new CheckpointError(join(dir, 'tokenizer.json'), 'not found: this command needs the model\'s tokenizer',
+      'copy tokenizer.json (and tokenizer_config.json) from the original model into the folder');
+  return lm as LoadedModel & { tokenizer: Tokenizer };
+}

@@ -1,0 +1,163 @@
+// `brickwork generate`: continue a text prompt, streaming the decoded text to stdout as tokens arrive
+// and a timing line to stderr; `--json` prints one JSON object instead. Also exports the streaming
+// and stats helpers the demo reuses. Batch size 1 only; a stop token ends the row but is not printed.
+
+import { randomInt } from 'node:crypto';
+import { Command, Option } from 'commander';
+import { generate, UsageError, type GenerateResult, type Model, type SamplingOptions, type Tokenizer } from '../index.ts';
+import { deviceOption, floatArg, idListArg, intArg, loadWithTokenizer, modelOption, resolveDevice, type Device } from './common.ts';
+import { fmtDuration, fmtInt, fmtRate } from './format.ts';
+
+/**
+ * Turns a growing list of token ids into text deltas. It re-decodes the whole list each time (decoding
+ * token by token would split multi-byte characters and drop the spaces some tokenizers add between
+ * tokens) and holds back a trailing U+FFFD: that is an incomplete UTF-8 sequence the next token completes.
+ */
+export class TextStream {
+  private ids: number[] = [];
+  private shown = '';
+  constructor(private readonly tok: Tokenizer) {}
+
+  /** Add a token; returns the text that can be printed now (possibly ''). */
+  push(id: number): string {
+    this.ids.push(id);
+    const full = this.tok.decode(this.ids);
+    const ready = full.replace(/\uFFFD+$/, '');
+    return this.advance(ready);
+  }
+
+  /** Everything not yet returned, replacement characters included (the sequence really ended there). */
+  flush(): string {
+    return this.advance(this.tok.decode(this.ids));
+  }
+
+  private advance(text: string): string {
+    // NOTE: if a later token changed earlier text (rare: a decoder merging across tokens), what was
+    // printed cannot be taken back; continue after the longest common prefix's end.
+    let common = 0;
+    const n = Math.min(text.length, this.shown.length);
+    while (common < n && text.charCodeAt(common) === this.shown.charCodeAt(common)) common++;
+    const start = Math.max(common, this.shown.length);
+    const delta = text.length > start ? text.slice(start) : '';
+    if (text.length >= this.shown.length) this.shown = text;
+    return delta;
+  }
+}
+
+export interface GenerationRun {
+  promptIds: number[];
+  /** New ids, the stop token included when one ended generation. */
+  newIds: number[];
+  /** Decoded new ids without a final stop token. */
+  text: string;
+  result: GenerateResult;
+  stops: number[];
+}
+
+/**
+ * Generate from one prompt, calling `write` with text as it is produced (pass nothing to stay silent).
+ * @example
+ *   const run = await generateText(model, tok, tok.encode('Hi'), { maxNewTokens: 20 }, (s) => process.stdout.write(s));
+ */
+export async function generateText(model: Model, tok: Tokenizer, promptIds: number[],
+  opts: { maxNewTokens: number; sampling?: SamplingOptions; stopTokens?: number[] }, write?: (text: string) => void): Promise<GenerationRun> {
+  if (promptIds.length === 0) throw new UsageError('the prompt encodes to no tokens', 'pass a non-empty --prompt');
+  const V = model.spec.vocabSize;
+  const stops = opts.stopTokens ?? model.spec.eosTokenIds ?? [];
+  const badStop = stops.find((id) => id >= V);
+  if (badStop !== undefined) throw new UsageError(`stop token ${badStop} is outside the vocabulary (0..${V - 1})`, 'pass token ids below the vocabulary size to --stop');
+  const stream = new TextStream(tok);
+  const stopSet = new Set(stops);
+  const result = await generate(model, [promptIds], {
+    maxNewTokens: opts.maxNewTokens,
+    sampling: opts.sampling ?? { greedy: true },
+    stopTokens: stops,
+    onToken: write && ((_row, id) => { if (!stopSet.has(id)) write(stream.push(id)); }),
+  });
+  if (write) write(stream.flush());
+  const newIds = result.tokens[0];
+  const textIds = result.finish[0] === 'stop' ? newIds.slice(0, -1) : newIds;
+  return { promptIds, newIds, text: tok.decode(textIds), result, stops };
+}
+
+/** New tokens per second over the whole generation (prefill + decode). */
+export function tokensPerSecond(run: GenerationRun): number {
+  const ms = run.result.prefillMs + run.result.decodeMs;
+  return ms > 0 ? run.newIds.length / (ms / 1000) : 0;
+}
+
+/** "prefill 4 tok in 79 ms (51 tok/s) | decode 39 tok in 504 ms (77 tok/s) | total 40 new tokens in 583 ms (69 tok/s), ended: length" */
+export function statsLine(run: GenerationRun, extra: string[] = []): string {
+  const r = run.result;
+  const P = run.promptIds.length;
+  const parts = [
+    `prefill ${fmtInt(P)} tok in ${fmtDuration(r.prefillMs)} (${fmtRate(P / (r.prefillMs / 1000))} tok/s)`,
+    r.decodeSteps > 0 ? `decode ${fmtInt(r.decodeSteps)} tok in ${fmtDuration(r.decodeMs)} (${fmtRate(r.decodeSteps / (r.decodeMs / 1000))} tok/s)` : 'decode -',
+    `total ${fmtInt(run.newIds.length)} new tokens in ${fmtDuration(r.prefillMs + r.decodeMs)} (${fmtRate(tokensPerSecond(run))} tok/s)`,
+  ];
+  const why = r.finish[0] === 'stop' ? `stop token ${run.newIds[run.newIds.length - 1]}` : 'max new tokens';
+  return [...parts, `ended by ${why}`, ...extra].join(' | ');
+}
+
+interface GenerateFlags {
+  model: string;
+  prompt: string;
+  maxNewTokens: number;
+  greedy?: boolean;
+  temperature?: number;
+  topK?: number;
+  topP?: number;
+  seed?: number;
+  stop?: number[];
+  device: Device;
+  json?: boolean;
+}
+
+/** Greedy unless a sampling knob was given; a sampled run without --seed gets a random one (printed, so it can be replayed). */
+function samplingFrom(f: GenerateFlags): SamplingOptions {
+  const sampled = f.temperature !== undefined || f.topK !== undefined || f.topP !== undefined;
+  if (f.greedy || !sampled) return { greedy: true };
+  return { temperature: f.temperature ?? 1, topK: f.topK, topP: f.topP, seed: f.seed ?? randomInt(0, 2 ** 31) };
+}
+
+export function generateCommand(): Command {
+  return new Command('generate')
+    .description('continue a prompt, streaming the text to stdout (timings go to stderr)')
+    .addOption(modelOption())
+    .requiredOption('--prompt <text>', 'prompt text (encoded without special tokens)')
+    .option('--max-new-tokens <n>', 'tokens to generate at most', intArg(0), 40)
+    .addOption(new Option('--greedy', 'argmax decoding (the default unless --temperature/--top-k/--top-p is given)').conflicts(['temperature', 'topK', 'topP']))
+    .option('--temperature <t>', 'sample with this temperature (> 0)', floatArg((x) => x > 0, 'a number > 0'))
+    .option('--top-k <k>', 'sample among the k most likely tokens', intArg(1))
+    .option('--top-p <p>', 'sample from the smallest set of tokens whose probability reaches p', floatArg((x) => x > 0 && x <= 1, 'a number in (0, 1]'))
+    .option('--seed <s>', 'random seed for sampling (default: random, printed with the timings)', intArg(0))
+    .option('--stop <ids>', 'token ids that end generation, comma-separated, or "none" (default: the model\'s eos ids)', idListArg)
+    .addOption(deviceOption())
+    .option('--json', 'print one JSON object {prompt_ids, new_ids, text, tokens_per_second} instead of streaming')
+    .action(async (f: GenerateFlags) => {
+      const { backend, name } = await resolveDevice(f.device);
+      const t0 = performance.now();
+      const { model, tokenizer } = await loadWithTokenizer(f.model, backend);
+      const loadMs = performance.now() - t0;
+      const promptIds = tokenizer.encode(f.prompt);
+      const sampling = samplingFrom(f);
+      const opts = { maxNewTokens: f.maxNewTokens, sampling, stopTokens: f.stop };
+      if (f.json) {
+        const run = await generateText(model, tokenizer, promptIds, opts);
+        process.stdout.write(JSON.stringify({ prompt_ids: run.promptIds, new_ids: run.newIds, text: run.text, tokens_per_second: tokensPerSecond(run) }) + '\n');
+        return;
+      }
+      let printed = false;
+      try {
+        const run = await generateText(model, tokenizer, promptIds, opts, (s) => { if (s) { printed = true; process.stdout.write(s); } });
+        process.stdout.write('\n');
+        const extra = [`load ${fmtDuration(loadMs)}`, `device ${name}`];
+        if (!sampling.greedy) extra.push(`seed ${sampling.seed}`);
+        process.stderr.write(`[${statsLine(run, extra)}]\n`);
+      } catch (e) {
+        // End the half-printed line so the error starts on its own.
+        if (printed) process.stdout.write('\n');
+        throw e;
+      }
+    });
+}

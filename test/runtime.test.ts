@@ -1,0 +1,115 @@
+// Sampling rules and their statistics, generation options (stop tokens, streaming, context errors),
+// spec validation, and the native checkpoint round trip on the bundled model.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync, existsSync, readdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import {
+  ContextLengthError, Rng, SpecError, UsageError, generate, getBackend, loadModel, sampleToken, samplingDistribution,
+  saveNative, specProblems, validateSpec, type ModelSpec,
+} from '../src/index.ts';
+import { BUNDLED, readGolden, fixture } from './helpers.ts';
+
+test('sampling distribution: temperature, top-k, top-p', () => {
+  const logits = Float32Array.from([2, 1, 0, -1, 3]);
+  const d = samplingDistribution(logits, 0, 5, { temperature: 0.5 });
+  assert.equal(d.ids.length, 5);
+  const e = Array.from(logits, (x) => Math.exp(x / 0.5));
+  const z = e.reduce((a, b) => a + b);
+  d.ids.forEach((id, i) => assert.ok(Math.abs(d.probs[i] - e[id] / z) < 1e-12));
+  assert.deepEqual(Array.from(samplingDistribution(logits, 0, 5, { topK: 2 }).ids), [4, 0]);
+  // top-p keeps the smallest prefix reaching p: p(4)≈0.64, p(4)+p(0)≈0.87.
+  assert.deepEqual(Array.from(samplingDistribution(logits, 0, 5, { topP: 0.8 }).ids), [4, 0]);
+  assert.deepEqual(Array.from(samplingDistribution(logits, 0, 5, { topP: 0.5 }).ids), [4]);
+  assert.equal(sampleToken(logits, 0, 5, { greedy: true }, new Rng(1)), 4);
+});
+
+test('sampling draws follow the distribution (chi-square, fixed seed)', () => {
+  const logits = Float32Array.from([0.5, 1.5, -0.3, 1.0, 0.0, -2.0]);
+  const opts = { temperature: 0.8, topK: 5 };
+  const { ids, probs } = samplingDistribution(logits, 0, 6, opts);
+  const rng = new Rng(1234);
+  const n = 40000;
+  const counts = new Map<number, number>();
+  for (let i = 0; i < n; i++) { const t = sampleToken(logits, 0, 6, opts, rng); counts.set(t, (counts.get(t) ?? 0) + 1); }
+  assert.ok(!counts.has(5), 'token outside top-k was drawn');
+  let chi = 0;
+  ids.forEach((id, i) => { const exp = n * probs[i]; chi += ((counts.get(id) ?? 0) - exp) ** 2 / exp; });
+  // 4 degrees of freedom: P(chi² > 18.47) = 0.001.
+  assert.ok(chi < 18.47, `chi-square ${chi}`);
+  // Same seed, same draws.
+  const a = new Rng(9), b = new Rng(9);
+  for (let i = 0; i < 10; i++) assert.equal(a.next(), b.next());
+});
+
+test('generate: stop tokens, streaming, seeds and context errors', async () => {
+  const { model, tokenizer } = await loadModel(BUNDLED, { backend: await getBackend('cpu') });
+  const prompt = tokenizer!.encode('Once upon a time');
+  const dense = await generate(model, [prompt], { maxNewTokens: 10, sampling: { greedy: true }, stopTokens: [] });
+  const stopAt = dense.tokens[0][3];
+  const streamed: number[] = [];
+  const r = await generate(model, [prompt], { maxNewTokens: 10, sampling: { greedy: true }, stopTokens: [stopAt], onToken: (_, t) => streamed.push(t) });
+  assert.deepEqual(r.tokens[0], dense.tokens[0].slice(0, dense.tokens[0].indexOf(stopAt) + 1));
+  assert.equal(r.finish[0], 'stop');
+  assert.deepEqual(streamed, r.tokens[0]);
+  const s1 = await generate(model, [prompt], { maxNewTokens: 8, sampling: { temperature: 0.9, topP: 0.95, seed: 5 }, stopTokens: [] });
+  const s2 = await generate(model, [prompt], { maxNewTokens: 8, sampling: { temperature: 0.9, topP: 0.95, seed: 5 }, stopTokens: [] });
+  assert.deepEqual(s1.tokens, s2.tokens);
+  await assert.rejects(generate(model, [prompt], { maxNewTokens: 2000 }), (e: unknown) => e instanceof ContextLengthError && /context is 1024/.test((e as Error).message) && /hint:/.test((e as Error).message));
+  await assert.rejects(generate(model, [new Array(1100).fill(5)], { maxNewTokens: 1 }), ContextLengthError);
+  await assert.rejects(generate(model, [prompt], { maxNewTokens: 4, sampling: { temperature: 0 } }), UsageError);
+});
+
+test('spec validation reports every problem with its path', () => {
+  const fx = fixture('tiny-llama');
+  assert.ok(!('skip' in fx));
+  const good = JSON.parse(readFileSync(join(BUNDLED, 'config.json'), 'utf8'));
+  assert.equal(good.model_type, 'llama');
+  const spec: ModelSpec = {
+    format: 'brickwork.spec', version: 1, vocabSize: 10, dModel: 8, maxContext: 16,
+    norm: { kind: 'rmsnorm', eps: 1e-5, bias: false }, learnedPositions: false, rope: { theta: 10000 },
+    tiedEmbeddings: true, finalNorm: true,
+    layers: [{ wiring: 'serial', norm: 'pre', sublayers: [{ kind: 'attn', heads: 2, kvHeads: 1, headDim: 4, qkvBias: false, outBias: false, rope: true }, { kind: 'ffn', hidden: 0, gated: true, activation: 'silu', bias: false }] }],
+  };
+  const bad = JSON.parse(JSON.stringify(spec));
+  bad.layers[0].sublayers[0].kvHeads = 3;
+  bad.layers[0].sublayers[1].activation = 'swoosh';
+  bad.norm.eps = -1;
+  const p = specProblems(bad);
+  assert.ok(p.some((x) => x.startsWith('layers[0].sublayers[0].kvHeads: expected a divisor of heads (2), found 3')), p.join('\n'));
+  assert.ok(p.some((x) => x.startsWith('layers[0].sublayers[1].hidden: expected an integer > 0, found 0')));
+  assert.ok(p.some((x) => x.startsWith('layers[0].sublayers[1].activation')));
+  assert.ok(p.some((x) => x.startsWith('norm.eps')));
+  assert.throws(() => validateSpec(bad), (e: unknown) => e instanceof SpecError && (e as SpecError).problems.length === p.length);
+});
+
+test('native checkpoint: save → load gives bit-identical logits, writes atomically', async () => {
+  const be = await getBackend('cpu');
+  const { model, tokenizer, storedDtype } = await loadModel(BUNDLED, { backend: be });
+  assert.equal(storedDtype, 'bf16');
+  const golden = readGolden(join(BUNDLED, '..', '..', 'test', 'golden', 'tiny-llama'));
+  const ids = Int32Array.from(golden.prompts[1].ids);
+  const before = await (await model.forward(ids, 1, ids.length)).logits.toF32();
+  const dir = mkdtempSync(join(tmpdir(), 'bw-native-'));
+  try {
+    for (const dtype of ['f32', 'bf16'] as const) {
+      const out = join(dir, `m-${dtype}`);
+      await saveNative(model, out, { dtype, tokenizerDir: BUNDLED });
+      assert.deepEqual(readdirSync(out).sort(), ['brickwork.json', 'generation_config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json']);
+      const re = await loadModel(out, { backend: be });
+      assert.equal(re.source.kind, 'native');
+      assert.deepEqual(re.model.spec, model.spec);
+      const after = await (await re.model.forward(ids, 1, ids.length)).logits.toF32();
+      assert.deepEqual(after, before, `${dtype} round trip changed the logits`);
+      assert.deepEqual(re.tokenizer!.encode('Once upon a time'), tokenizer!.encode('Once upon a time'));
+    }
+    // Saving over an existing checkpoint replaces it and leaves no temporary folders behind.
+    await saveNative(model, join(dir, 'm-f32'), { dtype: 'f16' });
+    assert.deepEqual(readdirSync(dir).sort(), ['m-bf16', 'm-f32']);
+    assert.ok(!existsSync(join(dir, 'm-f32', 'tokenizer.json')));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
