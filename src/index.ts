@@ -17,3 +17,4 @@ export { openTensors, writeSafetensors, SafetensorsFile } from './io/safetensors
 export { generate, type GenerateOptions, type GenerateResult } from './runtime/generate.ts';
 export { Rng, sampleToken, samplingDistribution, type SamplingOptions } from './runtime/sampling.ts';
 export { perplexity, encodeLong, type PerplexityOptions, type PerplexityResult } from './eval/perplexity.ts';
+export { randomModel, llamaSpec } from './model/init.ts';

@@ -47,7 +47,7 @@ function positions(spec: ModelSpec): string {
 function normSummary(spec: ModelSpec): string {
   const placements = [...new Set(spec.layers.map((l) => l.norm))];
   const where = placements.length === 1 ? `${placements[0]}-norm` : `mixed placement (${placements.join(', ')})`;
-  return `${spec.norm.kind} (eps ${spec.norm.eps}${spec.norm.kind === 'layernorm' ? `, ${spec.norm.bias ? 'with' : 'no'} bias` : ''}), ${where}${spec.finalNorm ? ', final norm' : ''}`;
+  return `${spec.norm.kind} (eps ${spec.norm.eps < 1e-3 ? spec.norm.eps.toExponential() : spec.norm.eps}${spec.norm.kind === 'layernorm' ? `, ${spec.norm.bias ? 'with' : 'no'} bias` : ''}), ${where}${spec.finalNorm ? ', final norm' : ''}`;
 }
 
 export interface InspectData {
@@ -66,9 +66,9 @@ export function inspectData(spec: ModelSpec, ctx: number): InspectData {
 /** The human-readable report: header, brick table, totals. */
 export function inspectReport(source: ModelSource, ctx: number, label = displayPath(source.dir)): string {
   const { spec, bricks, totals } = inspectData(source.spec, ctx);
-  const kind = source.kind === 'hf' ? `Hugging Face folder, model_type ${source.modelType}` : 'native Brickwork checkpoint';
   const header = keyValues([
-    ['model', `${label} (${kind})`],
+    ['model', label],
+    ['format', source.kind === 'hf' ? `Hugging Face folder (model_type ${source.modelType})` : 'native Brickwork checkpoint'],
     ['family', spec.family ?? '(none)'],
     ['layers', fmtInt(spec.layers.length)],
     ['vocab', fmtInt(spec.vocabSize)],

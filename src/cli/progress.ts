@@ -47,10 +47,10 @@ export function progress(label: string, total: number, opts: ProgressOptions): P
   }
   const bar = new cliProgress.SingleBar({
     stream,
-    format: `${label} [{bar}] {percentage}% | {done}/{all} ${opts.unit} | {rate} ${opts.unit}/s | ETA {eta_formatted}`,
+    format: `${label} [{bar}] {percentage}% | {done}/{all} ${opts.unit} | {rate}/s | ETA {eta_formatted}`,
     barCompleteChar: '#',
     barIncompleteChar: '.',
-    barsize: 30,
+    barsize: 24,
     hideCursor: true,
     clearOnComplete: true,
     etaBuffer: 20,
