@@ -18,17 +18,22 @@ export class TextStream {
   private shown = '';
   constructor(private readonly tok: Tokenizer) {}
 
+  // NOTE: @huggingface/tokenizers throws on an empty id list rather than returning ''.
+  private decode(): string {
+    return this.ids.length ? this.tok.decode(this.ids) : '';
+  }
+
   /** Add a token; returns the text that can be printed now (possibly ''). */
   push(id: number): string {
     this.ids.push(id);
-    const full = this.tok.decode(this.ids);
+    const full = this.decode();
     const ready = full.replace(/\uFFFD+$/, '');
     return this.advance(ready);
   }
 
   /** Everything not yet returned, replacement characters included (the sequence really ended there). */
   flush(): string {
-    return this.advance(this.tok.decode(this.ids));
+    return this.advance(this.decode());
   }
 
   private advance(text: string): string {
@@ -77,7 +82,7 @@ export async function generateText(model: Model, tok: Tokenizer, promptIds: numb
   if (write) write(stream.flush());
   const newIds = result.tokens[0];
   const textIds = result.finish[0] === 'stop' ? newIds.slice(0, -1) : newIds;
-  return { promptIds, newIds, text: tok.decode(textIds), result, stops };
+  return { promptIds, newIds, text: textIds.length ? tok.decode(textIds) : '', result, stops };
 }
 
 /** New tokens per second over the whole generation (prefill + decode). */
@@ -91,9 +96,9 @@ export function statsLine(run: GenerationRun, extra: string[] = []): string {
   const r = run.result;
   const P = run.promptIds.length;
   const parts = [
-    `prefill ${fmtInt(P)} tok in ${fmtDuration(r.prefillMs)} (${fmtRate(P / (r.prefillMs / 1000))} tok/s)`,
+    run.newIds.length === 0 ? 'prefill -' : `prefill ${fmtInt(P)} tok in ${fmtDuration(r.prefillMs)} (${fmtRate(P / (r.prefillMs / 1000))} tok/s)`,
     r.decodeSteps > 0 ? `decode ${fmtInt(r.decodeSteps)} tok in ${fmtDuration(r.decodeMs)} (${fmtRate(r.decodeSteps / (r.decodeMs / 1000))} tok/s)` : 'decode -',
-    `total ${fmtInt(run.newIds.length)} new tokens in ${fmtDuration(r.prefillMs + r.decodeMs)} (${fmtRate(tokensPerSecond(run))} tok/s)`,
+    `total ${fmtInt(run.newIds.length)} new token${run.newIds.length === 1 ? '' : 's'} in ${fmtDuration(r.prefillMs + r.decodeMs)} (${fmtRate(tokensPerSecond(run))} tok/s)`,
   ];
   const why = r.finish[0] === 'stop' ? `stop token ${run.newIds[run.newIds.length - 1]}` : 'max new tokens';
   return [...parts, `ended by ${why}`, ...extra].join(' | ');

@@ -45,7 +45,8 @@ function readJson(file: string): unknown {
 
 /** Read a folder's spec without loading weights (native brickwork.json or HF config.json). */
 export function readModelSource(dir: string): ModelSource {
-  if (!existsSync(dir) || !statSync(dir).isDirectory())
+  if (!existsSync(dir)) throw new CheckpointError(dir, 'does not exist', 'pass --model with a folder holding config.json (Hugging Face) or brickwork.json (native)');
+  if (!statSync(dir).isDirectory())
     throw new CheckpointError(dir, 'is not a model folder', 'pass --model with a folder holding config.json (Hugging Face) or brickwork.json (native)');
   const native = join(dir, NATIVE_FILE);
   if (existsSync(native)) {

@@ -36,6 +36,7 @@ export class Tokenizer {
 
   /** ids → text. */
   decode(ids: number[]): string {
+    if (ids.length === 0) return '';
     return this.tok.decode(ids, { skip_special_tokens: false, clean_up_tokenization_spaces: this.cleanUpSpaces });
   }
 

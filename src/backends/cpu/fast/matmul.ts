@@ -254,7 +254,8 @@ interface WasmState {
   mem: WebAssembly.Memory;
   k: WasmExports;
   shared: boolean;
-  f32: Float32Array; // view of the whole memory, re-made after each grow
+  f32: Float32Array; // views of the whole memory, re-made after each grow
+  i32: Int32Array;
   buffers: WeakSet<ArrayBufferLike>; // every buffer object the memory has had: identifies resident views
   top: number; // end of the heap in bytes
   free: { ptr: number; bytes: number }[]; // sorted by ptr, coalesced
@@ -283,7 +284,8 @@ function initWasm(): WasmState | null {
       const k = instantiateFastWasm(mem);
       const buffers = new WeakSet<ArrayBufferLike>([mem.buffer]);
       // the heap starts at 64 so that no block has address 0
-      return { mem, k, shared, f32: new Float32Array(mem.buffer), buffers, top: 64, free: [], used: new Map(),
+      return { mem, k, shared, f32: new Float32Array(mem.buffer), i32: new Int32Array(mem.buffer), buffers,
+        top: 64, free: [], used: new Map(),
         scratch: { ptr: 0, bytes: 0 } };
     } catch {
       // no shared memory here: try a plain one; no SIMD at all: every shape takes the JS path
@@ -314,6 +316,7 @@ function heapAlloc(st: WasmState, bytes: number): number {
     // a plain memory detaches its old buffer on grow; a shared one keeps it. Either way re-make the view.
     st.buffers.add(st.mem.buffer);
     st.f32 = new Float32Array(st.mem.buffer);
+    st.i32 = new Int32Array(st.mem.buffer);
   }
   st.top = end;
   st.used.set(ptr, size);
@@ -407,7 +410,6 @@ function wasmMatmul(out: Float32Array, a: Float32Array, b: Float32Array, M: numb
   if (M === 0 || N === 0) return true;
   if (K === 0) { if (!accumulate) out.fill(0, outOff, outOff + M * N); return true; }
   const st = wasmState!;
-  const k = st.k;
   // out goes through a padded scratch region (kernels store whole tiles); resident a and b are read in place
   const ldo = transB ? (N + 3) & ~3 : (N + 7) & ~7;
   const np = ldo >> 3;
@@ -427,7 +429,8 @@ function wasmMatmul(out: Float32Array, a: Float32Array, b: Float32Array, M: numb
   let B = base;
   if (bIn) B = b.byteOffset + 4 * bOff;
   else f32.set(b.subarray(bOff, bOff + K * N), B >> 2);
-  if (pack) k.pack_nn(P, B, K, N, np);
+  if (pack) st.k.pack_nn(P, B, K, N, np);
+  const g: Geometry = { transB, K, N, ldo, B, P: pack ? P : -1, O, init: accumulate ? 0 : 1 };
 
   for (let r0 = 0; r0 < M; r0 += rows) {
     const m = Math.min(rows, M - r0);
@@ -435,27 +438,84 @@ function wasmMatmul(out: Float32Array, a: Float32Array, b: Float32Array, M: numb
     if (aIn) A = a.byteOffset + 4 * (aOff + r0 * K);
     else f32.set(a.subarray(aOff + r0 * K, aOff + (r0 + m) * K), A >> 2);
     if (accumulate) copyRows(f32, O >> 2, ldo, out, outOff + r0 * N, N, m, true);
-    if (!transB && m <= NNV_MAX_M) {
-      for (let c0 = 0; c0 < N; c0 += NNV_COLS) {
-        k.nnv(O + 4 * c0, ldo, A, K, B + 4 * c0, N, m, Math.min(NNV_COLS, N - c0), K, accumulate ? 0 : 1);
-      }
-    } else {
-      for (let i0 = 0; i0 < m; i0 += W_MC) {
-        const mc = Math.min(W_MC, m - i0);
-        const KC = 4 * mc * K <= L2_A_BYTES ? K : W_KC;
-        for (let k0 = 0; k0 < K; k0 += KC) {
-          const kc = Math.min(KC, K - k0);
-          const init = k0 === 0 && !accumulate ? 1 : 0;
-          const o = O + 4 * i0 * ldo, ap = A + 4 * (i0 * K + k0);
-          if (transB) k.nt(o, ldo, ap, K, B + 4 * k0, K, mc, N, kc, init);
-          else if (pack) k.nn(o, ldo, ap, K, P + 32 * k0, 32, 32 * K, mc, np, kc, init);
-          else k.nn(o, ldo, ap, K, B + 4 * k0 * N, 4 * N, 32, mc, np, kc, init);
-        }
-      }
-    }
-    copyRows(f32, O >> 2, ldo, out, outOff + r0 * N, N, m, false);
+    runSplit(st, g, A, m);
+    copyRows(st.f32, O >> 2, ldo, out, outOff + r0 * N, N, m, false);
   }
   return true;
+}
+
+// Where one product's operands sit in the kernels' memory (byte addresses), shared by its column parts.
+interface Geometry {
+  transB: boolean; K: number; N: number;
+  ldo: number; // padded row length of out
+  B: number; // b[K,N] or b[N,K]
+  P: number; // b packed into 8-column panels, or -1
+  O: number; // out
+  init: number; // 1: overwrite out, 0: add to it
+}
+
+// A kernel call is CMD_INTS int32s: the kernel id, then its arguments. The main thread runs its own list;
+// a helper thread reads its list from the kernels' memory (see WORKER_SOURCE).
+const CMD_INTS = 12;
+const K_NT = 0, K_NN = 1, K_NNV = 2;
+
+/** Appends to cmds (from index n) the calls computing out columns [c0, c1) of m rows; returns the new n. */
+function emitCols(cmds: Int32Array, n: number, g: Geometry, A: number, m: number, c0: number, c1: number): number {
+  const { K, N, ldo } = g;
+  const put = (id: number, ...args: number[]) => {
+    cmds[n * CMD_INTS] = id;
+    for (let i = 0; i < args.length; i++) cmds[n * CMD_INTS + 1 + i] = args[i];
+    n++;
+  };
+  if (!g.transB && m <= NNV_MAX_M) {
+    for (let c = c0; c < c1; c += NNV_COLS) {
+      put(K_NNV, g.O + 4 * c, ldo, A, K, g.B + 4 * c, N, m, Math.min(NNV_COLS, c1 - c), K, g.init);
+    }
+    return n;
+  }
+  for (let i0 = 0; i0 < m; i0 += W_MC) {
+    const mc = Math.min(W_MC, m - i0);
+    const KC = 4 * mc * K <= L2_A_BYTES ? K : W_KC;
+    for (let k0 = 0; k0 < K; k0 += KC) {
+      const kc = Math.min(KC, K - k0);
+      const init = k0 === 0 ? g.init : 0;
+      const o = g.O + 4 * (i0 * ldo + c0), ap = A + 4 * (i0 * K + k0);
+      if (g.transB) put(K_NT, o, ldo, ap, K, g.B + 4 * (c0 * K + k0), K, mc, c1 - c0, kc, init);
+      else if (g.P >= 0) put(K_NN, o, ldo, ap, K, g.P + 32 * (c0 * K / 8 + k0), 32, 32 * K, mc, (c1 - c0 + 7) >> 3, kc, init);
+      else put(K_NN, o, ldo, ap, K, g.B + 4 * (k0 * N + c0), 4 * N, 32, mc, (c1 - c0 + 7) >> 3, kc, init);
+    }
+  }
+  return n;
+}
+
+/** Upper bound on the calls emitCols makes for a part. */
+function maxCmds(g: Geometry, m: number, cols: number): number {
+  if (!g.transB && m <= NNV_MAX_M) return Math.ceil(cols / NNV_COLS) + 1;
+  return Math.ceil(m / W_MC) * Math.ceil(g.K / Math.min(g.K, W_KC));
+}
+
+function runCmds(k: WasmExports, c: Int32Array, n: number): void {
+  for (let i = 0, p = 0; i < n; i++, p += CMD_INTS) {
+    const id = c[p];
+    if (id === K_NT) k.nt(c[p + 1], c[p + 2], c[p + 3], c[p + 4], c[p + 5], c[p + 6], c[p + 7], c[p + 8], c[p + 9], c[p + 10]);
+    else if (id === K_NN) k.nn(c[p + 1], c[p + 2], c[p + 3], c[p + 4], c[p + 5], c[p + 6], c[p + 7], c[p + 8], c[p + 9], c[p + 10], c[p + 11]);
+    else k.nnv(c[p + 1], c[p + 2], c[p + 3], c[p + 4], c[p + 5], c[p + 6], c[p + 7], c[p + 8], c[p + 9], c[p + 10]);
+  }
+}
+
+let mainCmds = new Int32Array(64 * CMD_INTS);
+
+/** Computes all N columns of m rows: the main thread takes the first part, each live helper one more. */
+function runSplit(st: WasmState, g: Geometry, A: number, m: number): void {
+  const unit = g.transB ? 4 : 8; // part boundaries on whole tiles, so no part writes padding into another
+  const parts = m * g.N * g.K >= PAR_MIN_MACS ? Math.min(1 + helpers.length, Math.floor(g.N / (4 * unit))) : 1;
+  const cut = (p: number) => (p >= parts ? g.N : Math.round((g.N * p) / parts / unit) * unit);
+  const seqs: number[] = [];
+  for (let p = 1; p < parts; p++) seqs.push(postToHelper(st, helpers[p - 1], g, A, m, cut(p), cut(p + 1)));
+  const need = maxCmds(g, m, cut(1)) * CMD_INTS;
+  if (mainCmds.length < need) mainCmds = new Int32Array(need);
+  runCmds(st.k, mainCmds, emitCols(mainCmds, 0, g, A, m, 0, cut(1)));
+  for (let p = 1; p < parts; p++) waitForHelper(st, helpers[p - 1], seqs[p - 1]);
 }
 
 // Copies m rows of N floats between the padded wasm out (leading dim ldo) and the caller's out.
@@ -470,4 +530,159 @@ function copyRows(f32: Float32Array, o: number, ldo: number, out: Float32Array, 
     if (toWasm) f32.set(out.subarray(outOff + i * N, outOff + (i + 1) * N), o + i * ldo);
     else out.set(f32.subarray(o + i * ldo, o + i * ldo + N), outOff + i * N);
   }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Helper threads (opt-in: `startMatmulThreads`). Each helper is a worker_thread running the same module on
+// the same shared memory; it sleeps in Atomics.wait until the main thread posts a list of kernel calls
+// (a column range of the product), runs them and signals back. matmulF32 stays synchronous: the main
+// thread computes its own columns, then Atomics.waits for the helpers. Helpers are unref'd: they never
+// keep the process alive.
+
+// Below this many multiply-adds (~100 us on one core) a split is not worth waking a helper, which took
+// 50-100 us here. NOTE: spinning instead of sleeping was tried and made things far worse as soon as
+// another process wanted the same core; helpers sleep in Atomics.wait.
+const PAR_MIN_MACS = 1 << 21;
+// A helper that has not answered after this long is taken for dead (a hang is worse than an error).
+const HELPER_TIMEOUT_MS = 10 * 60 * 1000;
+
+// Control block of a helper, int32 slots from its address.
+const C_SEQ = 0, C_DONE = 1, C_COUNT = 2, C_CMDS = 3, C_ERR = 4;
+
+interface Helper {
+  worker: { terminate(): Promise<number> };
+  ctl: number; // byte address of the control block
+  cmds: number; // byte address of the command area, and its capacity in calls
+  cap: number;
+  seq: number;
+}
+
+let helpers: Helper[] = [];
+
+// Plain JS run by `new Worker(..., { eval: true })`: no loader or file needed, the same under tsx or not.
+const WORKER_SOURCE = `
+const { workerData, parentPort } = require('node:worker_threads');
+const { module, memory, ctl } = workerData;
+const k = new WebAssembly.Instance(module, { env: { mem: memory } }).exports;
+const c = ctl >> 2;
+let I = new Int32Array(memory.buffer);
+parentPort.postMessage('ready');
+let seen = 0;
+for (;;) {
+  Atomics.wait(I, c + ${C_SEQ}, seen);
+  const seq = Atomics.load(I, c + ${C_SEQ});
+  if (seq === seen) continue;
+  if (seq < 0) break;
+  seen = seq;
+  I = new Int32Array(memory.buffer); // the main thread may have grown the memory
+  let err = 0;
+  try {
+    const n = I[c + ${C_COUNT}];
+    for (let i = 0, p = I[c + ${C_CMDS}] >> 2; i < n; i++, p += ${CMD_INTS}) {
+      const id = I[p];
+      const f = id === ${K_NT} ? k.nt : id === ${K_NN} ? k.nn : k.nnv;
+      f(I[p + 1], I[p + 2], I[p + 3], I[p + 4], I[p + 5], I[p + 6], I[p + 7], I[p + 8], I[p + 9], I[p + 10], I[p + 11]);
+    }
+  } catch (e) {
+    err = 1;
+  }
+  Atomics.store(I, c + ${C_ERR}, err);
+  Atomics.store(I, c + ${C_DONE}, seq);
+  Atomics.notify(I, c + ${C_DONE});
+}
+`;
+
+function postToHelper(st: WasmState, h: Helper, g: Geometry, A: number, m: number, c0: number, c1: number): number {
+  const need = maxCmds(g, m, c1 - c0);
+  if (need > h.cap) {
+    const ptr = heapAlloc(st, need * CMD_INTS * 4);
+    if (ptr < 0) throw new Error('matmulF32: the WASM memory cannot hold a helper thread\'s command list');
+    heapFree(st, h.cmds);
+    h.cmds = ptr;
+    h.cap = need;
+  }
+  const cmds = st.i32.subarray(h.cmds >> 2, (h.cmds >> 2) + need * CMD_INTS);
+  const n = emitCols(cmds, 0, g, A, m, c0, c1);
+  const c = h.ctl >> 2;
+  st.i32[c + C_COUNT] = n;
+  st.i32[c + C_CMDS] = h.cmds;
+  h.seq++;
+  Atomics.store(st.i32, c + C_SEQ, h.seq); // publishes the writes above to the helper
+  Atomics.notify(st.i32, c + C_SEQ);
+  return h.seq;
+}
+
+function waitForHelper(st: WasmState, h: Helper, seq: number): void {
+  const c = h.ctl >> 2;
+  const t0 = Date.now();
+  while (Atomics.load(st.i32, c + C_DONE) !== seq) {
+    Atomics.wait(st.i32, c + C_DONE, seq - 1, 1000);
+    if (Date.now() - t0 > HELPER_TIMEOUT_MS) {
+      helpers = helpers.filter((x) => x !== h); // never post to it again
+      throw new Error(`matmulF32: a helper thread did not finish within ${HELPER_TIMEOUT_MS / 1000} s`);
+    }
+  }
+  if (st.i32[c + C_ERR]) throw new Error('matmulF32: a WASM kernel failed in a helper thread');
+}
+
+/**
+ * Starts helper threads so that large products (>= 2^20 multiply-adds) are split by columns over
+ * `threads` threads in all (default: the number of cores, at most 4). Resolves to the number of threads
+ * now in use: 1 where worker_threads or shared WASM memory are missing (browsers, no SIMD). Calling it
+ * again resizes the pool. matmulF32 stays synchronous either way.
+ *
+ * @example
+ * await startMatmulThreads();      // once, e.g. when the CPU backend is created
+ * matmulF32(out, x, W, T, F, C, true); // now runs on every core for big shapes
+ */
+export async function startMatmulThreads(threads?: number): Promise<number> {
+  if (!wasmAvailable() || !wasmState!.shared) return 1;
+  let os: typeof import('node:os'), wt: typeof import('node:worker_threads');
+  try {
+    [os, wt] = await Promise.all([import('node:os'), import('node:worker_threads')]);
+  } catch {
+    return 1; // not Node
+  }
+  const want = Math.max(1, Math.floor(threads ?? Math.min(4, os.availableParallelism?.() ?? os.cpus().length)));
+  while (helpers.length > want - 1) await stopHelper(helpers.pop()!);
+  const st = wasmState!;
+  while (helpers.length < want - 1) {
+    const ctl = heapAlloc(st, 64);
+    if (ctl < 0) break;
+    st.i32.fill(0, ctl >> 2, (ctl >> 2) + 16);
+    const worker = new wt.Worker(WORKER_SOURCE, { eval: true, workerData: { module: wasmModule(true), memory: st.mem, ctl } });
+    worker.unref();
+    try {
+      await new Promise<void>((resolve, reject) => {
+        worker.once('message', () => resolve());
+        worker.once('error', reject);
+        worker.once('exit', () => reject(new Error('helper thread exited during start-up')));
+      });
+    } catch {
+      heapFree(st, ctl);
+      await worker.terminate();
+      break; // run with the helpers that did start
+    }
+    helpers.push({ worker, ctl, cmds: 0, cap: 0, seq: 0 });
+  }
+  return 1 + helpers.length;
+}
+
+/** Stops all helper threads (matmulF32 then runs on the calling thread only). */
+export async function stopMatmulThreads(): Promise<void> {
+  while (helpers.length) await stopHelper(helpers.pop()!);
+}
+
+/** Number of threads large products are split over (1 + running helpers). */
+export function matmulThreads(): number {
+  return 1 + helpers.length;
+}
+
+async function stopHelper(h: Helper): Promise<void> {
+  const st = wasmState!;
+  Atomics.store(st.i32, (h.ctl >> 2) + C_SEQ, -1);
+  Atomics.notify(st.i32, (h.ctl >> 2) + C_SEQ);
+  await h.worker.terminate();
+  heapFree(st, h.ctl);
+  if (h.cap) heapFree(st, h.cmds);
 }

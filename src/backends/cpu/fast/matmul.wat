@@ -185,17 +185,22 @@
 
 
   ;; NN for few rows of a (decode): out[i*ldo + j] (+)= sum_t a[i*lda + t] * b[t*ldb + j] for j < n rounded
-  ;; up to 4, as row updates: out row += a[i,t..t+4] . b rows t..t+4, so b is read along its rows in long
-  ;; runs (the caller passes column chunks small enough for the out rows and 4 b segments to stay in L1).
+  ;; up to 4, as row updates: out row += sum over 4 b rows, each times its a value, so b is read along its
+  ;; rows. The 4 rows of a pass are t, t+kq, t+2kq, t+3kq (kq = floor(k/4)) and t steps by one: 4 long
+  ;; sequential streams, as in `nt`, rather than 4 short interleaved runs. The caller passes column chunks
+  ;; small enough for the out rows and the 4 b segments to stay in L1/L2.
   (func (export "nnv") (param $out i32) (param $ldo i32) (param $a i32) (param $lda i32)
       (param $b i32) (param $ldb i32) (param $m i32) (param $n i32) (param $k i32) (param $init i32)
     (local $nb i32) (local $t i32) (local $i i32) (local $c i32) (local $o i32) (local $ai i32)
-    (local $r0 i32) (local $r1 i32) (local $r2 i32) (local $r3 i32)
+    (local $kq i32) (local $kqa i32) (local $kqb i32) (local $r0 i32) (local $r1 i32) (local $r2 i32) (local $r3 i32)
     (local $s0 v128) (local $s1 v128) (local $s2 v128) (local $s3 v128)
     (local.set $nb (i32.shl (i32.and (i32.add (local.get $n) (i32.const 3)) (i32.const -4)) (i32.const 2)))
     (local.set $ldo (i32.shl (local.get $ldo) (i32.const 2)))
     (local.set $lda (i32.shl (local.get $lda) (i32.const 2)))
     (local.set $ldb (i32.shl (local.get $ldb) (i32.const 2)))
+    (local.set $kq (i32.shr_u (local.get $k) (i32.const 2)))
+    (local.set $kqa (i32.shl (local.get $kq) (i32.const 2))) ;; bytes between the a values of a pass
+    (local.set $kqb (i32.mul (local.get $kq) (local.get $ldb))) ;; bytes between its b rows
     (if (local.get $init) (then
       (block $zdone (loop $zrow
         (br_if $zdone (i32.ge_s (local.get $i) (local.get $m)))
@@ -210,20 +215,23 @@
         (br $zrow)))))
     ;; four b rows per pass over out
     (block $tdone (loop $tloop
-      (br_if $tdone (i32.gt_s (i32.add (local.get $t) (i32.const 4)) (local.get $k)))
+      (br_if $tdone (i32.ge_s (local.get $t) (local.get $kq)))
       (local.set $r0 (i32.add (local.get $b) (i32.mul (local.get $t) (local.get $ldb))))
-      (local.set $r1 (i32.add (local.get $r0) (local.get $ldb)))
-      (local.set $r2 (i32.add (local.get $r1) (local.get $ldb)))
-      (local.set $r3 (i32.add (local.get $r2) (local.get $ldb)))
+      (local.set $r1 (i32.add (local.get $r0) (local.get $kqb)))
+      (local.set $r2 (i32.add (local.get $r1) (local.get $kqb)))
+      (local.set $r3 (i32.add (local.get $r2) (local.get $kqb)))
       (local.set $i (i32.const 0))
       (block $idone (loop $iloop
         (br_if $idone (i32.ge_s (local.get $i) (local.get $m)))
         (local.set $ai (i32.add (i32.add (local.get $a) (i32.mul (local.get $i) (local.get $lda)))
                                 (i32.shl (local.get $t) (i32.const 2))))
         (local.set $s0 (v128.load32_splat (local.get $ai)))
-        (local.set $s1 (v128.load32_splat offset=4 (local.get $ai)))
-        (local.set $s2 (v128.load32_splat offset=8 (local.get $ai)))
-        (local.set $s3 (v128.load32_splat offset=12 (local.get $ai)))
+        (local.set $ai (i32.add (local.get $ai) (local.get $kqa)))
+        (local.set $s1 (v128.load32_splat (local.get $ai)))
+        (local.set $ai (i32.add (local.get $ai) (local.get $kqa)))
+        (local.set $s2 (v128.load32_splat (local.get $ai)))
+        (local.set $ai (i32.add (local.get $ai) (local.get $kqa)))
+        (local.set $s3 (v128.load32_splat (local.get $ai)))
         (local.set $o (i32.add (local.get $out) (i32.mul (local.get $i) (local.get $ldo))))
         (local.set $c (i32.const 0))
         (block $cdone (loop $cloop
@@ -239,9 +247,10 @@
           (br $cloop)))
         (local.set $i (i32.add (local.get $i) (i32.const 1)))
         (br $iloop)))
-      (local.set $t (i32.add (local.get $t) (i32.const 4)))
+      (local.set $t (i32.add (local.get $t) (i32.const 1)))
       (br $tloop)))
-    ;; last k % 4 rows of b, one at a time
+    ;; last k % 4 rows of b (from 4kq), one at a time
+    (local.set $t (i32.add (i32.const 1) (i32.shl (local.get $kq) (i32.const 2))))
     (block $t1done (loop $t1loop
       (br_if $t1done (i32.ge_s (local.get $t) (local.get $k)))
       (local.set $r0 (i32.add (local.get $b) (i32.mul (local.get $t) (local.get $ldb))))

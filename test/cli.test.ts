@@ -1,0 +1,185 @@
+// The CLI end to end: each case spawns `node --import tsx src/cli/main.ts …` as a user would and checks
+// stdout, stderr and the exit code, on the bundled models/tiny-llama (which is the fixtures' tiny-llama,
+// so greedy ids are compared with HF's golden ids when ../shared/fixtures is present). Bad input must
+// exit 1 with `error:` and a `hint:` and no stack trace. Also checks the streaming decoder in-process.
+
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { chmodSync, cpSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { after, before, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { openTensors, Tokenizer, writeSafetensors } from '../src/index.ts';
+import { TextStream } from '../src/cli/generate.ts';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const MODEL = join(ROOT, 'models/tiny-llama');
+const GOLDEN = resolve(ROOT, process.env.BRICKWORK_FIXTURES ?? '../shared/fixtures', 'tiny-llama/golden.json');
+
+interface Run { code: number | null; stdout: string; stderr: string }
+
+function cli(...args: string[]): Run {
+  const env = { ...process.env };
+  delete env.BRICKWORK_DEBUG; // the no-stack-trace checks assume it is unset
+  const r = spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], { cwd: ROOT, env, encoding: 'utf8', timeout: 60_000 });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+function json(r: Run): any {
+  assert.equal(r.code, 0, `exit code ${r.code}; stderr:\n${r.stderr}`);
+  return JSON.parse(r.stdout);
+}
+
+/** Exit 1 with `error:` + `hint:` and no stack frame. */
+function assertCleanError(r: Run, mentions?: RegExp): void {
+  assert.equal(r.code, 1, `expected exit 1, got ${r.code}; stderr:\n${r.stderr}`);
+  assert.match(r.stderr, /^error: /m);
+  assert.match(r.stderr, /^hint: /m);
+  assert.ok(!r.stderr.includes('    at '), `stack trace printed:\n${r.stderr}`);
+  if (mentions) assert.match(r.stderr, mentions);
+}
+
+const golden = existsSync(GOLDEN) ? (JSON.parse(readFileSync(GOLDEN, 'utf8')) as { prompts: { text: string; ids: number[]; greedy_next_40: number[] }[] }) : undefined;
+let tmp = '';
+let greedy8: number[] = [];
+
+/** A writable copy of the bundled model under the temp folder. */
+function copyModel(name: string): string {
+  const dir = join(tmp, name);
+  cpSync(MODEL, dir, { recursive: true });
+  chmodSync(dir, 0o755);
+  for (const f of readdirSync(dir)) chmodSync(join(dir, f), 0o644); // the bundled files are read-only
+  return dir;
+}
+
+before(() => { tmp = mkdtempSync(join(tmpdir(), 'brickwork-cli-')); });
+after(() => { if (tmp) rmSync(tmp, { recursive: true, force: true }); });
+
+test('generate --json: greedy ids match HF', () => {
+  const out = json(cli('generate', '--greedy', '--max-new-tokens', '8', '--json', '--prompt', 'Once upon a time'));
+  assert.deepEqual(Object.keys(out), ['prompt_ids', 'new_ids', 'text', 'tokens_per_second']);
+  assert.equal(out.new_ids.length, 8);
+  assert.ok(out.new_ids.every((x: unknown) => Number.isInteger(x)));
+  assert.equal(typeof out.text, 'string');
+  assert.ok(out.text.length > 0);
+  assert.ok(Number.isFinite(out.tokens_per_second) && out.tokens_per_second > 0);
+  if (golden) {
+    assert.equal(golden.prompts[0].text, 'Once upon a time');
+    assert.deepEqual(out.prompt_ids, golden.prompts[0].ids);
+    assert.deepEqual(out.new_ids, golden.prompts[0].greedy_next_40.slice(0, 8));
+  }
+  greedy8 = out.new_ids;
+});
+
+test('generate streams the same text as --json, and prints timings on stderr', () => {
+  const streamed = cli('generate', '--max-new-tokens', '8', '--prompt', 'Once upon a time');
+  assert.equal(streamed.code, 0, streamed.stderr);
+  const out = json(cli('generate', '--max-new-tokens', '8', '--json', '--prompt', 'Once upon a time'));
+  assert.equal(streamed.stdout, out.text + '\n');
+  assert.match(streamed.stderr, /prefill 4 tok in .* tok\/s.*decode 7 tok in .* tok\/s.*total 8 new tokens/);
+});
+
+test('inspect --json: totals and one row per brick', () => {
+  const out = json(cli('inspect', '--json'));
+  assert.equal(out.totals.params, 7_639_296);
+  assert.equal(out.totals.ctx, 256);
+  assert.equal(out.bricks.length, 1 + 8 * 2 + 1);
+  assert.equal(out.spec.layers.length, 8);
+  const table = cli('inspect');
+  assert.equal(table.code, 0);
+  assert.match(table.stdout, /layers\.7\.ffn\s+ffn\s+F=688 gated silu\s+528,640/);
+  assert.match(table.stdout, /H=8 K=2 D=32 rope/);
+});
+
+test('ppl --json scores exactly --max-tokens tokens', () => {
+  const file = join(tmp, 'text.txt');
+  const para = 'The old man walked slowly along the river, watching the boats drift past in the morning light. '
+    + 'Children ran across the bridge, laughing, while their mother called after them to be careful. '
+    + 'It was the first warm day of spring, and the whole town seemed to have come outside to enjoy it.\n\n';
+  writeFileSync(file, para.repeat(12));
+  const out = json(cli('ppl', '--json', '--max-tokens', '300', '--file', file));
+  assert.deepEqual(Object.keys(out), ['ppl', 'tokens_scored']);
+  assert.equal(out.tokens_scored, 300);
+  assert.ok(Number.isFinite(out.ppl) && out.ppl > 1, `ppl ${out.ppl}`);
+});
+
+test('convert to a native checkpoint, then generate from it: same ids', () => {
+  const out = join(tmp, 'native');
+  const r = cli('convert', '--out', out);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /model\.safetensors/);
+  for (const f of ['brickwork.json', 'model.safetensors', 'tokenizer.json']) assert.ok(existsSync(join(out, f)), f);
+  const gen = json(cli('generate', '--model', out, '--greedy', '--max-new-tokens', '8', '--json', '--prompt', 'Once upon a time'));
+  assert.equal(greedy8.length, 8, 'the first test provides the reference ids');
+  assert.deepEqual(gen.new_ids, greedy8);
+  // A second convert into the now non-empty folder is refused without --force.
+  assertCleanError(cli('convert', '--out', out), /already holds files/);
+});
+
+test('bad input: exit 1, error + hint, no stack trace', async (t) => {
+  await t.test('truncated model.safetensors', () => {
+    const dir = copyModel('truncated');
+    truncateSync(join(dir, 'model.safetensors'), 1_000_000);
+    assertCleanError(cli('generate', '--model', dir, '--prompt', 'hi'), /model\.safetensors/);
+  });
+  await t.test('unknown model_type', () => {
+    const dir = copyModel('foo');
+    const cfg = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8'));
+    writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...cfg, model_type: 'foo' }));
+    assertCleanError(cli('generate', '--model', dir, '--prompt', 'hi'), /foo/);
+  });
+  await t.test('malformed tokenizer.json', () => {
+    const dir = copyModel('badtok');
+    writeFileSync(join(dir, 'tokenizer.json'), '{not json');
+    assertCleanError(cli('generate', '--model', dir, '--prompt', 'hi'), /tokenizer\.json/);
+  });
+  await t.test('a tensor missing from the checkpoint', () => {
+    const dir = copyModel('missing');
+    const src = openTensors(join(MODEL, 'model.safetensors'));
+    const tensors: Parameters<typeof writeSafetensors>[1] = src.names().filter((n) => n !== 'model.norm.weight').map((name) => ({ name, ...src.read(name) }));
+    src.close();
+    writeSafetensors(join(dir, 'model.safetensors'), tensors);
+    assertCleanError(cli('generate', '--model', dir, '--prompt', 'hi'), /model\.norm\.weight/);
+  });
+  await t.test('prompt + new tokens longer than the context', () => {
+    assertCleanError(cli('generate', '--max-new-tokens', '2000', '--prompt', 'Once upon a time'), /context is 1024/);
+  });
+  await t.test('model folder that does not exist', () => {
+    assertCleanError(cli('generate', '--model', join(tmp, 'no-such-model'), '--prompt', 'hi'), /no-such-model/);
+  });
+  await t.test('ppl with a missing --file', () => {
+    assertCleanError(cli('ppl', '--file', join(tmp, 'no-such-file.txt')), /no-such-file/);
+  });
+});
+
+test('usage errors exit 2 with commander\'s message', () => {
+  const r = cli('ppl');
+  assert.equal(r.code, 2);
+  assert.match(r.stderr, /required option '--file <path>'/);
+  const bad = cli('generate', '--prompt', 'hi', '--max-new-tokens', 'lots');
+  assert.equal(bad.code, 2);
+  assert.match(bad.stderr, /--max-new-tokens/);
+});
+
+test('bin/brickwork.js runs the CLI', () => {
+  const r = spawnSync(process.execPath, ['bin/brickwork.js', 'inspect', '--json'], { cwd: ROOT, encoding: 'utf8', timeout: 60_000 });
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(JSON.parse(r.stdout).totals.params, 7_639_296);
+});
+
+test('TextStream never prints half a multi-byte character', () => {
+  const tok = Tokenizer.fromDir(MODEL);
+  const text = 'café naïve — 日本語 🙂 ok';
+  const ids = tok.encode(text);
+  const stream = new TextStream(tok);
+  let printed = '';
+  for (const id of ids) {
+    const delta = stream.push(id);
+    assert.ok(!delta.includes('\uFFFD'), `delta ${JSON.stringify(delta)} holds a replacement character`);
+    printed += delta;
+  }
+  printed += stream.flush();
+  assert.equal(printed, tok.decode(ids));
+  assert.equal(printed, text);
+});
