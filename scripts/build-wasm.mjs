@@ -1,9 +1,8 @@
-// Regenerates src/backends/cpu/fast/matmul-wasm.gen.ts from matmul.wat (the only source of the kernels).
-// Needs the `wabt` devDependency; run `node scripts/build-wasm.mjs` after editing the .wat and commit both.
-// Emits two builds of the same code: one importing a plain memory, one a shared memory (which can grow
-// without detaching the arrays that view it; browsers allow it only when cross-origin isolated).
+// Regenerates src/backends/cpu/fast/matmul-wasm.gen.ts from matmul.wat, the only source of the kernels:
+// run `node scripts/build-wasm.mjs` after editing the .wat and commit both (`--check`: exit 1 if stale).
+// Needs the `wabt` devDependency. Emits two builds of the same code, importing a plain memory and a shared
+// one (which grows without detaching the arrays that view it; browsers allow it when cross-origin isolated).
 // Deterministic: same .wat + same wabt version = byte-identical output (no timestamps, no names section).
-// `--check` exits 1 if the committed module is stale instead of writing it.
 
 import { readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';

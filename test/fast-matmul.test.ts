@@ -1,14 +1,6 @@
 // Fast CPU matmul (src/backends/cpu/fast/matmul.ts) against a float64 naive reference written here:
 // every path (naive, tiled JS, WASM SIMD, the shape-picked default, resident arrays, helper threads) on
-// odd shapes, both b layouts, offsets and accumulate, plus exact small cases and bad input.
-//
-// Tolerance, per output element: |got - ref| <= 2^-24 * ((K + 8) * sum_k |a_ik b_kj| + 2 |out_ij before|).
-// 2^-24 is the f32 unit roundoff u. Whatever order a kernel sums in, each of the K products is rounded
-// once and passes through at most K - 1 further additions (plus a few: the store, `accumulate`), so the
-// classic bound |error| <= gamma_{K+1} * sum|a b| ~ (K + 1) u sum|a b| covers it; +8 and the factor 2 are
-// headroom for the final f32 rounding of the float64 JS paths and the accumulate add. This is tighter than
-// 1e-5 * K * max|a| * max|b| for K < ~160 and never looser than the true worst case, yet any real bug (a
-// lost or doubled term, a wrong index, a tail left out) moves an entry by about |a b| ~ 0.25 >> tol.
+// odd shapes, both b layouts, offsets and accumulate, plus exact small cases and bad input (~3 s).
 
 import { strict as assert } from 'node:assert';
 import { after, describe, it } from 'node:test';
@@ -36,7 +28,14 @@ function randArray(n: number, r: () => number): Float32Array {
   return x;
 }
 
-/** float64 reference of the product plus the per-element tolerance (see the header). */
+// Tolerance, per output element: |got - ref| <= 2^-24 * ((K + 8) * sum_k |a_ik b_kj| + 2 |out_ij before|).
+// 2^-24 is the f32 unit roundoff u. Whatever order a kernel sums in, each of the K products is rounded
+// once and passes through at most K - 1 further additions (plus a few: the store, `accumulate`), so the
+// classic bound |error| <= gamma_{K+1} * sum|a b| ~ (K + 1) u sum|a b| covers it; +8 and the factor 2 are
+// headroom for the final f32 rounding of the float64 JS paths and the accumulate add. This is tighter than
+// 1e-5 * K * max|a| * max|b| for K < ~160 and never looser than the true worst case, yet any real bug (a
+// lost or doubled term, a wrong index, a tail left out) moves an entry by about |a b| ~ 0.25 >> tol.
+/** float64 reference of the product plus the per-element tolerance (above). */
 function reference(a: Float32Array, b: Float32Array, M: number, N: number, K: number, transB: boolean,
   aOff = 0, bOff = 0, init?: Float32Array, outOff = 0): { ref: Float64Array; tol: Float64Array } {
   const ref = new Float64Array(M * N), tol = new Float64Array(M * N);
@@ -187,10 +186,10 @@ describe('fast matmul: offsets, accumulate, neighbours', () => {
 describe('fast matmul: resident arrays (allocF32)', { skip: !wasmAvailable() && 'no WebAssembly SIMD' }, () => {
   it('reads a and b in place, with offsets, and gives the same results', () => {
     const r = rng(6);
-    for (const [M, N, K] of [[1, 1001, 130], [3, 257, 33], [40, 70, 515], [1, 7, 1]]) {
+    for (const [M, N, K] of [[1, 1001, 130], [3, 257, 33], [7, 33, 1], [40, 70, 515], [1, 7, 1], [2, 9, 6], [1, 1, 3], [3, 1, 5]]) {
       for (const transB of [true, false]) {
-        // kernels may read a few bytes past a row (never more than the 64 bytes of slack after each block)
-        const a = allocF32(2 + M * K), b = allocF32(1 + N * K);
+        // NaN right after each slice: kernels read whole vectors past row ends, and must mask what they read
+        const a = allocF32(2 + M * K + 8).fill(NaN), b = allocF32(1 + N * K + 8).fill(NaN);
         a.set(randArray(M * K, r), 2);
         b.set(randArray(N * K, r), 1);
         const { ref, tol } = reference(a, b, M, N, K, transB, 2, 1);
@@ -203,6 +202,21 @@ describe('fast matmul: resident arrays (allocF32)', { skip: !wasmAvailable() && 
         freeF32(a);
       }
     }
+  });
+
+  it('reads nothing past b when b ends where the memory ends (no out-of-bounds trap)', () => {
+    const r = rng(8);
+    const [M, N, K] = [1, 5, 16384]; // tiles of 4 rows: 3 rows (192 KiB) past the last row if not clamped
+    const warm = new Float32Array(4 * N * K);
+    matmulF32Wasm(new Float32Array(4 * N), warm, warm, 4, N, K, true); // scratch now large and below b
+    const b = allocF32(N * K); // the newest, highest block: the memory ends at most a page after it
+    b.set(randArray(N * K, r));
+    const a = randArray(M * K, r);
+    const { ref, tol } = reference(a, b, M, N, K, true);
+    const out = new Float32Array(M * N);
+    matmulF32Wasm(out, a, b, M, N, K, true);
+    assertClose('b at the end of memory', out, 0, ref, tol);
+    freeF32(b);
   });
 
   it('allocates zeroed memory, survives growth, frees and reuses blocks', () => {

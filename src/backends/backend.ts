@@ -4,12 +4,19 @@
 import type { Backend } from '../tensor/tensor.ts';
 import { UsageError } from '../util/errors.ts';
 import { CpuBackend } from './cpu/backend.ts';
+import { startMatmulThreads } from './cpu/fast/matmul.ts';
 
 export type { Backend } from '../tensor/tensor.ts';
 
 type Factory = () => Backend | Promise<Backend>;
 const factories = new Map<string, Factory>([
-  ['cpu', () => new CpuBackend()],
+  ['cpu', async () => {
+    // Large matmuls split across worker threads (one per core, sleeping when idle; they never keep
+    // the process alive). BRICKWORK_THREADS=1 keeps everything on the main thread.
+    const n = Number(process.env.BRICKWORK_THREADS ?? 0);
+    await startMatmulThreads(n > 0 ? n : undefined);
+    return new CpuBackend();
+  }],
   ['cpu-reference', () => new CpuBackend({ reference: true })],
 ]);
 

@@ -1,6 +1,7 @@
 // The CPU backend: host typed arrays as storage, a size-keyed pool so steady-state decoding does
-// not allocate, and a kernel table. `createCpuBackend()` uses the fast kernels from fast/ where
-// they exist; `{ reference: true }` runs only the reference kernels (the definition of each op).
+// not allocate, and a kernel table. By default it uses the fast kernels from fast/ and keeps f32
+// storage inside the WASM heap (so matmuls read weights in place, never copying them per call);
+// `{ reference: true }` runs only the reference kernels (the definition of each op) on plain arrays.
 
 import type { DType, HostArray } from '../../tensor/dtype.ts';
 import type { OpAttrs, OpName } from '../../tensor/ops.ts';
@@ -10,6 +11,7 @@ import { Tensor, type Backend, type BackendStats } from '../../tensor/tensor.ts'
 import { UnsupportedOpError } from '../../util/errors.ts';
 import { CPU_KERNELS, type CpuKernel, type CpuKernelTable, type HostTensor } from './kernels.ts';
 import { FAST_KERNELS } from './fast/kernels.ts';
+import { allocF32, freeF32, isResident } from './fast/matmul.ts';
 
 /** Ops whose output is integer indices. */
 const INT_OUTPUT: Partial<Record<OpName, true>> = { topk: true };
@@ -28,10 +30,21 @@ export class CpuBackend implements Backend {
   // NOTE: pooled arrays are not zeroed; every kernel overwrites its whole output.
   private readonly pool = new Map<string, (Float32Array | Int32Array)[]>();
   private static readonly POOL_DEPTH = 16;
+  private readonly resident: boolean;
+  // NOTE: WASM-heap storage is not garbage collected: a tensor dropped without dispose() gives its
+  // block back through this registry when the tensor object itself is collected.
+  private readonly finalizer = new FinalizationRegistry<Float32Array>((buf) => freeF32(buf));
 
   constructor(opts: CpuBackendOptions = {}) {
     this.name = opts.reference ? 'cpu-reference' : 'cpu';
     this.kernels = opts.reference ? CPU_KERNELS : { ...CPU_KERNELS, ...FAST_KERNELS };
+    this.resident = !opts.reference;
+  }
+
+  private wrap(shape: readonly number[], dtype: DType, buf: Float32Array | Int32Array): Tensor {
+    const t = new Tensor(this, shape, dtype, buf);
+    if (buf instanceof Float32Array && isResident(buf)) this.finalizer.register(t, buf, t);
+    return t;
   }
 
   supports(op: OpName, dtype: DType): boolean {
@@ -42,7 +55,8 @@ export class CpuBackend implements Backend {
     const free = this.pool.get(`${dtype}:${n}`);
     const got = free?.pop();
     if (got) return got;
-    return dtype === 'f32' ? new Float32Array(n) : new Int32Array(n);
+    if (dtype === 'i32') return new Int32Array(n);
+    return this.resident ? allocF32(n) : new Float32Array(n);
   }
 
   upload(data: HostArray, shape: readonly number[], dtype: DType): Tensor {
@@ -51,14 +65,14 @@ export class CpuBackend implements Backend {
     if (data.length !== n) throw new Error(`upload: ${data.length} values for shape [${shape.join(', ')}]`);
     const buf = this.alloc(n, dtype as 'f32' | 'i32');
     buf.set(data as ArrayLike<number>);
-    return new Tensor(this, shape, dtype, buf);
+    return this.wrap(shape, dtype, buf);
   }
 
   zeros(shape: readonly number[], dtype: DType): Tensor {
     if (dtype !== 'f32' && dtype !== 'i32') throw new UnsupportedOpError('zeros', dtype, this.name);
     const buf = this.alloc(shape.reduce((p, d) => p * d, 1), dtype);
     buf.fill(0);
-    return new Tensor(this, shape, dtype, buf);
+    return this.wrap(shape, dtype, buf);
   }
 
   /** Synchronous read (CPU only): the tensor's storage itself, not a copy. Do not mutate. */
@@ -90,14 +104,16 @@ export class CpuBackend implements Backend {
     const dtype = INT_OUTPUT[op] ? 'i32' : 'f32';
     const out = this.alloc(outShape.reduce((p, d) => p * d, 1), dtype);
     kernel(out, xs, attrs, outShape);
-    return new Tensor(this, outShape, dtype, out);
+    return this.wrap(outShape, dtype, out);
   }
 
   release(t: Tensor): void {
     const buf = t.handle as Float32Array | Int32Array;
+    this.finalizer.unregister(t);
     const key = `${t.dtype}:${buf.length}`;
     let free = this.pool.get(key);
     if (!free) this.pool.set(key, (free = []));
     if (free.length < CpuBackend.POOL_DEPTH) free.push(buf);
+    else if (buf instanceof Float32Array) freeF32(buf);
   }
 }

@@ -1,8 +1,8 @@
-// Fast f32 matmul for the CPU backend: WebAssembly SIMD kernels (matmul.wat) behind a register-tiled JS
-// kernel and a naive loop, chosen by shape (`matmulPath`). All three are checked against a float64 naive
-// reference in test/fast-matmul.test.ts; speed is measured by bench/matmul.ts, never asserted.
-// Limits: f32, contiguous row-major operands, one thread, synchronous. The WASM path copies its operands
-// into one reusable linear memory per call (O(MK + NK + MN) bytes against O(MNK) work; see README.md).
+// Fast f32 matmul for the CPU backend: WebAssembly SIMD kernels (matmul.wat), a register-tiled JS kernel
+// and a naive loop, chosen by shape (`matmulPath`); all checked against a float64 reference in
+// test/fast-matmul.test.ts and timed by bench/matmul.ts. Synchronous; f32, contiguous row-major operands.
+// The WASM path copies operands into its memory unless they live there (`allocF32`), and splits big
+// products over helper threads once `startMatmulThreads` has run. Measured numbers: README.md.
 
 import { ShapeError, UsageError } from '../../../util/errors.ts';
 import { MATMUL_WASM_BASE64, MATMUL_WASM_SHARED_BASE64 } from './matmul-wasm.gen.ts';
@@ -14,17 +14,19 @@ export type MatmulPath = 'naive' | 'js' | 'wasm';
 export type MatmulF32Fn = (out: Float32Array, a: Float32Array, b: Float32Array, M: number, N: number, K: number,
   transB: boolean, aOff?: number, bOff?: number, outOff?: number, accumulate?: boolean) => void;
 
-// Below this many multiply-adds the fixed cost of the WASM path (copies, a few calls) is not repaid and the
-// naive loop is as fast as anything else. Measured with bench/matmul.ts (see README.md).
-const NAIVE_MAX_MACS = 2048;
-const WASM_MIN_MACS = 16384;
+// Crossovers measured on this project's 2-core EPYC box: up to ~1K multiply-adds the naive loop is as fast
+// as anything; below ~8K the fixed cost of the WASM path (copies, calls: a few us) is not repaid.
+const NAIVE_MAX_MACS = 1024;
+const WASM_MIN_MACS = 8192;
 // Operands above this many bytes in linear memory make the WASM path split M into row chunks.
 const WASM_MAX_BYTES = 1 << 30;
 
 /**
  * out[M,N] (+)= a[M,K] @ op(b), op(b) = b[N,K]^T if transB else b[K,N]. Row-major, contiguous, f32.
  * Offsets (in elements) address one batch slice inside bigger arrays; accumulate=false overwrites out.
- * Picks the fastest correct path for the shape (`matmulPath`).
+ * Picks the fastest correct path for the shape (`matmulPath`). Decode (small M) is bound by reading b:
+ * give it weights from `allocF32` so they are not copied per call. The JS paths sum in float64, the WASM
+ * path in f32 (4-lane partial sums): results differ in the last bits, within f32 summation error.
  *
  * @example
  * // logits[T, V] = x[T, C] @ W[V, C]^T  (nn.Linear layout)
@@ -39,7 +41,8 @@ export function matmulF32(out: Float32Array, a: Float32Array, b: Float32Array, M
   else naiveMatmul(out, a, b, M, N, K, transB, aOff, bOff, outOff, accumulate);
 }
 
-/** The path `matmulF32` takes for a shape: 'wasm' when SIMD WebAssembly loads and the shape is big enough. */
+/** The path `matmulF32` takes for a shape: 'wasm' when SIMD WebAssembly loads and the shape is big enough
+ * (it falls back to 'js' at run time only if the WASM memory cannot grow to hold the operands). */
 export function matmulPath(M: number, N: number, K: number, _transB: boolean): MatmulPath {
   const macs = M * N * K;
   if (macs <= NAIVE_MAX_MACS) return 'naive';
@@ -78,9 +81,11 @@ function checkArgs(op: string, out: Float32Array, a: Float32Array, b: Float32Arr
     if (!Number.isInteger(v) || v < 0) throw new ShapeError(op, `${name} must be an integer >= 0, found ${v}`);
   }
   // NOTE: a short array would otherwise read as undefined → NaN (JS) or copy garbage (WASM), silently.
-  for (const [name, arr, off, need] of [['a', a, aOff, M * K], ['b', b, bOff, K * N], ['out', out, outOff, M * N]] as const) {
+  const operands = [['a', a, aOff, M * K], ['b', b, bOff, K * N], ['out', out, outOff, M * N]] as const;
+  for (const [name, arr, off, need] of operands) {
     if (off + need > arr.length) {
-      throw new ShapeError(op, `${name} needs ${need} floats from offset ${off} (M=${M}, N=${N}, K=${K}), found length ${arr.length}`);
+      throw new ShapeError(op,
+        `${name} needs ${need} floats from offset ${off} (M=${M}, N=${N}, K=${K}), found length ${arr.length}`);
     }
   }
 }
@@ -104,8 +109,15 @@ function naiveMatmul(out: Float32Array, a: Float32Array, b: Float32Array, M: num
 // Rows of a per block: the block (JS_MC x K floats) stays in L2 while a tile of b is reused over it.
 const JS_MC = 64;
 
+// no-transB with at most this many rows: row updates (jsNNRows) instead of tiles that stride down b.
+const JS_ROWS_MAX_M = 4;
+
 function jsMatmul(out: Float32Array, a: Float32Array, b: Float32Array, M: number, N: number, K: number,
   transB: boolean, aOff: number, bOff: number, outOff: number, accumulate: boolean): void {
+  if (!transB && M <= JS_ROWS_MAX_M) {
+    jsNNRows(out, a, b, M, N, K, aOff, bOff, outOff, accumulate);
+    return;
+  }
   for (let i0 = 0; i0 < M; i0 += JS_MC) {
     const i1 = Math.min(M, i0 + JS_MC);
     if (transB) jsNT(out, a, b, i0, i1, N, K, aOff, bOff, outOff, accumulate);
@@ -164,6 +176,31 @@ function jsNT(out: Float32Array, a: Float32Array, b: Float32Array, i0: number, i
   }
 }
 
+let rowAcc = new Float64Array(1024);
+
+// no transB, few rows (decode): out row i = sum_k a[i, k] * (b row k), 4 b rows per pass over a float64
+// row of sums, so b is read along its rows; tiles (jsNN) would stride down b's columns, one line per k.
+function jsNNRows(out: Float32Array, a: Float32Array, b: Float32Array, M: number, N: number, K: number,
+  aOff: number, bOff: number, outOff: number, acc: boolean): void {
+  if (rowAcc.length < N) rowAcc = new Float64Array(N);
+  const s = rowAcc;
+  for (let i = 0; i < M; i++) {
+    const ai = aOff + i * K, o = outOff + i * N;
+    for (let j = 0; j < N; j++) s[j] = acc ? out[o + j] : 0;
+    let k = 0;
+    for (; k + 3 < K; k += 4) {
+      const x0 = a[ai + k], x1 = a[ai + k + 1], x2 = a[ai + k + 2], x3 = a[ai + k + 3];
+      const r0 = bOff + k * N, r1 = r0 + N, r2 = r1 + N, r3 = r2 + N;
+      for (let j = 0; j < N; j++) s[j] += x0 * b[r0 + j] + x1 * b[r1 + j] + x2 * b[r2 + j] + x3 * b[r3 + j];
+    }
+    for (; k < K; k++) {
+      const x = a[ai + k], r = bOff + k * N;
+      for (let j = 0; j < N; j++) s[j] += x * b[r + j];
+    }
+    for (let j = 0; j < N; j++) out[o + j] = s[j];
+  }
+}
+
 // no transB: out[i, j..j+4] = sum_k a[i, k] * b[k, j..j+4]. Tiles of 2 a-rows x 4 columns: per k, two
 // a values and four contiguous b values feed 8 independent sums.
 function jsNN(out: Float32Array, a: Float32Array, b: Float32Array, i0: number, i1: number, N: number, K: number,
@@ -217,10 +254,12 @@ function jsNN(out: Float32Array, a: Float32Array, b: Float32Array, i0: number, i
 // WebAssembly SIMD. One module, one memory, grown on demand and reused: no allocation per call once the
 // largest shape has been seen. Kernel contracts (padding, tiles) are documented in matmul.wat.
 
+// Argument lists of the kernels: see matmul.wat (byte addresses, leading dims in elements, init = overwrite).
+type Kernel = (...args: number[]) => void;
 interface WasmExports {
-  nt(out: number, ldo: number, a: number, lda: number, b: number, ldb: number, m: number, n: number, k: number, init: number): void;
-  nn(out: number, ldo: number, a: number, lda: number, b: number, bk: number, bp: number, m: number, np: number, k: number, init: number): void;
-  nnv(out: number, ldo: number, a: number, lda: number, b: number, ldb: number, m: number, n: number, k: number, init: number): void;
+  nt: Kernel; // (out, ldo, a, lda, b, ldb, m, n, k, init)
+  nn: Kernel; // (out, ldo, a, lda, b, bk, bp, m, np, k, init)
+  nnv: Kernel; // (out, ldo, a, lda, b, ldb, m, n, k, init)
   pack_nn(dst: number, src: number, k: number, n: number, np: number): void;
   sum(ptr: number, bytes: number): number;
 }
@@ -233,7 +272,8 @@ export function instantiateFastWasm(memory: WebAssembly.Memory): WasmExports {
 }
 
 const moduleCache: { plain?: WebAssembly.Module; shared?: WebAssembly.Module } = {};
-function wasmModule(shared: boolean): WebAssembly.Module {
+/** The compiled kernel module, for a plain or a shared memory (bandwidth.ts hands it to its own workers). */
+export function wasmModule(shared: boolean): WebAssembly.Module {
   const key = shared ? 'shared' : 'plain';
   let mod = moduleCache[key];
   if (!mod) {
@@ -268,6 +308,8 @@ const PAGE = 65536;
 const MAX_PAGES = 65536; // 4 GiB, the wasm32 limit (must match the shared build in scripts/build-wasm.mjs)
 // Every heap block gets this many bytes past its end: kernels read whole tiles past row ends (<= 32 bytes).
 const SLACK = 64;
+// addresses may pass 2^31 (memory up to 4 GiB): no 32-bit bit tricks on them
+const align64 = (x: number) => Math.ceil(x / 64) * 64;
 
 /** True when the WebAssembly SIMD kernels compiled in this runtime (they need SIMD support). */
 export function wasmAvailable(): boolean {
@@ -296,7 +338,7 @@ function initWasm(): WasmState | null {
 
 /** Allocates `bytes` (+ SLACK) in the heap; returns the address, or -1 if the memory cannot grow enough. */
 function heapAlloc(st: WasmState, bytes: number): number {
-  const size = (bytes + SLACK + 63) & ~63;
+  const size = align64(bytes + SLACK);
   for (let i = 0; i < st.free.length; i++) {
     const f = st.free[i];
     if (f.bytes < size) continue;
@@ -402,8 +444,6 @@ const NNV_MAX_M = 2;
 const NNV_COLS = 4096;
 const PACK_MIN_M = 16;
 
-const align64 = (x: number) => (x + 63) & ~63;
-
 /** Runs the product in WASM; false (nothing written) if the memory cannot hold the scratch it needs. */
 function wasmMatmul(out: Float32Array, a: Float32Array, b: Float32Array, M: number, N: number, K: number,
   transB: boolean, aOff: number, bOff: number, outOff: number, accumulate: boolean): boolean {
@@ -424,11 +464,11 @@ function wasmMatmul(out: Float32Array, a: Float32Array, b: Float32Array, M: numb
   const oBytes = align64(4 * rows * ldo + SLACK);
   const base = scratch(st, bBytes + pBytes + aBytes + oBytes);
   if (base < 0) return false;
-  const f32 = st.f32; // after scratch(): it may have grown the memory
+  // NOTE: st.f32, not a copy of it: scratch() and helper command lists may grow the memory (new view)
   const P = base + bBytes, O = P + pBytes + aBytes;
   let B = base;
   if (bIn) B = b.byteOffset + 4 * bOff;
-  else f32.set(b.subarray(bOff, bOff + K * N), B >> 2);
+  else st.f32.set(b.subarray(bOff, bOff + K * N), B / 4);
   if (pack) st.k.pack_nn(P, B, K, N, np);
   const g: Geometry = { transB, K, N, ldo, B, P: pack ? P : -1, O, init: accumulate ? 0 : 1 };
 
@@ -436,10 +476,10 @@ function wasmMatmul(out: Float32Array, a: Float32Array, b: Float32Array, M: numb
     const m = Math.min(rows, M - r0);
     let A = P + pBytes;
     if (aIn) A = a.byteOffset + 4 * (aOff + r0 * K);
-    else f32.set(a.subarray(aOff + r0 * K, aOff + (r0 + m) * K), A >> 2);
-    if (accumulate) copyRows(f32, O >> 2, ldo, out, outOff + r0 * N, N, m, true);
+    else st.f32.set(a.subarray(aOff + r0 * K, aOff + (r0 + m) * K), A / 4);
+    if (accumulate) copyRows(st.f32, O / 4, ldo, out, outOff + r0 * N, N, m, true);
     runSplit(st, g, A, m);
-    copyRows(st.f32, O >> 2, ldo, out, outOff + r0 * N, N, m, false);
+    copyRows(st.f32, O / 4, ldo, out, outOff + r0 * N, N, m, false);
   }
   return true;
 }
@@ -497,9 +537,8 @@ function maxCmds(g: Geometry, m: number, cols: number): number {
 function runCmds(k: WasmExports, c: Int32Array, n: number): void {
   for (let i = 0, p = 0; i < n; i++, p += CMD_INTS) {
     const id = c[p];
-    if (id === K_NT) k.nt(c[p + 1], c[p + 2], c[p + 3], c[p + 4], c[p + 5], c[p + 6], c[p + 7], c[p + 8], c[p + 9], c[p + 10]);
-    else if (id === K_NN) k.nn(c[p + 1], c[p + 2], c[p + 3], c[p + 4], c[p + 5], c[p + 6], c[p + 7], c[p + 8], c[p + 9], c[p + 10], c[p + 11]);
-    else k.nnv(c[p + 1], c[p + 2], c[p + 3], c[p + 4], c[p + 5], c[p + 6], c[p + 7], c[p + 8], c[p + 9], c[p + 10]);
+    const f = id === K_NT ? k.nt : id === K_NN ? k.nn : k.nnv; // extra arguments are ignored
+    f(c[p + 1], c[p + 2], c[p + 3], c[p + 4], c[p + 5], c[p + 6], c[p + 7], c[p + 8], c[p + 9], c[p + 10], c[p + 11]);
   }
 }
 
@@ -508,7 +547,7 @@ let mainCmds = new Int32Array(64 * CMD_INTS);
 /** Computes all N columns of m rows: the main thread takes the first part, each live helper one more. */
 function runSplit(st: WasmState, g: Geometry, A: number, m: number): void {
   const unit = g.transB ? 4 : 8; // part boundaries on whole tiles, so no part writes padding into another
-  const parts = m * g.N * g.K >= PAR_MIN_MACS ? Math.min(1 + helpers.length, Math.floor(g.N / (4 * unit))) : 1;
+  const parts = m * g.N * g.K >= PAR_MIN_MACS ? Math.max(1, Math.min(1 + helpers.length, Math.floor(g.N / (4 * unit)))) : 1;
   const cut = (p: number) => (p >= parts ? g.N : Math.round((g.N * p) / parts / unit) * unit);
   const seqs: number[] = [];
   for (let p = 1; p < parts; p++) seqs.push(postToHelper(st, helpers[p - 1], g, A, m, cut(p), cut(p + 1)));
@@ -564,7 +603,7 @@ const WORKER_SOURCE = `
 const { workerData, parentPort } = require('node:worker_threads');
 const { module, memory, ctl } = workerData;
 const k = new WebAssembly.Instance(module, { env: { mem: memory } }).exports;
-const c = ctl >> 2;
+const c = ctl / 4;
 let I = new Int32Array(memory.buffer);
 parentPort.postMessage('ready');
 let seen = 0;
@@ -578,7 +617,7 @@ for (;;) {
   let err = 0;
   try {
     const n = I[c + ${C_COUNT}];
-    for (let i = 0, p = I[c + ${C_CMDS}] >> 2; i < n; i++, p += ${CMD_INTS}) {
+    for (let i = 0, p = I[c + ${C_CMDS}] >>> 2; i < n; i++, p += ${CMD_INTS}) {
       const id = I[p];
       const f = id === ${K_NT} ? k.nt : id === ${K_NN} ? k.nn : k.nnv;
       f(I[p + 1], I[p + 2], I[p + 3], I[p + 4], I[p + 5], I[p + 6], I[p + 7], I[p + 8], I[p + 9], I[p + 10], I[p + 11]);
@@ -601,9 +640,9 @@ function postToHelper(st: WasmState, h: Helper, g: Geometry, A: number, m: numbe
     h.cmds = ptr;
     h.cap = need;
   }
-  const cmds = st.i32.subarray(h.cmds >> 2, (h.cmds >> 2) + need * CMD_INTS);
+  const cmds = st.i32.subarray(h.cmds / 4, (h.cmds / 4) + need * CMD_INTS);
   const n = emitCols(cmds, 0, g, A, m, c0, c1);
-  const c = h.ctl >> 2;
+  const c = h.ctl / 4;
   st.i32[c + C_COUNT] = n;
   st.i32[c + C_CMDS] = h.cmds;
   h.seq++;
@@ -613,7 +652,7 @@ function postToHelper(st: WasmState, h: Helper, g: Geometry, A: number, m: numbe
 }
 
 function waitForHelper(st: WasmState, h: Helper, seq: number): void {
-  const c = h.ctl >> 2;
+  const c = h.ctl / 4;
   const t0 = Date.now();
   while (Atomics.load(st.i32, c + C_DONE) !== seq) {
     Atomics.wait(st.i32, c + C_DONE, seq - 1, 1000);
@@ -649,7 +688,7 @@ export async function startMatmulThreads(threads?: number): Promise<number> {
   while (helpers.length < want - 1) {
     const ctl = heapAlloc(st, 64);
     if (ctl < 0) break;
-    st.i32.fill(0, ctl >> 2, (ctl >> 2) + 16);
+    st.i32.fill(0, ctl / 4, (ctl / 4) + 16);
     const worker = new wt.Worker(WORKER_SOURCE, { eval: true, workerData: { module: wasmModule(true), memory: st.mem, ctl } });
     worker.unref();
     try {
@@ -663,7 +702,11 @@ export async function startMatmulThreads(threads?: number): Promise<number> {
       await worker.terminate();
       break; // run with the helpers that did start
     }
-    helpers.push({ worker, ctl, cmds: 0, cap: 0, seq: 0 });
+    const h: Helper = { worker, ctl, cmds: 0, cap: 0, seq: 0 };
+    // a helper that dies later (it should not: kernel errors are caught and reported) is dropped
+    worker.on('error', () => undefined);
+    worker.once('exit', () => { helpers = helpers.filter((x) => x !== h); });
+    helpers.push(h);
   }
   return 1 + helpers.length;
 }
@@ -680,8 +723,8 @@ export function matmulThreads(): number {
 
 async function stopHelper(h: Helper): Promise<void> {
   const st = wasmState!;
-  Atomics.store(st.i32, (h.ctl >> 2) + C_SEQ, -1);
-  Atomics.notify(st.i32, (h.ctl >> 2) + C_SEQ);
+  Atomics.store(st.i32, (h.ctl / 4) + C_SEQ, -1);
+  Atomics.notify(st.i32, (h.ctl / 4) + C_SEQ);
   await h.worker.terminate();
   heapFree(st, h.ctl);
   if (h.cap) heapFree(st, h.cmds);

@@ -250,7 +250,7 @@
       (local.set $t (i32.add (local.get $t) (i32.const 1)))
       (br $tloop)))
     ;; last k % 4 rows of b (from 4kq), one at a time
-    (local.set $t (i32.add (i32.const 1) (i32.shl (local.get $kq) (i32.const 2))))
+    (local.set $t (i32.shl (local.get $kq) (i32.const 2)))
     (block $t1done (loop $t1loop
       (br_if $t1done (i32.ge_s (local.get $t) (local.get $k)))
       (local.set $r0 (i32.add (local.get $b) (i32.mul (local.get $t) (local.get $ldb))))
