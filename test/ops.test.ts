@@ -115,3 +115,21 @@ test('fast CPU kernels equal the reference on odd shapes', async () => {
     close(await vals(ops.attention(q2, k2, v2, pos0, 0.3)), await vals(ops.attention(q1, k1, v1, pos0, 0.3)), 1e-5, `attention ${B},${T},${H},${K},${D},${S}`);
   }
 });
+
+test('fast elementwise, norm and gather kernels equal the reference', async () => {
+  const r = rand(11);
+  const data = (n: number) => Float32Array.from({ length: n }, () => r() * 4 - 2);
+  const both = (shape: number[]) => { const d = data(shape.reduce((p, x) => p * x, 1)); return [f32(ref, d, shape), f32(fast, d, shape)]; };
+  const [a1, a2] = both([3, 7, 33]);
+  for (const bs of [[3, 7, 33], [33], [1, 33], [7, 33], [3, 1, 33], [3, 7, 1]]) {
+    const [b1, b2] = both(bs);
+    for (const f of [ops.add, ops.sub, ops.mul, ops.div]) close(await vals(f(a2, b2)), await vals(f(a1, b1)), 1e-6, `${f.name} ${bs}`);
+  }
+  close(await vals(ops.silu(a2)), await vals(ops.silu(a1)), 1e-6, 'silu');
+  const [w1, w2] = both([33]), [c1, c2] = both([33]);
+  close(await vals(ops.rmsnorm(a2, w2, 1e-5)), await vals(ops.rmsnorm(a1, w1, 1e-5)), 1e-6, 'rmsnorm');
+  close(await vals(ops.layernorm(a2, w2, c2, 1e-5)), await vals(ops.layernorm(a1, w1, c1, 1e-5)), 1e-5, 'layernorm');
+  const [t1, t2] = both([257, 7]);
+  assert.deepEqual(await vals(ops.gatherRows(t2, i32(fast, [256, 0, 5], [3]))), await vals(ops.gatherRows(t1, i32(ref, [256, 0, 5], [3]))));
+  assert.throws(() => ops.gatherRows(t2, i32(fast, [257], [1])), RangeError);
+});

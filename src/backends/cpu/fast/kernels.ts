@@ -2,12 +2,131 @@
 // attention kernel that works in f32 scratch buffers without per-row allocation. Each one is
 // tested against the reference in test/cpu-fast.test.ts; the reference stays the definition.
 
-import type { CpuKernelTable } from '../kernels.ts';
-import { matmulF32 } from './matmul.ts';
+import { CPU_KERNELS, type CpuKernelTable, type HostTensor } from '../kernels.ts';
+import { allocF32, freeF32, matmulF32 } from './matmul.ts';
 
 let scratch = new Float32Array(1024);
 
+/** Resident scratch buffers for the matmul form of attention, grown on demand and kept. */
+const bufs: Record<'q' | 'k' | 'v' | 'p' | 'o', Float32Array> = { q: new Float32Array(0), k: new Float32Array(0), v: new Float32Array(0), p: new Float32Array(0), o: new Float32Array(0) };
+function buf(name: keyof typeof bufs, n: number): Float32Array {
+  if (bufs[name].length < n) {
+    freeF32(bufs[name]);
+    bufs[name] = allocF32(Math.max(n, 2 * bufs[name].length));
+  }
+  return bufs[name];
+}
+
+/**
+ * Prefill attention as two matmuls per (batch row, kv head): the G = H/K query heads sharing a kv head
+ * are stacked into one (G·T, D) block, scores = Q Kᵀ, masked softmax, then P V.
+ */
+function attentionByMatmul(out: Float32Array | Int32Array, Q: Float32Array, Kd: Float32Array, Vd: Float32Array,
+  B: number, T: number, H: number, K: number, D: number, S: number, pos0: number[], scale: number) {
+  const G = H / K;
+  for (let b = 0; b < B; b++) {
+    const Sv = pos0[b] + T; // keys any query of this row can see
+    const qs = buf('q', G * T * D), ks = buf('k', Sv * D), vs = buf('v', Sv * D), ps = buf('p', G * T * Sv), os = buf('o', G * T * D);
+    for (let kh = 0; kh < K; kh++) {
+      for (let s = 0; s < Sv; s++) {
+        const src = ((b * S + s) * K + kh) * D;
+        ks.set(Kd.subarray(src, src + D), s * D);
+        vs.set(Vd.subarray(src, src + D), s * D);
+      }
+      for (let g = 0; g < G; g++) for (let t = 0; t < T; t++) {
+        const src = ((b * T + t) * H + kh * G + g) * D;
+        qs.set(Q.subarray(src, src + D), (g * T + t) * D);
+      }
+      matmulF32(ps, qs, ks, G * T, Sv, D, true);
+      for (let g = 0; g < G; g++) for (let t = 0; t < T; t++) {
+        const o = (g * T + t) * Sv, visible = pos0[b] + t + 1;
+        let mx = -Infinity;
+        for (let s = 0; s < visible; s++) { const x = ps[o + s] * scale; ps[o + s] = x; if (x > mx) mx = x; }
+        let z = 0;
+        for (let s = 0; s < visible; s++) { const e = Math.exp(ps[o + s] - mx); ps[o + s] = e; z += e; }
+        const inv = 1 / z;
+        for (let s = 0; s < visible; s++) ps[o + s] *= inv;
+        for (let s = visible; s < Sv; s++) ps[o + s] = 0;
+      }
+      matmulF32(os, ps, vs, G * T, D, Sv, false);
+      for (let g = 0; g < G; g++) for (let t = 0; t < T; t++) {
+        const dst = ((b * T + t) * H + kh * G + g) * D;
+        out.set(os.subarray((g * T + t) * D, (g * T + t + 1) * D), dst);
+      }
+    }
+  }
+}
+
+type Out = Float32Array | Int32Array;
+
+/** Elementwise binary op, fast when b equals a's shape or repeats along a's last dims; else the reference. */
+type BinaryKernel = (out: Out, xs: HostTensor[], attrs: Record<string, never>, outShape: readonly number[]) => void;
+
+function binary(f: (x: number, y: number) => number, ref: BinaryKernel): BinaryKernel {
+  return (out, xs, attrs, outShape) => {
+    const A = xs[0].data as Float32Array, Bv = xs[1].data as Float32Array, O = out as Float32Array;
+    const n = O.length, m = Bv.length;
+    if (A.length !== n || n % m !== 0 || !isTrailing(xs[1].shape, xs[0].shape)) return ref(out, xs, attrs, outShape);
+    if (m === n) for (let i = 0; i < n; i++) O[i] = f(A[i], Bv[i]);
+    else for (let r = 0; r < n; r += m) for (let j = 0; j < m; j++) O[r + j] = f(A[r + j], Bv[j]);
+  };
+}
+
+/** b's shape (leading 1s ignored) equals the trailing dims of a's. */
+function isTrailing(b: readonly number[], a: readonly number[]): boolean {
+  let i = 0;
+  while (i < b.length - 1 && b[i] === 1) i++;
+  const bb = b.slice(i);
+  if (bb.length > a.length) return false;
+  return bb.every((d, j) => d === a[a.length - bb.length + j]);
+}
+
+function unary(f: (x: number) => number): (out: Out, xs: HostTensor[]) => void {
+  return (out, [x]) => {
+    const X = x.data as Float32Array, O = out as Float32Array;
+    for (let i = 0; i < O.length; i++) O[i] = f(X[i]);
+  };
+}
+
 export const FAST_KERNELS: Partial<CpuKernelTable> = {
+  add: binary((x, y) => x + y, CPU_KERNELS.add),
+  sub: binary((x, y) => x - y, CPU_KERNELS.sub),
+  mul: binary((x, y) => x * y, CPU_KERNELS.mul),
+  div: binary((x, y) => x / y, CPU_KERNELS.div),
+  silu: unary((x) => x / (1 + Math.exp(-x))),
+  rmsnorm: (out, [x, w], { eps }) => {
+    const X = x.data as Float32Array, W = w.data as Float32Array, O = out as Float32Array;
+    const C = W.length;
+    for (let o = 0; o < X.length; o += C) {
+      let ms = 0;
+      for (let c = 0; c < C; c++) ms += X[o + c] * X[o + c];
+      const inv = 1 / Math.sqrt(ms / C + eps);
+      for (let c = 0; c < C; c++) O[o + c] = W[c] * Math.fround(X[o + c] * inv);
+    }
+  },
+  layernorm: (out, [x, w, b], { eps }) => {
+    const X = x.data as Float32Array, W = w.data as Float32Array, O = out as Float32Array;
+    const Bb = b ? (b.data as Float32Array) : undefined;
+    const C = W.length;
+    for (let o = 0; o < X.length; o += C) {
+      let mean = 0;
+      for (let c = 0; c < C; c++) mean += X[o + c];
+      mean /= C;
+      let v = 0;
+      for (let c = 0; c < C; c++) { const d = X[o + c] - mean; v += d * d; }
+      const inv = 1 / Math.sqrt(v / C + eps);
+      for (let c = 0; c < C; c++) O[o + c] = (X[o + c] - mean) * inv * W[c] + (Bb ? Bb[c] : 0);
+    }
+  },
+  gather_rows: (out, [table, idx]) => {
+    const [N, C] = table.shape;
+    const Tb = table.data as Float32Array, I = idx.data as Int32Array;
+    for (let i = 0; i < I.length; i++) {
+      const r = I[i];
+      if (!(r >= 0 && r < N)) throw new RangeError(`gather_rows: index ${r} outside 0..${N - 1}`);
+      out.set(Tb.subarray(r * C, (r + 1) * C), i * C);
+    }
+  },
   matmul: (out, [a, b], { transB }, outShape) => {
     const K = a.shape[a.shape.length - 1];
     const M = a.shape[a.shape.length - 2];
@@ -26,7 +145,8 @@ export const FAST_KERNELS: Partial<CpuKernelTable> = {
   attention: (out, [q, k, v], { pos0, scale }) => {
     const [B, T, H, D] = q.shape;
     const [, S, K] = k.shape;
-    const Q = q.data, Kd = k.data, Vd = v.data;
+    const Q = q.data as Float32Array, Kd = k.data as Float32Array, Vd = v.data as Float32Array;
+    if (T >= 8) return attentionByMatmul(out, Q, Kd, Vd, B, T, H, K, D, S, pos0, scale);
     const group = H / K;
     if (scratch.length < S) scratch = new Float32Array(S);
     const p = scratch;
