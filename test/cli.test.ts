@@ -72,11 +72,11 @@ test('generate --json: greedy ids match HF', () => {
   greedy8 = out.new_ids;
 });
 
-test('generate streams the same text as --json, and prints timings on stderr', () => {
+test('generate echoes the prompt, streams the same text as --json, and prints timings on stderr', () => {
   const streamed = cli('generate', '--max-new-tokens', '8', '--prompt', 'Once upon a time');
   assert.equal(streamed.code, 0, streamed.stderr);
   const out = json(cli('generate', '--max-new-tokens', '8', '--json', '--prompt', 'Once upon a time'));
-  assert.equal(streamed.stdout, out.text + '\n');
+  assert.equal(streamed.stdout, 'Once upon a time' + out.text + '\n'); // the prompt is echoed first
   assert.match(streamed.stderr, /prefill 4 tok in .* tok\/s.*decode 7 tok in .* tok\/s.*total 8 new tokens/);
 });
 

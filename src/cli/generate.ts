@@ -152,7 +152,9 @@ export function generateCommand(): Command {
         process.stdout.write(JSON.stringify({ prompt_ids: run.promptIds, new_ids: run.newIds, text: run.text, tokens_per_second: tokensPerSecond(run) }) + '\n');
         return;
       }
-      let printed = false;
+      // The prompt is echoed first, so stdout reads as one text (as llama.cpp prints it).
+      process.stdout.write(f.prompt);
+      let printed = f.prompt.length > 0;
       try {
         const run = await generateText(model, tokenizer, promptIds, opts, (s) => { if (s) { printed = true; process.stdout.write(s); } });
         process.stdout.write('\n');
