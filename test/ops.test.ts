@@ -70,17 +70,18 @@ test('reference ops: hand-checked cases', async () => {
 test('attention: causal mask, GQA head sharing, cache positions', async () => {
   // One kv head shared by two query heads; query at position 1 sees keys 0..1.
   const q = f32(ref, [1, 0, 0, 1, /* t=1 */ 1, 0, 0, 1], [1, 2, 2, 2]);
-  const k = f32(ref, [1, 0, 0, 1], [1, 2, 1, 2]);
-  const v = f32(ref, [10, 0, 0, 20], [1, 2, 1, 2]);
+  const k = f32(ref, [1, 0, 0, 1], [1, 1, 2, 2]);
+  const v = f32(ref, [10, 0, 0, 20], [1, 1, 2, 2]);
   const out = await vals(ops.attention(q, k, v, [0], 1));
   close(out.slice(0, 4), [10, 0, 10, 0]); // t=0 sees only key 0
   const w = Math.exp(1) / (Math.exp(1) + 1);
   close(out.slice(4), [10 * w, 20 * (1 - w), 10 * (1 - w), 20 * w]);
   const probs = await vals(ops.attentionProbs(q, k, [0], 1));
   close(probs, [1, 0, w, 1 - w, 1, 0, 1 - w, w]);
-  const cache = ref.zeros([1, 4, 1, 2], 'f32');
-  ops.kvWrite(cache, k, [1]);
-  assert.deepEqual(await vals(cache), [0, 0, 1, 0, 0, 1, 0, 0]);
+  // kv_write turns (B, T, K, D) rows into the head-major cache (B, K, S, D) at position pos0.
+  const cache = ref.zeros([1, 2, 3, 2], 'f32');
+  ops.kvWrite(cache, f32(ref, [1, 2, 3, 4], [1, 1, 2, 2]), [1]);
+  assert.deepEqual(await vals(cache), [0, 0, 1, 2, 0, 0, 0, 0, 3, 4, 0, 0]);
 });
 
 test('shape errors and unsupported dtypes are typed', () => {
@@ -110,7 +111,7 @@ test('fast CPU kernels equal the reference on odd shapes', async () => {
   const [a1, a2] = pair([3, 7, 33]), [b1, b2] = pair([3, 33, 5]);
   close(await vals(ops.matmul(a2, b2)), await vals(ops.matmul(a1, b1)), 1e-5, 'batched matmul');
   for (const [B, T, H, K, D, S] of [[1, 1, 1, 1, 1, 1], [2, 7, 4, 2, 33, 9], [1, 33, 6, 1, 8, 40]]) {
-    const [q1, q2] = pair([B, T, H, D]), [k1, k2] = pair([B, S, K, D]), [v1, v2] = pair([B, S, K, D]);
+    const [q1, q2] = pair([B, T, H, D]), [k1, k2] = pair([B, K, S, D]), [v1, v2] = pair([B, K, S, D]);
     const pos0 = Array.from({ length: B }, (_, b) => S - T - b > 0 ? S - T - b : 0);
     close(await vals(ops.attention(q2, k2, v2, pos0, 0.3)), await vals(ops.attention(q1, k1, v1, pos0, 0.3)), 1e-5, `attention ${B},${T},${H},${K},${D},${S}`);
   }

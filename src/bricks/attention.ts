@@ -43,14 +43,12 @@ export const ATTENTION: BrickDef<AttnSpec> = {
     k = await ctx.point(`${prefix}.k`, k);
     v = await ctx.point(`${prefix}.v`, v);
     const cache = ctx.kv(prefix);
-    let keys = k, values = v;
-    if (cache) {
-      keys = op.kvWrite(cache.k, k, pos0);
-      values = op.kvWrite(cache.v, v, pos0);
-      ctx.drop(k, v);
-    } else if (pos0.some((p) => p !== 0)) {
-      throw new Error(`${prefix}: positions start after 0 but no KV cache was given`);
-    }
+    if (!cache && pos0.some((p) => p !== 0)) throw new Error(`${prefix}: positions start after 0 but no KV cache was given`);
+    // Attention reads keys/values head-major (B, K, S, D); without a cache, a temporary one of length T.
+    const shape = [B, a.kvHeads, T, D];
+    const keys = op.kvWrite(cache?.k ?? ctx.backend.zeros(shape, 'f32'), k, pos0);
+    const values = op.kvWrite(cache?.v ?? ctx.backend.zeros(shape, 'f32'), v, pos0);
+    ctx.drop(k, v);
     const scale = 1 / Math.sqrt(D);
     if (ctx.wants(`${prefix}.pattern`)) await ctx.point(`${prefix}.pattern`, op.attentionProbs(q, keys, pos0, scale));
     const z0 = op.attention(q, keys, values, pos0, scale).reshape([B, T, a.heads * D]);

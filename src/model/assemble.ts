@@ -39,7 +39,7 @@ export interface ForwardResult {
   captured: Map<string, Tensor>;
 }
 
-/** Per-attention-sublayer key/value buffers (B, S, K, D). Owned by the runtime, filled by attention. */
+/** Per-attention-sublayer key/value buffers (B, K, S, D), head-major. Owned by the runtime, filled by attention. */
 export class KVCache {
   constructor(readonly slots: Map<string, { k: Tensor; v: Tensor }>, readonly batch: number, readonly capacity: number) {}
   dispose(): void {
@@ -134,7 +134,7 @@ export class Model {
       const names = sublayerNames(layer);
       layer.sublayers.forEach((sub, j) => {
         if (sub.kind !== 'attn') return;
-        const shape = [batch, capacity, sub.kvHeads, sub.headDim];
+        const shape = [batch, sub.kvHeads, capacity, sub.headDim];
         slots.set(`layers.${i}.${names[j]}`, { k: this.backend.zeros(shape, 'f32'), v: this.backend.zeros(shape, 'f32') });
       });
     });

@@ -39,9 +39,9 @@ export interface OpAttrs {
   topk: { k: number };
   /** x (..., E), idx i32 (..., k) → x gathered along the last axis (..., k). */
   gather: Record<string, never>;
-  /** Write new (B, T, K, D) into cache (B, S, K, D) at rows pos0[b].. in place; returns the cache. */
+  /** Write new (B, T, K, D) into cache (B, K, S, D) (head-major) at positions pos0[b].. in place; returns the cache. */
   kv_write: { pos0: number[] };
-  /** Causal attention. q (B, T, H, D), k/v (B, S, K, D) with H % K == 0 (GQA/MQA); query t of batch b sits
+  /** Causal attention. q (B, T, H, D), k/v (B, K, S, D) with H % K == 0 (GQA/MQA); query t of batch b sits
    *  at position pos0[b] + t and attends keys 0 ..= pos0[b] + t. → (B, T, H, D). */
   attention: { pos0: number[]; scale: number };
   /** The attention pattern of `attention`: softmax probabilities (B, H, T, S), zero where masked. */

@@ -47,9 +47,9 @@ const lastReduce = (op: string): AttrFreeRule => (s) => {
 function attnCheck(op: string, s: Shape[], pos0: number[]) {
   need(op, s, op === 'attention' ? 3 : 2);
   const [q, k] = s;
-  if (q.length !== 4 || k.length !== 4) throw new ShapeError(op, `expected q (B,T,H,D) and k (B,S,K,D), found ${fmt(q)} and ${fmt(k)}`);
+  if (q.length !== 4 || k.length !== 4) throw new ShapeError(op, `expected q (B,T,H,D) and k (B,K,S,D), found ${fmt(q)} and ${fmt(k)}`);
   const [B, T, H, D] = q;
-  const [Bk, S, K, Dk] = k;
+  const [Bk, K, S, Dk] = k;
   if (Bk !== B || Dk !== D) throw new ShapeError(op, `q ${fmt(q)} and k ${fmt(k)} disagree on B or D`);
   if (H % K !== 0) throw new ShapeError(op, `query heads ${H} not a multiple of kv heads ${K}`);
   if (s.length === 3 && fmt(s[2]) !== fmt(k)) throw new ShapeError(op, `v ${fmt(s[2])} must match k ${fmt(k)}`);
@@ -122,10 +122,10 @@ export const SHAPE_RULES: { [O in OpName]: Rule<O> } = {
   kv_write: (s, { pos0 }) => {
     need('kv_write', s, 2);
     const [c, n] = s;
-    if (c.length !== 4 || n.length !== 4 || c[0] !== n[0] || c[2] !== n[2] || c[3] !== n[3])
-      throw new ShapeError('kv_write', `expected cache (B,S,K,D) and new (B,T,K,D), found ${fmt(c)} and ${fmt(n)}`);
+    if (c.length !== 4 || n.length !== 4 || c[0] !== n[0] || c[1] !== n[2] || c[3] !== n[3])
+      throw new ShapeError('kv_write', `expected cache (B,K,S,D) and new (B,T,K,D), found ${fmt(c)} and ${fmt(n)}`);
     if (pos0.length !== c[0]) throw new ShapeError('kv_write', `pos0 has ${pos0.length} entries, expected B = ${c[0]}`);
-    for (const p of pos0) if (p < 0 || p + n[1] > c[1]) throw new ShapeError('kv_write', `rows ${p}..${p + n[1]} do not fit the cache length ${c[1]}`);
+    for (const p of pos0) if (p < 0 || p + n[1] > c[2]) throw new ShapeError('kv_write', `rows ${p}..${p + n[1]} do not fit the cache length ${c[2]}`);
     return [...c];
   },
   attention: (s, a) => { const { B, T, H, D } = attnCheck('attention', s, a.pos0); return [B, T, H, D]; },

@@ -84,12 +84,12 @@ export const siluScalar = (x: number) => x / (1 + Math.exp(-x));
 /** Scores of query (b, t, h) against every visible key, softmaxed; returns the probabilities. */
 function attnRow(q: HostTensor, k: HostTensor, b: number, t: number, h: number, visible: number, scale: number, probs: Float64Array) {
   const [, T, H, D] = q.shape;
-  const [, S, K] = k.shape;
+  const [, K, S] = k.shape;
   const kh = Math.floor(h / (H / K)); // GQA: H/K query heads share one kv head
   const qo = ((b * T + t) * H + h) * D;
   let mx = -Infinity;
   for (let s = 0; s < visible; s++) {
-    const ko = ((b * S + s) * K + kh) * D;
+    const ko = ((b * K + kh) * S + s) * D;
     let dot = 0;
     for (let d = 0; d < D; d++) dot += q.data[qo + d] * k.data[ko + d];
     probs[s] = dot * scale;
@@ -222,13 +222,16 @@ export const CPU_KERNELS: CpuKernelTable = {
   },
   kv_write: (out, [cache, x], { pos0 }) => {
     // In place: `out` IS the cache's storage (the backend passes it through).
-    const [B, S, K, D] = cache.shape;
+    const [B, K, S, D] = cache.shape;
     const T = x.shape[1];
-    for (let b = 0; b < B; b++) out.set(x.data.subarray(b * T * K * D, (b + 1) * T * K * D), (b * S + pos0[b]) * K * D);
+    for (let b = 0; b < B; b++) for (let t = 0; t < T; t++) for (let h = 0; h < K; h++) {
+      const src = ((b * T + t) * K + h) * D;
+      out.set(x.data.subarray(src, src + D), ((b * K + h) * S + pos0[b] + t) * D);
+    }
   },
   attention: (out, [q, k, v], { pos0, scale }) => {
     const [B, T, H, D] = q.shape;
-    const [, S, K] = k.shape;
+    const [, K, S] = k.shape;
     const probs = new Float64Array(S);
     for (let b = 0; b < B; b++) for (let t = 0; t < T; t++) for (let h = 0; h < H; h++) {
       const visible = pos0[b] + t + 1;
@@ -236,14 +239,14 @@ export const CPU_KERNELS: CpuKernelTable = {
       const oo = ((b * T + t) * H + h) * D;
       for (let d = 0; d < D; d++) {
         let acc = 0;
-        for (let s = 0; s < visible; s++) acc += probs[s] * v.data[((b * S + s) * K + kh) * D + d];
+        for (let s = 0; s < visible; s++) acc += probs[s] * v.data[((b * K + kh) * S + s) * D + d];
         out[oo + d] = acc;
       }
     }
   },
   attention_probs: (out, [q, k], { pos0, scale }) => {
     const [B, T, H] = q.shape;
-    const S = k.shape[1];
+    const S = k.shape[2];
     const probs = new Float64Array(S);
     out.fill(0);
     for (let b = 0; b < B; b++) for (let h = 0; h < H; h++) for (let t = 0; t < T; t++) {

@@ -1,14 +1,12 @@
-// Fast CPU kernels that replace reference kernels of the same op: blocked/WASM matmul, and an
-// attention kernel that works in f32 scratch buffers without per-row allocation. Each one is
+// Fast CPU kernels that replace reference kernels of the same op: blocked/WASM matmul, attention as
+// two matmuls per kv head over the head-major cache, typed elementwise and norm loops. Each one is
 // tested against the reference in test/cpu-fast.test.ts; the reference stays the definition.
 
 import { CPU_KERNELS, type CpuKernelTable, type HostTensor } from '../kernels.ts';
 import { allocF32, freeF32, matmulF32 } from './matmul.ts';
 
-let scratch = new Float32Array(1024);
-
-/** Resident scratch buffers for the matmul form of attention, grown on demand and kept. */
-const bufs: Record<'q' | 'k' | 'v' | 'p' | 'o', Float32Array> = { q: new Float32Array(0), k: new Float32Array(0), v: new Float32Array(0), p: new Float32Array(0), o: new Float32Array(0) };
+/** Resident scratch buffers for attention, grown on demand and kept. */
+const bufs: Record<'q' | 'p' | 'o', Float32Array> = { q: new Float32Array(0), p: new Float32Array(0), o: new Float32Array(0) };
 function buf(name: keyof typeof bufs, n: number): Float32Array {
   if (bufs[name].length < n) {
     freeF32(bufs[name]);
@@ -18,26 +16,22 @@ function buf(name: keyof typeof bufs, n: number): Float32Array {
 }
 
 /**
- * Prefill attention as two matmuls per (batch row, kv head): the G = H/K query heads sharing a kv head
- * are stacked into one (G·T, D) block, scores = Q Kᵀ, masked softmax, then P V.
+ * Attention as two matmuls per (batch row, kv head), reading the head-major cache in place: the G = H/K
+ * query heads sharing a kv head are stacked into one (G·T, D) block, scores = Q Kᵀ, masked softmax, P V.
  */
 function attentionByMatmul(out: Float32Array | Int32Array, Q: Float32Array, Kd: Float32Array, Vd: Float32Array,
   B: number, T: number, H: number, K: number, D: number, S: number, pos0: number[], scale: number) {
   const G = H / K;
   for (let b = 0; b < B; b++) {
     const Sv = pos0[b] + T; // keys any query of this row can see
-    const qs = buf('q', G * T * D), ks = buf('k', Sv * D), vs = buf('v', Sv * D), ps = buf('p', G * T * Sv), os = buf('o', G * T * D);
+    const qs = buf('q', G * T * D), ps = buf('p', G * T * Sv), os = buf('o', G * T * D);
     for (let kh = 0; kh < K; kh++) {
-      for (let s = 0; s < Sv; s++) {
-        const src = ((b * S + s) * K + kh) * D;
-        ks.set(Kd.subarray(src, src + D), s * D);
-        vs.set(Vd.subarray(src, src + D), s * D);
-      }
+      const kvOff = (b * K + kh) * S * D;
       for (let g = 0; g < G; g++) for (let t = 0; t < T; t++) {
         const src = ((b * T + t) * H + kh * G + g) * D;
         qs.set(Q.subarray(src, src + D), (g * T + t) * D);
       }
-      matmulF32(ps, qs, ks, G * T, Sv, D, true);
+      matmulF32(ps, qs, Kd, G * T, Sv, D, true, 0, kvOff, 0);
       for (let g = 0; g < G; g++) for (let t = 0; t < T; t++) {
         const o = (g * T + t) * Sv, visible = pos0[b] + t + 1;
         let mx = -Infinity;
@@ -48,7 +42,7 @@ function attentionByMatmul(out: Float32Array | Int32Array, Q: Float32Array, Kd: 
         for (let s = 0; s < visible; s++) ps[o + s] *= inv;
         for (let s = visible; s < Sv; s++) ps[o + s] = 0;
       }
-      matmulF32(os, ps, vs, G * T, D, Sv, false);
+      matmulF32(os, ps, Vd, G * T, D, Sv, false, 0, kvOff, 0);
       for (let g = 0; g < G; g++) for (let t = 0; t < T; t++) {
         const dst = ((b * T + t) * H + kh * G + g) * D;
         out.set(os.subarray((g * T + t) * D, (g * T + t + 1) * D), dst);
@@ -144,37 +138,7 @@ export const FAST_KERNELS: Partial<CpuKernelTable> = {
 
   attention: (out, [q, k, v], { pos0, scale }) => {
     const [B, T, H, D] = q.shape;
-    const [, S, K] = k.shape;
-    const Q = q.data as Float32Array, Kd = k.data as Float32Array, Vd = v.data as Float32Array;
-    if (T >= 8) return attentionByMatmul(out, Q, Kd, Vd, B, T, H, K, D, S, pos0, scale);
-    const group = H / K;
-    if (scratch.length < S) scratch = new Float32Array(S);
-    const p = scratch;
-    for (let b = 0; b < B; b++) for (let t = 0; t < T; t++) {
-      const visible = pos0[b] + t + 1;
-      for (let h = 0; h < H; h++) {
-        const kh = (h / group) | 0;
-        const qo = ((b * T + t) * H + h) * D;
-        let mx = -Infinity;
-        for (let s = 0; s < visible; s++) {
-          const ko = ((b * S + s) * K + kh) * D;
-          let dot = 0;
-          for (let d = 0; d < D; d++) dot += Q[qo + d] * Kd[ko + d];
-          const sc = dot * scale;
-          p[s] = sc;
-          if (sc > mx) mx = sc;
-        }
-        let z = 0;
-        for (let s = 0; s < visible; s++) { const e = Math.exp(p[s] - mx); p[s] = e; z += e; }
-        const inv = 1 / z;
-        const oo = qo;
-        for (let d = 0; d < D; d++) out[oo + d] = 0;
-        for (let s = 0; s < visible; s++) {
-          const w = p[s] * inv;
-          const vo = ((b * S + s) * K + kh) * D;
-          for (let d = 0; d < D; d++) out[oo + d] += w * Vd[vo + d];
-        }
-      }
-    }
+    const [, K, S] = k.shape;
+    attentionByMatmul(out, q.data as Float32Array, k.data as Float32Array, v.data as Float32Array, B, T, H, K, D, S, pos0, scale);
   },
 };
