@@ -1,6 +1,6 @@
 // Fast CPU kernels that replace reference kernels of the same op: blocked/WASM matmul, attention as
 // two matmuls per kv head over the head-major cache, typed elementwise and norm loops. Each one is
-// tested against the reference in test/cpu-fast.test.ts; the reference stays the definition.
+// tested against the reference in test/ops.test.ts; the reference stays the definition.
 
 import { CPU_KERNELS, type CpuKernelTable, type HostTensor } from '../kernels.ts';
 import { allocF32, freeF32, matmulF32 } from './matmul.ts';
