@@ -1,10 +1,11 @@
-// Backend registry: named factories, and `getBackend(name)` for 'cpu', 'cpu-reference' (and
-// 'webgpu' once registered). The interface itself lives in tensor/tensor.ts.
+// Backend registry: named factories, and `getBackend(name)` for 'cpu', 'cpu-reference' and 'webgpu'
+// ('auto': WebGPU when an adapter exists, else cpu). The interface itself lives in tensor/tensor.ts.
 
 import type { Backend } from '../tensor/tensor.ts';
 import { UsageError } from '../util/errors.ts';
 import { CpuBackend } from './cpu/backend.ts';
 import { startMatmulThreads } from './cpu/fast/matmul.ts';
+import { WebGpuBackend } from './webgpu/backend.ts';
 
 export type { Backend } from '../tensor/tensor.ts';
 
@@ -18,6 +19,7 @@ const factories = new Map<string, Factory>([
     return new CpuBackend();
   }],
   ['cpu-reference', () => new CpuBackend({ reference: true })],
+  ['webgpu', () => WebGpuBackend.create()],
 ]);
 
 /** Register a backend factory under a name (used by optional backends such as WebGPU). */
@@ -32,4 +34,4 @@ export async function getBackend(name = 'cpu'): Promise<Backend> {
   return f();
 }
 
-export { CpuBackend };
+export { CpuBackend, WebGpuBackend };

@@ -12,7 +12,7 @@ import { HfConfig } from './hf/config.ts';
 import { HF_FAMILIES, type WeightSource } from './hf/families.ts';
 import { openTensors, closeNames, type TensorSource } from './safetensors.ts';
 import { Tokenizer } from './tokenizer.ts';
-import type { DType } from '../tensor/dtype.ts';
+import { fromF32, type DType } from '../tensor/dtype.ts';
 
 export const NATIVE_FILE = 'brickwork.json';
 export const NATIVE_FORMAT = 'brickwork.checkpoint';
@@ -124,7 +124,10 @@ export async function loadModel(dir: string, opts: LoadOptions): Promise<LoadedM
       const data = readSourced(src, s, d.name, d.shape);
       const dt = src.info(src.has(s.hf) ? s.hf : s.hf.replace(/^(transformer|model)\./, '')).dtype;
       dtypes.set(dt, (dtypes.get(dt) ?? 0) + data.length);
-      weights.set(d.name, opts.backend.upload(data, d.shape, 'f32'));
+      // Matrices stay in their stored 16-bit dtype where the backend computes with them packed (WebGPU);
+      // narrowing back is exact because the values came from that dtype.
+      const packed = (dt === 'f16' || dt === 'bf16') && d.shape.length === 2 && opts.backend.supports('matmul', dt) && opts.backend.supports('gather_rows', dt);
+      weights.set(d.name, packed ? opts.backend.upload(fromF32(data, dt), d.shape, dt) : opts.backend.upload(data, d.shape, 'f32'));
     }
   } finally {
     src.close();

@@ -1,0 +1,273 @@
+// The WebGPU backend: GPU buffers as storage (f32, i32, and f16/bf16 weights packed two per u32),
+// a size-keyed buffer pool, a pipeline cache, cached bind groups, and one compute pass per stretch of
+// work: ops are recorded into the open pass and submitted only when a value is read back (or an
+// upload must not overtake recorded work). Kernels come from kernels.ts, one WGSL program per op.
+
+import type { DType, HostArray } from '../../tensor/dtype.ts';
+import type { OpAttrs, OpName } from '../../tensor/ops.ts';
+import { inferShape } from '../../tensor/shapes.ts';
+import { Tensor, type Backend, type BackendStats } from '../../tensor/tensor.ts';
+import { BrickworkError, UnsupportedOpError } from '../../util/errors.ts';
+
+/** The GPU rejected work (a kernel failed validation, or memory ran out); results would be garbage. */
+export class WebGpuError extends BrickworkError {
+  constructor(detail: string) {
+    super('E_WEBGPU', `the WebGPU device reported an error:\n${detail}`, 'this is a bug in a Brickwork kernel or the GPU ran out of memory; run with --device cpu meanwhile and set BRICKWORK_DEBUG=2 to print the WGSL');
+  }
+}
+import { acquireDevice, type GpuContext } from './device.ts';
+import { WGSL_KERNELS, type KernelInput, type WgslKernel } from './kernels.ts';
+
+/** A tensor's GPU storage. */
+export interface GpuHandle {
+  buffer: GPUBuffer;
+  bytes: number;
+}
+
+const ARENA_SLOT = 1024; // bytes of parameters per dispatch (a multiple of the 256-byte dynamic-offset alignment)
+const ARENA_SLOTS = 2048;
+
+/** Bytes a tensor of n elements occupies (16-bit dtypes are packed two per u32). */
+export function storageBytes(n: number, dtype: DType): number {
+  const raw = dtype === 'f16' || dtype === 'bf16' ? Math.ceil(n / 2) * 4 : n * 4;
+  return Math.max(16, Math.ceil(raw / 16) * 16);
+}
+
+export interface WebGpuStats extends BackendStats {
+  submits: number;
+  readbacks: number;
+  /** Bytes of GPU buffers currently allocated (live + pooled). */
+  allocatedBytes: number;
+  pipelines: number;
+}
+
+export class WebGpuBackend implements Backend {
+  readonly name = 'webgpu';
+  readonly stats: WebGpuStats = { dispatches: 0, perOp: {}, submits: 0, readbacks: 0, allocatedBytes: 0, pipelines: 0 };
+  readonly device: GPUDevice;
+  readonly info: GpuContext['adapterInfo'];
+  readonly features: Set<string>;
+  private readonly pool = new Map<number, GPUBuffer[]>();
+  private readonly pipelines = new Map<string, GPUComputePipeline>();
+  private readonly layouts = new Map<string, GPUBindGroupLayout>();
+  private readonly bindGroups = new Map<string, GPUBindGroup>();
+  private readonly bufferIds = new WeakMap<GPUBuffer, number>();
+  private nextBufferId = 1;
+  private readonly arena: GPUBuffer;
+  private readonly arenaHost = new ArrayBuffer(ARENA_SLOT * ARENA_SLOTS);
+  private arenaUsed = 0;
+  private encoder?: GPUCommandEncoder;
+  private pass?: GPUComputePassEncoder;
+  private readonly staging: GPUBuffer[] = [];
+  private destroyed = false;
+  /** Validation/out-of-memory errors the device reported; raised at the next read or sync. */
+  private readonly gpuErrors: string[] = [];
+
+  private constructor(ctx: GpuContext) {
+    this.device = ctx.device;
+    this.device.addEventListener('uncapturederror', (ev) => {
+      this.gpuErrors.push((ev as GPUUncapturedErrorEvent).error.message);
+    });
+    this.info = ctx.adapterInfo;
+    this.features = ctx.features;
+    this.arena = this.device.createBuffer({ size: ARENA_SLOT * ARENA_SLOTS, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
+  }
+
+  static async create(): Promise<WebGpuBackend> {
+    return new WebGpuBackend(await acquireDevice());
+  }
+
+  supports(op: OpName, dtype: DType): boolean {
+    if (!(op in WGSL_KERNELS)) return false;
+    if (dtype === 'f32' || dtype === 'i32') return true;
+    // 16-bit weights stay packed on the GPU and are widened inside these kernels.
+    return (dtype === 'f16' || dtype === 'bf16') && (op === 'matmul' || op === 'gather_rows');
+  }
+
+  private bufferId(b: GPUBuffer): number {
+    let id = this.bufferIds.get(b);
+    if (!id) this.bufferIds.set(b, (id = this.nextBufferId++));
+    return id;
+  }
+
+  private alloc(bytes: number): GPUBuffer {
+    const got = this.pool.get(bytes)?.pop();
+    if (got) return got;
+    this.stats.allocatedBytes += bytes;
+    return this.device.createBuffer({ size: bytes, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST });
+  }
+
+  private wrap(shape: readonly number[], dtype: DType, buffer: GPUBuffer, bytes: number): Tensor {
+    return new Tensor(this, shape, dtype, { buffer, bytes } satisfies GpuHandle);
+  }
+
+  upload(data: HostArray, shape: readonly number[], dtype: DType): Tensor {
+    const n = shape.reduce((p, d) => p * d, 1);
+    if (data.length !== n) throw new Error(`upload: ${data.length} values for shape [${shape.join(', ')}]`);
+    const bytes = storageBytes(n, dtype);
+    // NOTE: queue writes run before any work still unsubmitted; a pooled buffer may be read by such
+    // work, so recorded work is submitted first.
+    this.flush();
+    const buffer = this.alloc(bytes);
+    const src = new Uint8Array(bytes);
+    src.set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+    this.device.queue.writeBuffer(buffer, 0, src);
+    return this.wrap(shape, dtype, buffer, bytes);
+  }
+
+  zeros(shape: readonly number[], dtype: DType): Tensor {
+    const n = shape.reduce((p, d) => p * d, 1);
+    const bytes = storageBytes(n, dtype);
+    const buffer = this.alloc(bytes);
+    // clearBuffer is recorded on the encoder, so it stays ordered with the ops around it.
+    this.endPass();
+    this.encoder ??= this.device.createCommandEncoder();
+    this.encoder.clearBuffer(buffer, 0, bytes);
+    return this.wrap(shape, dtype, buffer, bytes);
+  }
+
+  release(t: Tensor): void {
+    const h = t.handle as GpuHandle;
+    let free = this.pool.get(h.bytes);
+    if (!free) this.pool.set(h.bytes, (free = []));
+    free.push(h.buffer);
+  }
+
+  private layout(nIn: number, inPlace: boolean): GPUBindGroupLayout {
+    const key = `${nIn}:${inPlace}`;
+    let l = this.layouts.get(key);
+    if (!l) {
+      const entries: GPUBindGroupLayoutEntry[] = [{ binding: 0, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'uniform', hasDynamicOffset: true, minBindingSize: ARENA_SLOT } }];
+      for (let i = 0; i < nIn; i++) entries.push({ binding: i + 1, visibility: GPUShaderStage.COMPUTE, buffer: { type: inPlace && i === 0 ? 'storage' : 'read-only-storage' } });
+      if (!inPlace) entries.push({ binding: nIn + 1, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'storage' } });
+      l = this.device.createBindGroupLayout({ entries });
+      this.layouts.set(key, l);
+    }
+    return l;
+  }
+
+  private pipeline(key: string, wgsl: () => string, layout: GPUBindGroupLayout, layoutKey: string): GPUComputePipeline {
+    const k = `${layoutKey}|${key}`;
+    let p = this.pipelines.get(k);
+    if (!p) {
+      const code = wgsl();
+      if (Number((globalThis as { process?: { env: Record<string, string | undefined> } }).process?.env.BRICKWORK_DEBUG ?? 0) >= 2) console.error(`[webgpu] compile ${key}\n${code}`);
+      const module = this.device.createShaderModule({ code });
+      p = this.device.createComputePipeline({ layout: this.device.createPipelineLayout({ bindGroupLayouts: [layout] }), compute: { module, entryPoint: 'main' } });
+      this.pipelines.set(k, p);
+      this.stats.pipelines++;
+    }
+    return p;
+  }
+
+  private endPass(): void {
+    if (this.pass) { this.pass.end(); this.pass = undefined; }
+  }
+
+  private raiseGpuErrors(): void {
+    if (!this.gpuErrors.length) return;
+    const msg = this.gpuErrors.splice(0).join('\n');
+    throw new WebGpuError(msg);
+  }
+
+  /** Submit everything recorded so far (no wait). */
+  flush(): void {
+    this.endPass();
+    if (!this.encoder) return;
+    if (this.arenaUsed) this.device.queue.writeBuffer(this.arena, 0, this.arenaHost, 0, this.arenaUsed);
+    this.device.queue.submit([this.encoder.finish()]);
+    this.encoder = undefined;
+    this.arenaUsed = 0;
+    this.stats.submits++;
+  }
+
+  run<O extends OpName>(op: O, inputs: readonly Tensor[], attrs: OpAttrs[O]): Tensor {
+    const kernel = WGSL_KERNELS[op] as WgslKernel<O> | undefined;
+    if (!kernel) throw new UnsupportedOpError(op, inputs[0]?.dtype ?? 'f32', this.name);
+    inputs.forEach((t, i) => {
+      if (t.backend !== this) throw new Error(`${op}: input ${i} lives on backend '${t.backend.name}', not '${this.name}'`);
+      if (!kernel.dtypes(i).includes(t.dtype)) throw new UnsupportedOpError(op, t.dtype, this.name);
+    });
+    const outShape = inferShape(op, inputs.map((t) => t.shape), attrs);
+    const ins: KernelInput[] = inputs.map((t) => ({ shape: t.shape, dtype: t.dtype }));
+    const d = kernel.plan(ins, attrs, outShape, this.features);
+    const outDtype = d.outDtype ?? 'f32';
+    const inPlace = d.inPlace === true;
+    let out: Tensor;
+    if (inPlace) out = inputs[0];
+    else {
+      const n = outShape.reduce((p, x) => p * x, 1);
+      const bytes = storageBytes(n, outDtype);
+      out = this.wrap(outShape, outDtype, this.alloc(bytes), bytes);
+    }
+    this.stats.dispatches++;
+    this.stats.perOp[op] = (this.stats.perOp[op] ?? 0) + 1;
+    if (d.workgroups.some((w) => w === 0)) return out; // empty tensor: nothing to do
+
+    const layoutKey = `${inputs.length}:${inPlace}`;
+    const layout = this.layout(inputs.length, inPlace);
+    const pipeline = this.pipeline(`${op}:${d.key}`, d.wgsl, layout, layoutKey);
+    if (this.arenaUsed + ARENA_SLOT > this.arenaHost.byteLength) this.flush();
+    const offset = this.arenaUsed;
+    new Uint32Array(this.arenaHost, offset, d.params.length).set(d.params);
+    this.arenaUsed += ARENA_SLOT;
+
+    const bufs = inputs.map((t) => t.handle as GpuHandle);
+    if (!inPlace) bufs.push(out.handle as GpuHandle);
+    const bgKey = `${layoutKey}|${bufs.map((b) => `${this.bufferId(b.buffer)}:${b.bytes}`).join(',')}`;
+    let bg = this.bindGroups.get(bgKey);
+    if (!bg) {
+      const entries: GPUBindGroupEntry[] = [{ binding: 0, resource: { buffer: this.arena, offset: 0, size: ARENA_SLOT } }];
+      bufs.forEach((b, i) => entries.push({ binding: i + 1, resource: { buffer: b.buffer, offset: 0, size: b.bytes } }));
+      bg = this.device.createBindGroup({ layout, entries });
+      if (this.bindGroups.size > 20000) this.bindGroups.clear();
+      this.bindGroups.set(bgKey, bg);
+    }
+    this.encoder ??= this.device.createCommandEncoder();
+    this.pass ??= this.encoder.beginComputePass();
+    this.pass.setPipeline(pipeline);
+    this.pass.setBindGroup(0, bg, [offset]);
+    this.pass.dispatchWorkgroups(d.workgroups[0], d.workgroups[1] ?? 1, d.workgroups[2] ?? 1);
+    return out;
+  }
+
+  async read(t: Tensor): Promise<HostArray> {
+    const h = t.handle as GpuHandle;
+    this.endPass();
+    this.encoder ??= this.device.createCommandEncoder();
+    const staging = this.stagingBuffer(h.bytes);
+    this.encoder.copyBufferToBuffer(h.buffer, 0, staging, 0, h.bytes);
+    this.flush();
+    this.stats.readbacks++;
+    await staging.mapAsync(GPUMapMode.READ, 0, h.bytes);
+    this.raiseGpuErrors();
+    const bytes = new Uint8Array(staging.getMappedRange(0, h.bytes)).slice();
+    staging.unmap();
+    this.staging.push(staging);
+    if (this.staging.length > 8) this.staging.shift()!.destroy();
+    const n = t.size;
+    if (t.dtype === 'i32') return new Int32Array(bytes.buffer, 0, n);
+    if (t.dtype === 'f16' || t.dtype === 'bf16') return new Uint16Array(bytes.buffer, 0, n);
+    return new Float32Array(bytes.buffer, 0, n);
+  }
+
+  private stagingBuffer(bytes: number): GPUBuffer {
+    const i = this.staging.findIndex((b) => b.size >= bytes);
+    if (i >= 0) return this.staging.splice(i, 1)[0];
+    return this.device.createBuffer({ size: Math.max(bytes, 256), usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+  }
+
+  /** Wait until the GPU has finished all submitted work. */
+  async sync(): Promise<void> {
+    this.flush();
+    await this.device.queue.onSubmittedWorkDone();
+    this.raiseGpuErrors();
+  }
+
+  /** Free every GPU resource; the backend is unusable afterwards. A live device keeps Node running. */
+  destroy(): void {
+    if (this.destroyed) return;
+    this.destroyed = true;
+    this.device.destroy();
+  }
+}

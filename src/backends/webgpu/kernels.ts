@@ -1,0 +1,668 @@
+// WGSL kernels: one entry per primitive op (a `Record<OpName, …>` the compiler keeps complete). Each
+// entry plans a dispatch: the shader variant (key + source, compiled once and cached), the workgroup
+// grid and the parameter words. Bindings: 0 = parameters (uniform, 256 u32 words read via u()/f()),
+// 1..n = inputs (read-only), n+1 = output — or input 0 read-write for in-place ops (kv_write).
+// 16-bit weights (f16/bf16) are stored two per u32 and widened in the shader.
+
+import type { DType } from '../../tensor/dtype.ts';
+import type { OpAttrs, OpName } from '../../tensor/ops.ts';
+import { ShapeError } from '../../util/errors.ts';
+
+export interface KernelInput {
+  shape: readonly number[];
+  dtype: DType;
+}
+
+export interface KernelPlan {
+  /** Identifies the shader variant (the op name is prefixed by the backend). */
+  key: string;
+  wgsl: () => string;
+  workgroups: number[];
+  params: ArrayLike<number>;
+  outDtype?: DType;
+  /** Input 0 is updated in place and is the result. */
+  inPlace?: boolean;
+}
+
+export interface WgslKernel<O extends OpName> {
+  /** Dtypes accepted for input i. */
+  dtypes(i: number): DType[];
+  plan(ins: KernelInput[], attrs: OpAttrs[O], outShape: readonly number[], features: Set<string>): KernelPlan;
+}
+
+const MAX_WORDS = 256;
+const MAX_WG = 65535;
+
+/** Parameter words: integers as u32, floats (wrapped in F) as their f32 bits. */
+class F { constructor(readonly v: number) {} }
+const f = (v: number) => new F(v);
+function words(...xs: (number | F | (number | F)[])[]): Uint32Array {
+  const flat: (number | F)[] = xs.flatMap((x) => (Array.isArray(x) ? x : [x]));
+  if (flat.length > MAX_WORDS) throw new ShapeError('webgpu', `${flat.length} parameter words exceed the ${MAX_WORDS} a dispatch can carry (too many batch rows?)`);
+  const out = new Uint32Array(flat.length);
+  const fv = new Float32Array(out.buffer);
+  flat.forEach((x, i) => { if (x instanceof F) fv[i] = x.v; else out[i] = x >>> 0; });
+  return out;
+}
+
+const numel = (s: readonly number[]) => s.reduce((p, d) => p * d, 1);
+const last = (s: readonly number[]) => s[s.length - 1];
+const is16 = (d: DType) => d === 'f16' || d === 'bf16';
+
+/** A 1-D range of n items over workgroups of `size`, folded into 2-D when it exceeds the grid limit. */
+function grid(n: number, size: number): { workgroups: number[]; nx: number } {
+  const groups = Math.ceil(n / size);
+  const x = Math.min(groups, MAX_WG);
+  return { workgroups: [x, Math.ceil(groups / x)], nx: x };
+}
+
+/** Bindings and parameter accessors shared by every kernel. `ins` are the WGSL element types. */
+function header(ins: string[], out: string | undefined, names = ['a', 'b', 'c', 'd']): string {
+  const lines = [
+    'struct Params { w: array<vec4<u32>, 64> };',
+    '@group(0) @binding(0) var<uniform> p: Params;',
+    'fn u(i: u32) -> u32 { return p.w[i / 4u][i % 4u]; }',
+    'fn f(i: u32) -> f32 { return bitcast<f32>(u(i)); }',
+  ];
+  ins.forEach((t, i) => lines.push(`@group(0) @binding(${i + 1}) var<storage, ${out === undefined && i === 0 ? 'read_write' : 'read'}> ${names[i]}: array<${t}>;`));
+  if (out !== undefined) lines.push(`@group(0) @binding(${ins.length + 1}) var<storage, read_write> o: array<${out}>;`);
+  return lines.join('\n') + '\n';
+}
+
+/** WGSL that reads element i of a (possibly 16-bit packed) array named `arr` as f32. */
+function loader(fn: string, arr: string, dtype: DType): string {
+  if (dtype === 'f16') return `fn ${fn}(i: u32) -> f32 { let v = unpack2x16float(${arr}[i >> 1u]); return select(v.x, v.y, (i & 1u) == 1u); }\n`;
+  if (dtype === 'bf16') return `fn ${fn}(i: u32) -> f32 { let w = ${arr}[i >> 1u]; return bitcast<f32>(select(w << 16u, w & 0xffff0000u, (i & 1u) == 1u)); }\n`;
+  return `fn ${fn}(i: u32) -> f32 { return ${arr}[i]; }\n`;
+}
+const storageType = (d: DType) => (is16(d) ? 'u32' : d === 'i32' ? 'i32' : 'f32');
+
+const ERF_WGSL = `
+fn erf_(x: f32) -> f32 {
+  let z = abs(x);
+  let t = 1.0 / (1.0 + 0.5 * z);
+  let r = t * exp(-z * z - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 +
+    t * (-0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))))))));
+  return select(r - 1.0, 1.0 - r, x >= 0.0);
+}
+`;
+
+const IDX = 'let i = gid.x + gid.y * u(1u) * 256u;';
+
+// NOTE: WGSL's sin/cos are only accurate to 2^-11 inside [-pi, pi]; rotary angles reach hundreds of
+// radians. This reduces by pi/2 in three parts (Cody-Waite) and evaluates minimax polynomials, which is
+// accurate to about 1e-7 for |x| < 8192 — as close to torch's f32 cos/sin as the golden tests need.
+const SINCOS_WGSL = `
+fn sincos_(x: f32) -> vec2<f32> {
+  let q = round(x * 0.63661977236758134);
+  let r = ((x - q * 1.5703125) - q * 4.837512969970703125e-4) - q * 7.54978995489188216e-8;
+  let z = r * r;
+  let s = r + r * z * (-1.6666654611e-1 + z * (8.3321608736e-3 + z * -1.9515295891e-4));
+  let c = 1.0 - 0.5 * z + z * z * (4.166664568298827e-2 + z * (-1.388731625493765e-3 + z * 2.443315711809948e-5));
+  let k = i32(q) & 3;
+  if (k == 0) { return vec2<f32>(s, c); }
+  if (k == 1) { return vec2<f32>(c, -s); }
+  if (k == 2) { return vec2<f32>(-s, -c); }
+  return vec2<f32>(-c, s);
+}
+`;
+
+type AttrFreeKernel = { dtypes(i: number): DType[]; plan(ins: KernelInput[], attrs: Record<string, never>, outShape: readonly number[], features: Set<string>): KernelPlan };
+
+function unary(name: string, expr: string, extra = ''): AttrFreeKernel {
+  return {
+    dtypes: () => ['f32'],
+    plan(ins) {
+      const n = numel(ins[0].shape);
+      const g = grid(n, 256);
+      return {
+        key: name, workgroups: g.workgroups, params: words(n, g.nx, f(0)),
+        wgsl: () => `${header(['f32'], 'f32')}${extra}
+@compute @workgroup_size(256) fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  ${IDX}
+  if (i >= u(0u)) { return; }
+  let x = a[i];
+  o[i] = ${expr};
+}`,
+      };
+    },
+  };
+}
+
+function binary(name: string, expr: string): AttrFreeKernel {
+  return {
+    dtypes: () => ['f32'],
+    plan(ins, _a, outShape) {
+      const n = numel(outShape);
+      const g = grid(n, 256);
+      const [A, B] = ins.map((x) => x.shape);
+      const na = numel(A), nb = numel(B);
+      // Fast paths: equal sizes, or one side repeating along the other's trailing dims.
+      const trailing = (small: readonly number[], big: readonly number[]) => {
+        let s = [...small];
+        while (s.length > 1 && s[0] === 1) s = s.slice(1);
+        return s.length <= big.length && s.every((d, j) => d === big[big.length - s.length + j]);
+      };
+      let mode: string, params: Uint32Array;
+      if (na === n && nb === n) { mode = 'same'; params = words(n, g.nx); }
+      else if (na === n && trailing(B, outShape)) { mode = 'modb'; params = words(n, g.nx, nb); }
+      else if (nb === n && trailing(A, outShape)) { mode = 'moda'; params = words(n, g.nx, na); }
+      else {
+        const R = outShape.length;
+        if (R > 6) throw new ShapeError(name, `broadcasting over ${R} dims (at most 6 on WebGPU)`);
+        const strides = (s: readonly number[]) => {
+          const st = new Array(R).fill(0);
+          let acc = 1;
+          for (let i = s.length - 1; i >= 0; i--) { st[R - s.length + i] = s[i] === 1 ? 0 : acc; acc *= s[i]; }
+          return st;
+        };
+        const pad = (x: number[]) => [...new Array(6 - R).fill(0), ...x];
+        const padShape = [...new Array(6 - R).fill(1), ...outShape];
+        mode = 'general';
+        params = words(n, g.nx, padShape, pad(strides(A)), pad(strides(B)));
+      }
+      const ia = mode === 'moda' ? 'i % u(2u)' : mode === 'general' ? 'ia' : 'i';
+      const ib = mode === 'modb' ? 'i % u(2u)' : mode === 'general' ? 'ib' : 'i';
+      const general = mode !== 'general' ? '' : `
+  var rem = i; var ia = 0u; var ib = 0u;
+  for (var d = 5; d >= 0; d--) {
+    let dim = u(2u + u32(d));
+    let c = rem % dim; rem = rem / dim;
+    ia += c * u(8u + u32(d)); ib += c * u(14u + u32(d));
+  }`;
+      return {
+        key: `${name}:${mode}`, workgroups: g.workgroups, params,
+        wgsl: () => `${header(['f32', 'f32'], 'f32')}
+@compute @workgroup_size(256) fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  ${IDX}
+  if (i >= u(0u)) { return; }${general}
+  let x = a[${ia}]; let y = b[${ib}];
+  o[i] = ${expr};
+}`,
+      };
+    },
+  };
+}
+
+/** One workgroup of 256 threads per row of the last axis; `body` sees `row`, `C`, `lid`, and sred/mred helpers. */
+function rowKernel(key: string, ins: string[], rows: number, C: number, extraParams: (number | F)[], body: string, pre = ''): KernelPlan {
+  const g = grid(rows * 256, 256);
+  return {
+    key, workgroups: g.workgroups, params: words(rows, g.nx, C, ...extraParams),
+    wgsl: () => `${header(ins, 'f32')}${pre}
+var<workgroup> red: array<f32, 256>;
+fn reduce_sum(lid: u32, v: f32) -> f32 {
+  red[lid] = v; workgroupBarrier();
+  for (var s = 128u; s > 0u; s = s >> 1u) { if (lid < s) { red[lid] += red[lid + s]; } workgroupBarrier(); }
+  let r = red[0]; workgroupBarrier(); return r;
+}
+fn reduce_max(lid: u32, v: f32) -> f32 {
+  red[lid] = v; workgroupBarrier();
+  for (var s = 128u; s > 0u; s = s >> 1u) { if (lid < s) { red[lid] = max(red[lid], red[lid + s]); } workgroupBarrier(); }
+  let r = red[0]; workgroupBarrier(); return r;
+}
+@compute @workgroup_size(256) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lv: vec3<u32>) {
+  let row = wid.x + wid.y * u(1u);
+  if (row >= u(0u)) { return; }
+  let lid = lv.x;
+  let C = u(2u);
+  let base = row * C;
+${body}
+}`,
+  };
+}
+
+const NEG_INF = '-3.4e38'; // below any finite score; the f32 maximum itself is not a valid WGSL literal
+
+export const WGSL_KERNELS: { [O in OpName]: WgslKernel<O> } = {
+  matmul: {
+    dtypes: (i) => (i === 0 ? ['f32'] : ['f32', 'f16', 'bf16']),
+    plan(ins, { transB }, outShape) {
+      const [A, B] = ins;
+      const M = A.shape[A.shape.length - 2], K = last(A.shape), N = last(outShape);
+      const batches = numel(outShape) / (M * N);
+      const bBatches = numel(B.shape) / (K * N);
+      const bt = B.dtype;
+      // NOTE: with shared weights (bBatches = 1) batch rows fold into M, so decode of a batch is one GEMV.
+      const Mf = bBatches === 1 ? batches * M : M;
+      const nb = bBatches === 1 ? 1 : batches;
+      if (Mf <= 8 && transB) return gemvT(Mf, N, K, nb, bBatches, bt);
+      return tiledMatmul(Mf, N, K, nb, bBatches, transB, bt);
+    },
+  },
+  add: binary('add', 'x + y'),
+  sub: binary('sub', 'x - y'),
+  mul: binary('mul', 'x * y'),
+  div: binary('div', 'x / y'),
+  scale: {
+    dtypes: () => ['f32'],
+    plan(ins, { s }) {
+      const n = numel(ins[0].shape);
+      const g = grid(n, 256);
+      return {
+        key: 'scale', workgroups: g.workgroups, params: words(n, g.nx, f(s)),
+        wgsl: () => `${header(['f32'], 'f32')}
+@compute @workgroup_size(256) fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  ${IDX}
+  if (i >= u(0u)) { return; }
+  o[i] = a[i] * f(2u);
+}`,
+      };
+    },
+  },
+  silu: unary('silu', 'x / (1.0 + exp(-x))'),
+  relu: unary('relu', 'max(x, 0.0)'),
+  gelu_erf: unary('gelu_erf', '0.5 * x * (1.0 + erf_(x * 0.70710678118654752))', ERF_WGSL),
+  gelu_tanh: unary('gelu_tanh', '0.5 * x * (1.0 + tanh(clamp(0.7978845608028654 * (x + 0.044715 * x * x * x), -15.0, 15.0)))'),
+  softmax: {
+    dtypes: () => ['f32'],
+    plan(ins) {
+      const C = last(ins[0].shape);
+      return rowKernel('softmax', ['f32'], numel(ins[0].shape) / C, C, [], `
+  var m = ${NEG_INF};
+  for (var c = lid; c < C; c += 256u) { m = max(m, a[base + c]); }
+  m = reduce_max(lid, m);
+  var z = 0.0;
+  for (var c = lid; c < C; c += 256u) { z += exp(a[base + c] - m); }
+  z = reduce_sum(lid, z);
+  for (var c = lid; c < C; c += 256u) { o[base + c] = exp(a[base + c] - m) / z; }`);
+    },
+  },
+  sum: {
+    dtypes: () => ['f32'],
+    plan(ins) {
+      const C = last(ins[0].shape);
+      return rowKernel('sum', ['f32'], numel(ins[0].shape) / C, C, [], `
+  var s = 0.0;
+  for (var c = lid; c < C; c += 256u) { s += a[base + c]; }
+  s = reduce_sum(lid, s);
+  if (lid == 0u) { o[row] = s; }`);
+    },
+  },
+  max: {
+    dtypes: () => ['f32'],
+    plan(ins) {
+      const C = last(ins[0].shape);
+      return rowKernel('max', ['f32'], numel(ins[0].shape) / C, C, [], `
+  var m = ${NEG_INF};
+  for (var c = lid; c < C; c += 256u) { m = max(m, a[base + c]); }
+  m = reduce_max(lid, m);
+  if (lid == 0u) { o[row] = m; }`);
+    },
+  },
+  layernorm: {
+    dtypes: () => ['f32'],
+    plan(ins, { eps }) {
+      const C = last(ins[0].shape);
+      const bias = ins.length === 3;
+      return rowKernel(`layernorm:${bias}`, bias ? ['f32', 'f32', 'f32'] : ['f32', 'f32'], numel(ins[0].shape) / C, C, [f(eps)], `
+  var s = 0.0;
+  for (var j = lid; j < C; j += 256u) { s += a[base + j]; }
+  let mean = reduce_sum(lid, s) / f32(C);
+  var v = 0.0;
+  for (var j = lid; j < C; j += 256u) { let d = a[base + j] - mean; v += d * d; }
+  let inv = inverseSqrt(reduce_sum(lid, v) / f32(C) + f(3u));
+  for (var j = lid; j < C; j += 256u) { o[base + j] = (a[base + j] - mean) * inv * b[j]${bias ? ' + c[j]' : ''}; }`);
+    },
+  },
+  rmsnorm: {
+    dtypes: () => ['f32'],
+    plan(ins, { eps }) {
+      const C = last(ins[0].shape);
+      return rowKernel('rmsnorm', ['f32', 'f32'], numel(ins[0].shape) / C, C, [f(eps)], `
+  var s = 0.0;
+  for (var c = lid; c < C; c += 256u) { let x = a[base + c]; s += x * x; }
+  let inv = inverseSqrt(reduce_sum(lid, s) / f32(C) + f(3u));
+  for (var c = lid; c < C; c += 256u) { o[base + c] = b[c] * (a[base + c] * inv); }`);
+    },
+  },
+  rope: {
+    dtypes: () => ['f32'],
+    plan(ins, { pos0, invFreq }) {
+      const [B, T, H, D] = ins[0].shape;
+      const R = invFreq.length;
+      const n = B * T * H * D;
+      const g = grid(n, 256);
+      // params: n, nx, T, H, D, R, B, pos0[B] at 8.., invFreq[R] after
+      return {
+        key: 'rope', workgroups: g.workgroups, params: words(n, g.nx, T, H, D, R, B, 0, pos0, invFreq.map(f)),
+        wgsl: () => `${header(['f32'], 'f32')}${SINCOS_WGSL}
+@compute @workgroup_size(256) fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  ${IDX}
+  if (i >= u(0u)) { return; }
+  let T = u(2u); let H = u(3u); let D = u(4u); let R = u(5u); let B = u(6u);
+  let d = i % D;
+  let row = i / D; // (b, t, h)
+  let t = (row / H) % T;
+  let b = row / (H * T);
+  let x = a[i];
+  if (d >= 2u * R) { o[i] = x; return; }
+  let j = select(d, d - R, d >= R);
+  let pos = f32(u(8u + b) + t);
+  let ang = f(8u + B + j) * pos;
+  let sc = sincos_(ang);
+  let cs = sc.y; let sn = sc.x;
+  let base = i - d;
+  if (d < R) { o[i] = x * cs - a[base + d + R] * sn; } else { o[i] = x * cs + a[base + d - R] * sn; }
+}`,
+      };
+    },
+  },
+  gather_rows: {
+    dtypes: (i) => (i === 0 ? ['f32', 'f16', 'bf16'] : ['i32']),
+    plan(ins, _a, outShape) {
+      const [N, C] = ins[0].shape;
+      const n = numel(outShape);
+      const g = grid(n, 256);
+      const dt = ins[0].dtype;
+      return {
+        key: `gather_rows:${dt}`, workgroups: g.workgroups, params: words(n, g.nx, C, N),
+        wgsl: () => `${header([storageType(dt), 'i32'], 'f32')}${loader('ld', 'a', dt)}
+@compute @workgroup_size(256) fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  ${IDX}
+  if (i >= u(0u)) { return; }
+  let C = u(2u);
+  let r = u32(clamp(b[i / C], 0, i32(u(3u)) - 1));
+  o[i] = ld(r * C + i % C);
+}`,
+      };
+    },
+  },
+  index_add_rows: {
+    dtypes: (i) => (i === 2 ? ['i32'] : ['f32']),
+    plan(ins) {
+      const [N, C] = ins[0].shape;
+      const M = ins[1].shape[0];
+      const g = grid(C, 64);
+      // One thread per column walks the rows in order, so repeated indices add up without atomics.
+      return {
+        key: 'index_add_rows', workgroups: g.workgroups, params: words(C, g.nx, N, M),
+        wgsl: () => `${header(['f32', 'f32', 'i32'], 'f32', ['a', 'b', 'c'])}
+@compute @workgroup_size(64) fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let col = gid.x + gid.y * u(1u) * 64u;
+  let C = u(0u);
+  if (col >= C) { return; }
+  for (var r = 0u; r < u(2u); r++) { o[r * C + col] = a[r * C + col]; }
+  for (var i = 0u; i < u(3u); i++) { let r = u32(c[i]); o[r * C + col] += b[i * C + col]; }
+}`,
+      };
+    },
+  },
+  topk: {
+    dtypes: () => ['f32'],
+    plan(ins, { k }) {
+      const E = last(ins[0].shape);
+      const rows = numel(ins[0].shape) / E;
+      const g = grid(rows, 64);
+      // The j-th pick is the largest element after the (j-1)-th in the order (value desc, index asc).
+      return {
+        key: 'topk', outDtype: 'i32', workgroups: g.workgroups, params: words(rows, g.nx, E, k),
+        wgsl: () => `${header(['f32'], 'i32')}
+@compute @workgroup_size(64) fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let r = gid.x + gid.y * u(1u) * 64u;
+  if (r >= u(0u)) { return; }
+  let E = u(2u);
+  var pv = 3.4e38; var pi = -1;
+  for (var j = 0u; j < u(3u); j++) {
+    var bv = ${NEG_INF}; var bi = -1;
+    for (var e = 0u; e < E; e++) {
+      let v = a[r * E + e];
+      let after = v < pv || (v == pv && i32(e) > pi);
+      if (after && (bi < 0 || v > bv)) { bv = v; bi = i32(e); }
+    }
+    o[r * u(3u) + j] = bi; pv = bv; pi = bi;
+  }
+}`,
+      };
+    },
+  },
+  gather: {
+    dtypes: (i) => (i === 1 ? ['i32'] : ['f32']),
+    plan(ins, _a, outShape) {
+      const E = last(ins[0].shape), k = last(ins[1].shape);
+      const n = numel(outShape);
+      const g = grid(n, 256);
+      return {
+        key: 'gather', workgroups: g.workgroups, params: words(n, g.nx, E, k),
+        wgsl: () => `${header(['f32', 'i32'], 'f32')}
+@compute @workgroup_size(256) fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  ${IDX}
+  if (i >= u(0u)) { return; }
+  let r = i / u(3u);
+  o[i] = a[r * u(2u) + u32(b[i])];
+}`,
+      };
+    },
+  },
+  kv_write: {
+    dtypes: () => ['f32'],
+    plan(ins, { pos0 }) {
+      const [B, K, S, D] = ins[0].shape;
+      const T = ins[1].shape[1];
+      const n = B * T * K * D;
+      const g = grid(n, 256);
+      return {
+        key: 'kv_write', inPlace: true, workgroups: g.workgroups, params: words(n, g.nx, T, K, S, D, 0, 0, pos0),
+        wgsl: () => `${header(['f32', 'f32'], undefined)}
+@compute @workgroup_size(256) fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  ${IDX}
+  if (i >= u(0u)) { return; }
+  let T = u(2u); let K = u(3u); let S = u(4u); let D = u(5u);
+  let d = i % D; let h = (i / D) % K; let t = (i / (D * K)) % T; let bb = i / (D * K * T);
+  a[((bb * K + h) * S + u(8u + bb) + t) * D + d] = b[i];
+}`,
+      };
+    },
+  },
+  attention: {
+    dtypes: () => ['f32'],
+    plan(ins, { pos0, scale }) {
+      const [B, T, H, D] = ins[0].shape;
+      const [, K, S] = ins[1].shape;
+      if (D > 256) throw new ShapeError('attention', `head dim ${D} > 256 is not supported on WebGPU`);
+      const rows = B * T * H;
+      const g = grid(rows * 64, 64);
+      // One workgroup per (b, t, h): 64 keys per step, each thread scores one; an online softmax keeps a
+      // running max and sum, and each thread accumulates up to 4 output dims (d = lid + 64 j).
+      return {
+        key: 'attention', workgroups: g.workgroups, params: words(rows, g.nx, T, H, K, S, D, f(scale), pos0),
+        wgsl: () => `${header(['f32', 'f32', 'f32'], 'f32')}
+var<workgroup> qs: array<f32, 256>;
+var<workgroup> ps: array<f32, 64>;
+var<workgroup> red: array<f32, 64>;
+@compute @workgroup_size(64) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lv: vec3<u32>) {
+  let row = wid.x + wid.y * u(1u);
+  if (row >= u(0u)) { return; }
+  let lid = lv.x;
+  let T = u(2u); let H = u(3u); let K = u(4u); let S = u(5u); let D = u(6u); let scale = f(7u);
+  let h = row % H; let t = (row / H) % T; let bb = row / (H * T);
+  let kh = h / (H / K);
+  let visible = u(8u + bb) + t + 1u;
+  let qo = row * D;
+  for (var d = lid; d < D; d += 64u) { qs[d] = a[qo + d]; }
+  workgroupBarrier();
+  let kvBase = (bb * K + kh) * S * D;
+  var m = ${NEG_INF}; var l = 0.0;
+  var acc = vec4<f32>(0.0);
+  for (var s0 = 0u; s0 < visible; s0 += 64u) {
+    let s = s0 + lid;
+    var sc = ${NEG_INF};
+    if (s < visible) {
+      var dot = 0.0;
+      let ko = kvBase + s * D;
+      for (var d = 0u; d < D; d++) { dot += qs[d] * b[ko + d]; }
+      sc = dot * scale;
+    }
+    red[lid] = sc; workgroupBarrier();
+    for (var st = 32u; st > 0u; st = st >> 1u) { if (lid < st) { red[lid] = max(red[lid], red[lid + st]); } workgroupBarrier(); }
+    let mNew = max(m, red[0]); workgroupBarrier();
+    let pe = select(0.0, exp(sc - mNew), s < visible);
+    ps[lid] = pe; red[lid] = pe; workgroupBarrier();
+    for (var st = 32u; st > 0u; st = st >> 1u) { if (lid < st) { red[lid] += red[lid + st]; } workgroupBarrier(); }
+    let corr = exp(m - mNew);
+    l = l * corr + red[0];
+    m = mNew;
+    acc = acc * corr;
+    let n = min(64u, visible - s0);
+    for (var j = 0u; j < n; j++) {
+      let vo = kvBase + (s0 + j) * D;
+      let w = ps[j];
+      for (var q = 0u; q < 4u; q++) { let d = lid + 64u * q; if (d < D) { acc[q] += w * c[vo + d]; } }
+    }
+    workgroupBarrier();
+  }
+  for (var q = 0u; q < 4u; q++) { let d = lid + 64u * q; if (d < D) { o[qo + d] = acc[q] / l; } }
+}`,
+      };
+    },
+  },
+  attention_probs: {
+    dtypes: () => ['f32'],
+    plan(ins, { pos0, scale }) {
+      const [B, T, H, D] = ins[0].shape;
+      const [, K, S] = ins[1].shape;
+      const rows = B * H * T;
+      const g = grid(rows, 64);
+      return {
+        key: 'attention_probs', workgroups: g.workgroups, params: words(rows, g.nx, T, H, K, S, D, f(scale), pos0),
+        wgsl: () => `${header(['f32', 'f32'], 'f32')}
+@compute @workgroup_size(64) fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let row = gid.x + gid.y * u(1u) * 64u; // (b, h, t)
+  if (row >= u(0u)) { return; }
+  let T = u(2u); let H = u(3u); let K = u(4u); let S = u(5u); let D = u(6u); let scale = f(7u);
+  let t = row % T; let h = (row / T) % H; let bb = row / (T * H);
+  let kh = h / (H / K);
+  let visible = u(8u + bb) + t + 1u;
+  let qo = ((bb * T + t) * H + h) * D;
+  let kvBase = (bb * K + kh) * S * D;
+  var m = ${NEG_INF};
+  for (var s = 0u; s < visible; s++) {
+    var dot = 0.0;
+    for (var d = 0u; d < D; d++) { dot += a[qo + d] * b[kvBase + s * D + d]; }
+    m = max(m, dot * scale);
+  }
+  var z = 0.0;
+  for (var s = 0u; s < visible; s++) {
+    var dot = 0.0;
+    for (var d = 0u; d < D; d++) { dot += a[qo + d] * b[kvBase + s * D + d]; }
+    z += exp(dot * scale - m);
+  }
+  for (var s = 0u; s < S; s++) {
+    var pr = 0.0;
+    if (s < visible) {
+      var dot = 0.0;
+      for (var d = 0u; d < D; d++) { dot += a[qo + d] * b[kvBase + s * D + d]; }
+      pr = exp(dot * scale - m) / z;
+    }
+    o[row * S + s] = pr;
+  }
+}`,
+      };
+    },
+  },
+};
+
+/**
+ * Matrix-vector product for M <= 8 rows against weights stored (N, K) (transB): one workgroup of 64
+ * threads per output column reads that weight row once, with vec4 loads (8 halves per load when
+ * packed). M is a compile-time constant so the per-row accumulators stay in registers.
+ */
+function gemvT(M: number, N: number, K: number, batches: number, bBatches: number, bt: DType): KernelPlan {
+  const vec = is16(bt) ? K % 8 === 0 : K % 4 === 0;
+  const WG = 64;
+  const g = grid(N * batches * WG, WG);
+  const bType = vec ? (is16(bt) ? 'vec4<u32>' : 'vec4<f32>') : storageType(bt);
+  const widen = bt === 'f16'
+    ? `let p0 = unpack2x16float(w.x); let p1 = unpack2x16float(w.y); let p2 = unpack2x16float(w.z); let p3 = unpack2x16float(w.w);
+      let w0 = vec4<f32>(p0.x, p0.y, p1.x, p1.y); let w1 = vec4<f32>(p2.x, p2.y, p3.x, p3.y);`
+    : `let w0 = vec4<f32>(bitcast<f32>(w.x << 16u), bitcast<f32>(w.x & 0xffff0000u), bitcast<f32>(w.y << 16u), bitcast<f32>(w.y & 0xffff0000u));
+      let w1 = vec4<f32>(bitcast<f32>(w.z << 16u), bitcast<f32>(w.z & 0xffff0000u), bitcast<f32>(w.w << 16u), bitcast<f32>(w.w & 0xffff0000u));`;
+  const inner = !vec
+    ? `for (var k = lid; k < K; k += ${WG}u) { let w = ldb(bo + k); for (var m = 0u; m < ${M}u; m++) { acc[m] += a[ao + m * K + k] * w; } }`
+    : is16(bt)
+      ? `for (var k8 = lid; k8 < K / 8u; k8 += ${WG}u) {
+      let w = b[bo / 8u + k8];
+      ${widen}
+      for (var m = 0u; m < ${M}u; m++) {
+        let ab = (ao + m * K) / 4u + 2u * k8;
+        acc[m] += dot(av[ab], w0) + dot(av[ab + 1u], w1);
+      }
+    }`
+      : `for (var k4 = lid; k4 < K / 4u; k4 += ${WG}u) {
+      let w = b[bo / 4u + k4];
+      for (var m = 0u; m < ${M}u; m++) { acc[m] += dot(av[(ao + m * K) / 4u + k4], w); }
+    }`;
+  return {
+    key: `gemvT:${bt}:${vec}:${M}`, workgroups: g.workgroups, params: words(N * batches, g.nx, M, N, K, bBatches),
+    wgsl: () => `struct Params { w: array<vec4<u32>, 64> };
+@group(0) @binding(0) var<uniform> p: Params;
+fn u(i: u32) -> u32 { return p.w[i / 4u][i % 4u]; }
+@group(0) @binding(1) var<storage, read> ${vec ? 'av: array<vec4<f32>>' : 'a: array<f32>'};
+@group(0) @binding(2) var<storage, read> b: array<${bType}>;
+@group(0) @binding(3) var<storage, read_write> o: array<f32>;
+${vec ? '' : loader('ldb', 'b', bt)}
+var<workgroup> red: array<f32, ${WG * M}>;
+@compute @workgroup_size(${WG}) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lv: vec3<u32>) {
+  let job = wid.x + wid.y * u(1u);
+  if (job >= u(0u)) { return; }
+  let lid = lv.x;
+  let N = u(3u); let K = u(4u);
+  let n = job % N; let batch = job / N;
+  let ao = batch * ${M}u * K;
+  let bo = ((batch % u(5u)) * N + n) * K;
+  var acc: array<f32, ${M}>;
+  ${inner}
+  for (var m = 0u; m < ${M}u; m++) { red[m * ${WG}u + lid] = acc[m]; }
+  workgroupBarrier();
+  for (var s = ${WG / 2}u; s > 0u; s = s >> 1u) {
+    if (lid < s) { for (var m = 0u; m < ${M}u; m++) { red[m * ${WG}u + lid] += red[m * ${WG}u + lid + s]; } }
+    workgroupBarrier();
+  }
+  if (lid < ${M}u) { o[(batch * ${M}u + lid) * N + n] = red[lid * ${WG}u]; }
+}`,
+  };
+}
+
+/** Tiled matmul: 64×64 output tiles per 256-thread workgroup, 4×4 outputs per thread, K in steps of 16. */
+function tiledMatmul(M: number, N: number, K: number, batches: number, bBatches: number, transB: boolean, bt: DType): KernelPlan {
+  const tilesN = Math.ceil(N / 64), tilesM = Math.ceil(M / 64);
+  return {
+    key: `tiled:${bt}:${transB}`, workgroups: [tilesN, tilesM, batches], params: words(M, N, K, bBatches),
+    wgsl: () => `${header(['f32', storageType(bt)], 'f32')}${loader('ldb', 'b', bt)}
+var<workgroup> As: array<array<f32, 64>, 16>;
+var<workgroup> Bs: array<array<f32, 64>, 16>;
+@compute @workgroup_size(16, 16) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lv: vec3<u32>) {
+  let M = u(0u); let N = u(1u); let K = u(2u);
+  let batch = wid.z;
+  let ao = batch * M * K;
+  let bo = (batch % u(3u)) * N * K;
+  let oo = batch * M * N;
+  let row0 = wid.y * 64u; let col0 = wid.x * 64u;
+  let tx = lv.x; let ty = lv.y; let tid = ty * 16u + tx;
+  var acc: array<array<f32, 4>, 4>;
+  for (var k0 = 0u; k0 < K; k0 += 16u) {
+    for (var e = tid; e < 1024u; e += 256u) {
+      let kk = e % 16u; let r = e / 16u;
+      let gr = row0 + r; let gk = k0 + kk;
+      As[kk][r] = select(0.0, a[ao + gr * K + gk], gr < M && gk < K);
+      let gc = col0 + r;
+      ${transB
+        ? 'Bs[kk][r] = select(0.0, ldb(bo + gc * K + gk), gc < N && gk < K);'
+        : 'let kb = e / 64u; let cb = e % 64u; let gkb = k0 + kb; let gcb = col0 + cb; Bs[kb][cb] = select(0.0, ldb(bo + gkb * N + gcb), gcb < N && gkb < K);'}
+    }
+    workgroupBarrier();
+    for (var kk = 0u; kk < 16u; kk++) {
+      var av: array<f32, 4>; var bv: array<f32, 4>;
+      for (var i = 0u; i < 4u; i++) { av[i] = As[kk][ty * 4u + i]; bv[i] = Bs[kk][tx * 4u + i]; }
+      for (var i = 0u; i < 4u; i++) { for (var j = 0u; j < 4u; j++) { acc[i][j] += av[i] * bv[j]; } }
+    }
+    workgroupBarrier();
+  }
+  for (var i = 0u; i < 4u; i++) {
+    let r = row0 + ty * 4u + i;
+    if (r >= M) { continue; }
+    for (var j = 0u; j < 4u; j++) { let c = col0 + tx * 4u + j; if (c < N) { o[oo + r * N + c] = acc[i][j]; } }
+  }
+}`,
+  };
+}
