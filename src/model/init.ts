@@ -1,8 +1,10 @@
 // Random initialisation of every weight a spec declares (seeded, reproducible): matrices N(0, std),
-// norm weights 1, biases 0 — the usual GPT-2/Llama scheme. Used for random-weight benchmarks and as
+// norm weights 1, biases 0 — the usual GPT-2/Llama scheme; values are rounded to the requested dtype
+// so every backend sees the same numbers. Used for random-weight benchmarks and as
 // the starting point of training.
 
 import type { Backend, Tensor } from '../tensor/tensor.ts';
+import { fromF32, toF32 } from '../tensor/dtype.ts';
 import { Model, declareWeights } from './assemble.ts';
 import type { ModelSpec } from './spec.ts';
 
@@ -21,7 +23,10 @@ function normals(seed: number): () => number {
  * @example
  *   const model = randomModel(spec, await getBackend('cpu'), { seed: 1 });
  */
-export function randomModel(spec: ModelSpec, backend: Backend, opts: { seed?: number; std?: number } = {}): Model {
+export function randomModel(spec: ModelSpec, backend: Backend, opts: { seed?: number; std?: number; dtype?: 'f32' | 'f16' | 'bf16' } = {}): Model {
+  const dt = opts.dtype ?? 'f32';
+  // Matrices are stored in `dtype` where the backend computes with it packed (WebGPU); else f32.
+  const packed = dt !== 'f32' && backend.supports('matmul', dt) && backend.supports('gather_rows', dt);
   const next = normals(opts.seed ?? 1);
   const std = opts.std ?? 0.02;
   const weights = new Map<string, Tensor>();
@@ -31,7 +36,9 @@ export function randomModel(spec: ModelSpec, backend: Backend, opts: { seed?: nu
     const isNorm = /(^|\.)(norm|out_norm|final_norm)\.weight$/.test(d.name);
     if (isNorm) data.fill(1);
     else if (!d.name.endsWith('.bias')) for (let i = 0; i < n; i++) data[i] = next() * std;
-    weights.set(d.name, backend.upload(data, d.shape, 'f32'));
+    if (dt === 'f32') { weights.set(d.name, backend.upload(data, d.shape, 'f32')); continue; }
+    const bits = fromF32(data, dt);
+    weights.set(d.name, packed && d.shape.length === 2 ? backend.upload(bits, d.shape, dt) : backend.upload(toF32(bits, dt), d.shape, 'f32'));
   }
   return new Model(spec, backend, weights);
 }

@@ -1,0 +1,128 @@
+// WebGPU benchmark, with its peer measured in the same run: fp32 matmul TFLOP/s (vs torch.matmul,
+// TF32 off), batch-1 decode and prefill tokens/s for the bundled tiny-llama and random-weight
+// Llama-shaped 125M and 1B models in f16 (vs HF transformers eager, same dtype), the copy-bandwidth
+// decode limit for the 1B model, dispatches per decoded token, and GPU memory across 1,000 generations.
+//   node --import tsx bench/webgpu.ts [--quick] [--peer]     (--peer runs bench/peer_hf.py too)
+
+import { execFileSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { WebGpuBackend, generate, llamaSpec, loadModel, ops, randomModel, type Model } from '../src/index.ts';
+
+const quick = process.argv.includes('--quick');
+const peer = process.argv.includes('--peer');
+const bundled = fileURLToPath(new URL('../models/tiny-llama', import.meta.url));
+const be = await WebGpuBackend.create();
+const log = (s: string) => console.log(s);
+log(`adapter: ${be.info.vendor} ${be.info.architecture} ${be.info.description}; features: ${[...be.features].join(', ') || 'none'}`);
+
+async function time(f: () => unknown, reps: number): Promise<number> {
+  f(); await be.sync();
+  const t = performance.now();
+  for (let i = 0; i < reps; i++) f();
+  await be.sync();
+  return (performance.now() - t) / 1e3 / reps;
+}
+
+// fp32 matmul
+const matmul: Record<string, number> = {};
+for (const n of quick ? [1024, 4096] : [4096, 8192]) {
+  const data = new Float32Array(n * n).map((_, i) => ((i * 2654435761) % 1000) / 1000 - 0.5);
+  const a = be.upload(data, [n, n], 'f32'), b = be.upload(data, [n, n], 'f32');
+  let out = ops.matmul(a, b);
+  const s = await time(() => { out.dispose(); out = ops.matmul(a, b); }, n >= 8192 ? 4 : 10);
+  matmul[n] = (2 * n ** 3) / s / 1e12;
+  a.dispose(); b.dispose(); out.dispose();
+  log(`matmul ${n}³ fp32: ${matmul[n].toFixed(2)} TFLOP/s`);
+}
+
+// device-to-device copy bandwidth (bytes read + written)
+const copyBytes = 256 * 2 ** 20;
+const src = be.device.createBuffer({ size: copyBytes, usage: GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST });
+const dst = be.device.createBuffer({ size: copyBytes, usage: GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST });
+const copyOnce = () => { const e = be.device.createCommandEncoder(); e.copyBufferToBuffer(src, 0, dst, 0, copyBytes); be.device.queue.submit([e.finish()]); };
+for (let i = 0; i < 3; i++) copyOnce();
+await be.device.queue.onSubmittedWorkDone();
+let t0 = performance.now();
+for (let i = 0; i < 20; i++) copyOnce();
+await be.device.queue.onSubmittedWorkDone();
+const copyGBps = (2 * copyBytes * 20) / ((performance.now() - t0) / 1e3) / 1e9;
+src.destroy(); dst.destroy();
+log(`device-to-device copy: ${copyGBps.toFixed(0)} GB/s (read + write)`);
+
+/** Bytes of weights one decode step reads (all matrices but the embedding table, in their GPU dtype). */
+function weightBytes(m: Model): number {
+  let n = 0;
+  for (const [name, w] of m.weights) if (name !== 'embed.weight') n += w.size * (w.dtype === 'f16' || w.dtype === 'bf16' ? 2 : 4);
+  return n;
+}
+
+interface Row { name: string; params: number; decode: number; prefill: number; dispatchesPerToken: number; weightBytes: number }
+async function measure(name: string, model: Model): Promise<Row> {
+  const V = model.spec.vocabSize;
+  const prompt = Array.from({ length: 32 }, (_, i) => (i * 7919 + 11) % V);
+  await generate(model, [prompt], { maxNewTokens: 8, stopTokens: [] }); // warm-up: pipelines, pools
+  const NEW = quick ? 32 : 128;
+  const d0 = be.stats.dispatches;
+  const r = await generate(model, [prompt], { maxNewTokens: NEW, stopTokens: [] });
+  const perToken = (be.stats.dispatches - d0) / (r.decodeSteps + 1);
+  const decode = r.decodeSteps / (r.decodeMs / 1e3);
+  const long = Int32Array.from({ length: 512 }, (_, i) => (i * 104729 + 7) % V);
+  const pre = async () => { const { logits } = await model.forward(long, 1, 512, { logitRows: [511] }); await logits.toF32(); logits.dispose(); };
+  await pre();
+  t0 = performance.now();
+  for (let i = 0; i < 3; i++) await pre();
+  const prefill = (3 * 512) / ((performance.now() - t0) / 1e3);
+  const row = { name, params: model.numParams, decode, prefill, dispatchesPerToken: perToken, weightBytes: weightBytes(model) };
+  log(`${name}: decode ${decode.toFixed(1)} tok/s, prefill ${prefill.toFixed(0)} tok/s, ${perToken.toFixed(0)} dispatches/token`);
+  return row;
+}
+
+const rows: Row[] = [];
+const tiny = (await loadModel(bundled, { backend: be })).model;
+rows.push(await measure('tiny-llama', tiny));
+
+// GPU memory across 1,000 consecutive generations (pooled buffers must be reused, not regrown).
+const gens = quick ? 100 : 1000;
+const prompt = [1031, 824, 259, 555];
+for (let i = 0; i < 10; i++) await generate(tiny, [prompt], { maxNewTokens: 4, stopTokens: [] });
+const memBefore = be.stats.allocatedBytes;
+for (let i = 0; i < gens; i++) await generate(tiny, [prompt], { maxNewTokens: 4, stopTokens: [] });
+const memAfter = be.stats.allocatedBytes;
+log(`GPU memory over ${gens} generations: ${(memBefore / 2 ** 20).toFixed(1)} MiB → ${(memAfter / 2 ** 20).toFixed(1)} MiB`);
+
+for (const [name, dims] of [
+  ['125M', { vocab: 32000, width: 768, layers: 12, heads: 12, ffn: 2048 }],
+  ['1B', { vocab: 32000, width: 2048, layers: 16, heads: 32, kvHeads: 8, ffn: 8192 }],
+] as const) {
+  if (quick && name === '1B') continue;
+  const m = randomModel(llamaSpec({ ...dims, context: 2048 }), be, { seed: 1, dtype: 'f16' });
+  rows.push(await measure(name, m));
+  for (const w of m.weights.values()) w.dispose();
+}
+
+let hf: { device: string; matmul_tflops: Record<string, number>; copy_gbps: number; models: Record<string, { decode_tok_s: number; prefill_tok_s: number }> } | undefined;
+if (peer) {
+  const json = execFileSync('python3', [fileURLToPath(new URL('peer_hf.py', import.meta.url)), ...(quick ? ['--quick'] : []), '--bundled', bundled], { encoding: 'utf8', maxBuffer: 1 << 24 });
+  hf = JSON.parse(json.trim().split('\n').pop()!);
+}
+
+const fmt = (x: number | undefined, d = 1) => (x === undefined ? '—' : x.toFixed(d));
+log(`\n${new Date().toISOString().slice(0, 10)} · ${be.info.description || be.info.vendor}${hf ? ` · peer: ${hf.device}, PyTorch + HF transformers eager` : ''}`);
+log('\nfp32 matmul (TFLOP/s)      brickwork   torch (TF32 off)   ratio');
+for (const n of Object.keys(matmul)) log(`  ${`${n}³`.padEnd(24)} ${fmt(matmul[n], 2).padStart(9)}   ${fmt(hf?.matmul_tflops[n], 2).padStart(16)}   ${hf?.matmul_tflops[n] ? (100 * matmul[n] / hf.matmul_tflops[n]).toFixed(0) + '%' : '—'}`);
+log('\nmodel        params   decode tok/s (HF, ×)        prefill tok/s (HF, ×)       dispatches/token');
+for (const r of rows) {
+  const p = hf?.models[r.name];
+  log(`  ${r.name.padEnd(10)} ${(r.params / 1e6).toFixed(0).padStart(5)}M   ${fmt(r.decode).padStart(8)} (${fmt(p?.decode_tok_s)}, ${p ? (r.decode / p.decode_tok_s).toFixed(2) + '×' : '—'})`.padEnd(58) +
+    `${fmt(r.prefill, 0).padStart(8)} (${fmt(p?.prefill_tok_s, 0)}, ${p ? (r.prefill / p.prefill_tok_s).toFixed(2) + '×' : '—'})`.padEnd(30) + `${r.dispatchesPerToken.toFixed(0).padStart(6)}`);
+}
+const big = rows.find((r) => r.name === '1B');
+if (big) {
+  const limit = (copyGBps * 1e9) / big.weightBytes;
+  log(`\n1B decode limit: ${copyGBps.toFixed(0)} GB/s copy rate ÷ ${(big.weightBytes / 1e9).toFixed(2)} GB of f16 weights per token = ${limit.toFixed(0)} tok/s; reached ${big.decode.toFixed(0)} tok/s = ${(100 * big.decode / limit).toFixed(0)}%`);
+}
+log(`GPU memory: ${(memBefore / 2 ** 20).toFixed(1)} MiB before and ${(memAfter / 2 ** 20).toFixed(1)} MiB after ${gens} generations (growth ${((memAfter - memBefore) / 2 ** 20).toFixed(1)} MiB)`);
+if (process.env.OUT) writeFileSync(`${process.env.OUT}/webgpu-bench.json`, JSON.stringify({ adapter: be.info, matmul, copyGBps, rows, memBefore, memAfter, gens, hf }, null, 2));
+be.destroy();
+process.exit(0);
