@@ -59,6 +59,7 @@ export class WebGpuBackend implements Backend {
   private encoder?: GPUCommandEncoder;
   private pass?: GPUComputePassEncoder;
   private readonly staging: GPUBuffer[] = [];
+  private readonly dynOffset = new Uint32Array(1);
   private destroyed = false;
   /** Validation/out-of-memory errors the device reported; raised at the next read or sync. */
   private readonly gpuErrors: string[] = [];
@@ -134,7 +135,7 @@ export class WebGpuBackend implements Backend {
   }
 
   private layout(nIn: number, inPlace: boolean): GPUBindGroupLayout {
-    const key = `${nIn}:${inPlace}`;
+    const key = nIn + (inPlace ? 'p' : '');
     let l = this.layouts.get(key);
     if (!l) {
       const entries: GPUBindGroupLayoutEntry[] = [{ binding: 0, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'uniform', hasDynamicOffset: true, minBindingSize: ARENA_SLOT } }];
@@ -146,8 +147,8 @@ export class WebGpuBackend implements Backend {
     return l;
   }
 
-  private pipeline(key: string, wgsl: () => string, layout: GPUBindGroupLayout, layoutKey: string): GPUComputePipeline {
-    const k = `${layoutKey}|${key}`;
+  private pipeline(op: string, key: string, wgsl: () => string, layout: GPUBindGroupLayout, nIn: number, inPlace: boolean): GPUComputePipeline {
+    const k = op + '|' + key + '|' + nIn + (inPlace ? 'p' : '');
     let p = this.pipelines.get(k);
     if (!p) {
       const code = wgsl();
@@ -184,41 +185,54 @@ export class WebGpuBackend implements Backend {
   run<O extends OpName>(op: O, inputs: readonly Tensor[], attrs: OpAttrs[O]): Tensor {
     const kernel = WGSL_KERNELS[op] as WgslKernel<O> | undefined;
     if (!kernel) throw new UnsupportedOpError(op, inputs[0]?.dtype ?? 'f32', this.name);
-    inputs.forEach((t, i) => {
+    // NOTE: this runs for every dispatch of every token; it avoids per-call closures and strings where it can.
+    const shapes: (readonly number[])[] = [];
+    const ins: KernelInput[] = [];
+    for (let i = 0; i < inputs.length; i++) {
+      const t = inputs[i];
       if (t.backend !== this) throw new Error(`${op}: input ${i} lives on backend '${t.backend.name}', not '${this.name}'`);
       if (!kernel.dtypes(i).includes(t.dtype)) throw new UnsupportedOpError(op, t.dtype, this.name);
-    });
-    const outShape = inferShape(op, inputs.map((t) => t.shape), attrs);
-    const ins: KernelInput[] = inputs.map((t) => ({ shape: t.shape, dtype: t.dtype }));
+      shapes.push(t.shape);
+      ins.push({ shape: t.shape, dtype: t.dtype });
+    }
+    const outShape = inferShape(op, shapes, attrs);
     const d = kernel.plan(ins, attrs, outShape, this.features);
     const outDtype = d.outDtype ?? 'f32';
     const inPlace = d.inPlace === true;
     let out: Tensor;
     if (inPlace) out = inputs[0];
     else {
-      const n = outShape.reduce((p, x) => p * x, 1);
+      let n = 1;
+      for (const x of outShape) n *= x;
       const bytes = storageBytes(n, outDtype);
       out = this.wrap(outShape, outDtype, this.alloc(bytes), bytes);
     }
     this.stats.dispatches++;
     this.stats.perOp[op] = (this.stats.perOp[op] ?? 0) + 1;
-    if (d.workgroups.some((w) => w === 0)) return out; // empty tensor: nothing to do
+    const wg = d.workgroups;
+    if (wg[0] === 0 || wg[1] === 0 || wg[2] === 0) return out; // empty tensor: nothing to do
 
-    const layoutKey = `${inputs.length}:${inPlace}`;
-    const layout = this.layout(inputs.length, inPlace);
-    const pipeline = this.pipeline(`${op}:${d.key}`, d.wgsl, layout, layoutKey);
+    const nIn = inputs.length;
+    const layout = this.layout(nIn, inPlace);
+    const pipeline = this.pipeline(op, d.key, d.wgsl, layout, nIn, inPlace);
     if (this.arenaUsed + ARENA_SLOT > this.arenaHost.byteLength) this.flush();
     const offset = this.arenaUsed;
     new Uint32Array(this.arenaHost, offset, d.params.length).set(d.params);
     this.arenaUsed += ARENA_SLOT;
 
-    const bufs = inputs.map((t) => t.handle as GpuHandle);
-    if (!inPlace) bufs.push(out.handle as GpuHandle);
-    const bgKey = `${layoutKey}|${bufs.map((b) => `${this.bufferId(b.buffer)}:${b.bytes}`).join(',')}`;
+    let bgKey = inPlace ? 'p' : 'o';
+    for (let i = 0; i <= nIn; i++) {
+      const h = (i < nIn ? inputs[i] : out).handle as GpuHandle;
+      if (i === nIn && inPlace) break;
+      bgKey += ',' + this.bufferId(h.buffer) + ':' + h.bytes;
+    }
     let bg = this.bindGroups.get(bgKey);
     if (!bg) {
       const entries: GPUBindGroupEntry[] = [{ binding: 0, resource: { buffer: this.arena, offset: 0, size: ARENA_SLOT } }];
-      bufs.forEach((b, i) => entries.push({ binding: i + 1, resource: { buffer: b.buffer, offset: 0, size: b.bytes } }));
+      for (let i = 0; i < nIn + (inPlace ? 0 : 1); i++) {
+        const h = (i < nIn ? inputs[i] : out).handle as GpuHandle;
+        entries.push({ binding: i + 1, resource: { buffer: h.buffer, offset: 0, size: h.bytes } });
+      }
       bg = this.device.createBindGroup({ layout, entries });
       if (this.bindGroups.size > 20000) this.bindGroups.clear();
       this.bindGroups.set(bgKey, bg);
@@ -226,8 +240,9 @@ export class WebGpuBackend implements Backend {
     this.encoder ??= this.device.createCommandEncoder();
     this.pass ??= this.encoder.beginComputePass();
     this.pass.setPipeline(pipeline);
-    this.pass.setBindGroup(0, bg, [offset]);
-    this.pass.dispatchWorkgroups(d.workgroups[0], d.workgroups[1] ?? 1, d.workgroups[2] ?? 1);
+    this.dynOffset[0] = offset;
+    this.pass.setBindGroup(0, bg, this.dynOffset, 0, 1);
+    this.pass.dispatchWorkgroups(wg[0], wg[1] ?? 1, wg[2] ?? 1);
     return out;
   }
 

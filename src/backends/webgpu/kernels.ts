@@ -33,16 +33,19 @@ export interface WgslKernel<O extends OpName> {
 const MAX_WORDS = 256;
 const MAX_WG = 65535;
 
-/** Parameter words: integers as u32, floats (wrapped in F) as their f32 bits. */
-class F { constructor(readonly v: number) {} }
-const f = (v: number) => new F(v);
-function words(...xs: (number | F | (number | F)[])[]): Uint32Array {
-  const flat: (number | F)[] = xs.flatMap((x) => (Array.isArray(x) ? x : [x]));
-  if (flat.length > MAX_WORDS) throw new ShapeError('webgpu', `${flat.length} parameter words exceed the ${MAX_WORDS} a dispatch can carry (too many batch rows?)`);
-  const out = new Uint32Array(flat.length);
-  const fv = new Float32Array(out.buffer);
-  flat.forEach((x, i) => { if (x instanceof F) fv[i] = x.v; else out[i] = x >>> 0; });
-  return out;
+/** Parameter words are u32; a float goes in as its f32 bit pattern (`f`). */
+const fbuf = new Float32Array(1);
+const ubuf = new Uint32Array(fbuf.buffer);
+const f = (v: number): number => { fbuf[0] = v; return ubuf[0]; };
+const scratchWords = new Uint32Array(MAX_WORDS);
+function words(...xs: (number | readonly number[])[]): Uint32Array {
+  let n = 0;
+  for (const x of xs) {
+    if (typeof x === 'number') { if (n < MAX_WORDS) scratchWords[n] = x >>> 0; n++; continue; }
+    for (let i = 0; i < x.length; i++) { if (n < MAX_WORDS) scratchWords[n] = x[i] >>> 0; n++; }
+  }
+  if (n > MAX_WORDS) throw new ShapeError('webgpu', `${n} parameter words exceed the ${MAX_WORDS} a dispatch can carry (too many batch rows?)`);
+  return scratchWords.slice(0, n);
 }
 
 const numel = (s: readonly number[]) => s.reduce((p, d) => p * d, 1);
@@ -185,7 +188,7 @@ function binary(name: string, expr: string): AttrFreeKernel {
 }
 
 /** One workgroup of 256 threads per row of the last axis; `body` sees `row`, `C`, `lid`, and sred/mred helpers. */
-function rowKernel(key: string, ins: string[], rows: number, C: number, extraParams: (number | F)[], body: string, pre = ''): KernelPlan {
+function rowKernel(key: string, ins: string[], rows: number, C: number, extraParams: number[], body: string, pre = ''): KernelPlan {
   const g = grid(rows * 256, 256);
   return {
     key, workgroups: g.workgroups, params: words(rows, g.nx, C, ...extraParams),
