@@ -9,17 +9,12 @@ import {
   matmulThreads, startMatmulThreads, stopMatmulThreads, wasmAvailable, type MatmulF32Fn,
 } from '../src/backends/cpu/fast/matmul.ts';
 import { measureMemoryBandwidth } from '../src/backends/cpu/fast/bandwidth.ts';
+import { rand } from './helpers.ts';
 
-/** Seeded uniform values in [-1, 1) (mulberry32), so failures reproduce. */
+/** Seeded uniform values in [-1, 1) (the shared mulberry32 of helpers.ts), so failures reproduce. */
 function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (((t ^ (t >>> 14)) >>> 0) / 2 ** 32) * 2 - 1;
-  };
+  const r = rand(seed);
+  return () => r() * 2 - 1;
 }
 
 function randArray(n: number, r: () => number): Float32Array {

@@ -143,14 +143,7 @@ function jsNT(out: Float32Array, a: Float32Array, b: Float32Array, i0: number, i
         y = b[b2 + k]; s02 += x0 * y; s12 += x1 * y;
         y = b[b3 + k]; s03 += x0 * y; s13 += x1 * y;
       }
-      const o = outOff + i * N + j;
-      if (acc) {
-        out[o] += s00; out[o + 1] += s01; out[o + 2] += s02; out[o + 3] += s03;
-        out[o + N] += s10; out[o + N + 1] += s11; out[o + N + 2] += s12; out[o + N + 3] += s13;
-      } else {
-        out[o] = s00; out[o + 1] = s01; out[o + 2] = s02; out[o + 3] = s03;
-        out[o + N] = s10; out[o + N + 1] = s11; out[o + N + 2] = s12; out[o + N + 3] = s13;
-      }
+      store2x4(out, outOff + i * N + j, N, acc, s00, s01, s02, s03, s10, s11, s12, s13);
     }
     if (i < i1) {
       const a0 = aOff + i * K;
@@ -218,14 +211,7 @@ function jsNN(out: Float32Array, a: Float32Array, b: Float32Array, i0: number, i
         s00 += x0 * y0; s01 += x0 * y1; s02 += x0 * y2; s03 += x0 * y3;
         s10 += x1 * y0; s11 += x1 * y1; s12 += x1 * y2; s13 += x1 * y3;
       }
-      const o = outOff + i * N + j;
-      if (acc) {
-        out[o] += s00; out[o + 1] += s01; out[o + 2] += s02; out[o + 3] += s03;
-        out[o + N] += s10; out[o + N + 1] += s11; out[o + N + 2] += s12; out[o + N + 3] += s13;
-      } else {
-        out[o] = s00; out[o + 1] = s01; out[o + 2] = s02; out[o + 3] = s03;
-        out[o + N] = s10; out[o + N + 1] = s11; out[o + N + 2] = s12; out[o + N + 3] = s13;
-      }
+      store2x4(out, outOff + i * N + j, N, acc, s00, s01, s02, s03, s10, s11, s12, s13);
     }
     if (i < i1) {
       const a0 = aOff + i * K;
@@ -728,4 +714,16 @@ async function stopHelper(h: Helper): Promise<void> {
   await h.worker.terminate();
   heapFree(st, h.ctl);
   if (h.cap) heapFree(st, h.cmds);
+}
+
+/** Write (or add) a 2×4 tile of sums at out[o..], rows N apart. Small enough for V8 to inline. */
+function store2x4(out: Float32Array, o: number, N: number, acc: boolean,
+  s00: number, s01: number, s02: number, s03: number, s10: number, s11: number, s12: number, s13: number): void {
+  if (acc) {
+    out[o] += s00; out[o + 1] += s01; out[o + 2] += s02; out[o + 3] += s03;
+    out[o + N] += s10; out[o + N + 1] += s11; out[o + N + 2] += s12; out[o + N + 3] += s13;
+  } else {
+    out[o] = s00; out[o + 1] = s01; out[o + 2] = s02; out[o + 3] = s03;
+    out[o + N] = s10; out[o + N + 1] = s11; out[o + N + 2] = s12; out[o + N + 3] = s13;
+  }
 }
