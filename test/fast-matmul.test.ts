@@ -100,6 +100,22 @@ describe('fast matmul: exact small cases', () => {
   }
 });
 
+/** Every fast implementation against the float64 reference on each shape, both layouts of b. */
+function checkFastPaths(r: () => number, shapes: number[][]): void {
+  for (const [M, N, K] of shapes) {
+    for (const transB of [true, false]) {
+      const a = randArray(M * K, r), b = randArray(N * K, r);
+      const { ref, tol } = reference(a, b, M, N, K, transB);
+      for (const [name, f] of IMPLS) {
+        if (name === 'naive') continue;
+        const out = new Float32Array(M * N).fill(NaN);
+        f(out, a, b, M, N, K, transB);
+        assertClose(`${name} M=${M} N=${N} K=${K} transB=${transB}`, out, 0, ref, tol);
+      }
+    }
+  }
+}
+
 describe('fast matmul: odd shapes against float64', () => {
   for (const transB of [true, false]) {
     it(`M, N, K in {1, 7, 33, 257}, transB=${transB}`, () => {
@@ -118,35 +134,11 @@ describe('fast matmul: odd shapes against float64', () => {
   }
 
   it('decode shapes: M = 1..8 (matrix-vector), long and short rows, N off every block size', () => {
-    const r = rng(3);
-    for (const [M, N, K] of [[1, 50257, 128], [1, 2049, 771], [2, 4099, 130], [3, 1031, 515], [8, 771, 64], [5, 4103, 9]]) {
-      for (const transB of [true, false]) {
-        const a = randArray(M * K, r), b = randArray(N * K, r);
-        const { ref, tol } = reference(a, b, M, N, K, transB);
-        for (const [name, f] of IMPLS) {
-          if (name === 'naive') continue;
-          const out = new Float32Array(M * N).fill(NaN);
-          f(out, a, b, M, N, K, transB);
-          assertClose(`${name} M=${M} N=${N} K=${K} transB=${transB}`, out, 0, ref, tol);
-        }
-      }
-    }
+    checkFastPaths(rng(3), [[1, 50257, 128], [1, 2049, 771], [2, 4099, 130], [3, 1031, 515], [8, 771, 64], [5, 4103, 9]]);
   });
 
   it('prefill shapes: several row blocks, K cut into slices, packed panels', () => {
-    const r = rng(4);
-    for (const [M, N, K] of [[130, 67, 1029], [67, 130, 600], [16, 9, 1], [65, 17, 2051]]) {
-      for (const transB of [true, false]) {
-        const a = randArray(M * K, r), b = randArray(N * K, r);
-        const { ref, tol } = reference(a, b, M, N, K, transB);
-        for (const [name, f] of IMPLS) {
-          if (name === 'naive') continue;
-          const out = new Float32Array(M * N).fill(NaN);
-          f(out, a, b, M, N, K, transB);
-          assertClose(`${name} M=${M} N=${N} K=${K} transB=${transB}`, out, 0, ref, tol);
-        }
-      }
-    }
+    checkFastPaths(rng(4), [[130, 67, 1029], [67, 130, 600], [16, 9, 1], [65, 17, 2051]]);
   });
 });
 

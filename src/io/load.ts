@@ -67,7 +67,8 @@ export function readModelSource(dir: string): ModelSource {
 }
 
 /** Fetch one HF tensor as f32 with the fix-up applied, checking its shape against `want`. */
-function readSourced(src: TensorSource, s: WeightSource, canonical: string, want: number[]): Float32Array {
+/** Returns the f32 values and the dtype they were stored in. */
+function readSourced(src: TensorSource, s: WeightSource, canonical: string, want: number[]): { data: Float32Array; dtype: DType } {
   let hf = s.hf;
   if (!src.has(hf)) {
     // Some checkpoints drop the `transformer.`/`model.` prefix.
@@ -100,7 +101,7 @@ function readSourced(src: TensorSource, s: WeightSource, canonical: string, want
     const n = data.length / parts;
     data = data.slice(s.split.index * n, (s.split.index + 1) * n);
   }
-  return data;
+  return { data, dtype: info.dtype };
 }
 
 export interface LoadOptions {
@@ -121,8 +122,7 @@ export async function loadModel(dir: string, opts: LoadOptions): Promise<LoadedM
   try {
     for (const d of declareWeights(source.spec)) {
       const s: WeightSource = family ? family.source(d.name) : { hf: d.name };
-      const data = readSourced(src, s, d.name, d.shape);
-      const dt = src.info(src.has(s.hf) ? s.hf : s.hf.replace(/^(transformer|model)\./, '')).dtype;
+      const { data, dtype: dt } = readSourced(src, s, d.name, d.shape);
       dtypes.set(dt, (dtypes.get(dt) ?? 0) + data.length);
       // Matrices stay in their stored 16-bit dtype where the backend computes with them packed (WebGPU);
       // narrowing back is exact because the values came from that dtype.

@@ -84,7 +84,7 @@ export async function generate(model: Model, prompts: number[][], opts: Generate
       const out = await model.forward(step, B, 1, { cache, pos0: pos, logitRows: new Array(B).fill(0), gate: opts.gate });
       logits = await out.logits.toF32();
       out.logits.dispose();
-      for (let b = 0; b < B; b++) pos[b] = Math.min(pos[b] + 1, cache.capacity - 1);
+      for (let b = 0; b < B; b++) pos[b]++; // stays below capacity: at most maxNewTokens - 1 steps
       steps++;
     }
     return result(t1 - t0, performance.now() - t1, steps);

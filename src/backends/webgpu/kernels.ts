@@ -112,24 +112,24 @@ fn sincos_(x: f32) -> vec2<f32> {
 
 type AttrFreeKernel = { dtypes(i: number): DType[]; plan(ins: KernelInput[], attrs: Record<string, never>, outShape: readonly number[], features: Set<string>): KernelPlan };
 
-function unary(name: string, expr: string, extra = ''): AttrFreeKernel {
+/** One thread per element: o[i] = expr(x = a[i]); `c` is a constant the expression may read as f(2u). */
+function elementwisePlan(name: string, ins: KernelInput[], expr: string, extra = '', c = 0): KernelPlan {
+  const n = numel(ins[0].shape);
+  const g = grid(n, 256);
   return {
-    dtypes: () => ['f32'],
-    plan(ins) {
-      const n = numel(ins[0].shape);
-      const g = grid(n, 256);
-      return {
-        key: name, workgroups: g.workgroups, params: words(n, g.nx, f(0)),
-        wgsl: () => `${header(['f32'], 'f32')}${extra}
+    key: name, workgroups: g.workgroups, params: words(n, g.nx, f(c)),
+    wgsl: () => `${header(['f32'], 'f32')}${extra}
 @compute @workgroup_size(256) fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   ${IDX}
   if (i >= u(0u)) { return; }
   let x = a[i];
   o[i] = ${expr};
 }`,
-      };
-    },
   };
+}
+
+function unary(name: string, expr: string, extra = ''): AttrFreeKernel {
+  return { dtypes: () => ['f32'], plan: (ins) => elementwisePlan(name, ins, expr, extra) };
 }
 
 function binary(name: string, expr: string): AttrFreeKernel {
@@ -237,22 +237,7 @@ export const WGSL_KERNELS: { [O in OpName]: WgslKernel<O> } = {
   sub: binary('sub', 'x - y'),
   mul: binary('mul', 'x * y'),
   div: binary('div', 'x / y'),
-  scale: {
-    dtypes: () => ['f32'],
-    plan(ins, { s }) {
-      const n = numel(ins[0].shape);
-      const g = grid(n, 256);
-      return {
-        key: 'scale', workgroups: g.workgroups, params: words(n, g.nx, f(s)),
-        wgsl: () => `${header(['f32'], 'f32')}
-@compute @workgroup_size(256) fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-  ${IDX}
-  if (i >= u(0u)) { return; }
-  o[i] = a[i] * f(2u);
-}`,
-      };
-    },
-  },
+  scale: { dtypes: () => ['f32'], plan: (ins, { s }) => elementwisePlan('scale', ins, 'x * f(2u)', '', s) },
   silu: unary('silu', 'x / (1.0 + exp(-x))'),
   relu: unary('relu', 'max(x, 0.0)'),
   gelu_erf: unary('gelu_erf', '0.5 * x * (1.0 + erf_(x * 0.70710678118654752))', ERF_WGSL),
