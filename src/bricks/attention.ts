@@ -7,7 +7,8 @@
 import * as op from '../tensor/api.ts';
 import type { AttnSpec } from '../model/spec.ts';
 import { linear, linearDecl } from './linear.ts';
-import type { BrickDef } from './types.ts';
+import type { Tensor } from '../tensor/tensor.ts';
+import type { BrickDef, ForwardContext } from './types.ts';
 
 export const ATTENTION: BrickDef<AttnSpec> = {
   weights(model, a, prefix) {
@@ -31,24 +32,15 @@ export const ATTENTION: BrickDef<AttnSpec> = {
     const { B, T, pos0 } = ctx;
     const D = a.headDim;
     let q = linear(ctx, x, `${prefix}.q`, a.qkvBias).reshape([B, T, a.heads, D]);
-    let k = linear(ctx, x, `${prefix}.k`, a.qkvBias).reshape([B, T, a.kvHeads, D]);
-    let v = linear(ctx, x, `${prefix}.v`, a.qkvBias).reshape([B, T, a.kvHeads, D]);
     if (a.rope) {
-      const q2 = op.rope(q, pos0, ctx.invFreq), k2 = op.rope(k, pos0, ctx.invFreq);
-      ctx.drop(q, k);
+      const q2 = op.rope(q, pos0, ctx.invFreq);
+      ctx.drop(q);
       q = q2;
-      k = k2;
     }
     q = await ctx.point(`${prefix}.q`, q);
-    k = await ctx.point(`${prefix}.k`, k);
-    v = await ctx.point(`${prefix}.v`, v);
     const cache = ctx.kv(prefix);
     if (!cache && pos0.some((p) => p !== 0)) throw new Error(`${prefix}: positions start after 0 but no KV cache was given`);
-    // Attention reads keys/values head-major (B, K, S, D); without a cache, a temporary one of length T.
-    const shape = [B, a.kvHeads, T, D];
-    const keys = op.kvWrite(cache?.k ?? ctx.backend.zeros(shape, 'f32'), k, pos0);
-    const values = op.kvWrite(cache?.v ?? ctx.backend.zeros(shape, 'f32'), v, pos0);
-    ctx.drop(k, v);
+    const { keys, values } = await writeKeysValues(ctx, a, prefix, x, cache);
     const scale = 1 / Math.sqrt(D);
     if (ctx.wants(`${prefix}.pattern`)) await ctx.point(`${prefix}.pattern`, op.attentionProbs(q, keys, pos0, scale));
     const z0 = op.attention(q, keys, values, pos0, scale).reshape([B, T, a.heads * D]);
@@ -59,4 +51,32 @@ export const ATTENTION: BrickDef<AttnSpec> = {
     ctx.drop(z);
     return y;
   },
+
+  async fillCache(ctx, a, prefix, x) {
+    const cache = ctx.kv(prefix);
+    if (cache) await writeKeysValues(ctx, a, prefix, x, cache);
+  },
 };
+
+/**
+ * Project x to keys and values (rope on the keys) and write them at each row's position: into the
+ * cache when there is one, else into a temporary head-major (B, K, T, D) buffer that is returned.
+ */
+async function writeKeysValues(ctx: ForwardContext, a: AttnSpec, prefix: string, x: Tensor, cache: { k: Tensor; v: Tensor } | undefined) {
+  const { B, T, pos0 } = ctx;
+  const D = a.headDim;
+  let k = linear(ctx, x, `${prefix}.k`, a.qkvBias).reshape([B, T, a.kvHeads, D]);
+  let v = linear(ctx, x, `${prefix}.v`, a.qkvBias).reshape([B, T, a.kvHeads, D]);
+  if (a.rope) {
+    const k2 = op.rope(k, pos0, ctx.invFreq);
+    ctx.drop(k);
+    k = k2;
+  }
+  k = await ctx.point(`${prefix}.k`, k);
+  v = await ctx.point(`${prefix}.v`, v);
+  const shape = [B, a.kvHeads, T, D];
+  const keys = op.kvWrite(cache?.k ?? ctx.backend.zeros(shape, 'f32'), k, pos0);
+  const values = op.kvWrite(cache?.v ?? ctx.backend.zeros(shape, 'f32'), v, pos0);
+  ctx.drop(k, v);
+  return { keys, values };
+}

@@ -8,6 +8,7 @@ import * as op from '../tensor/api.ts';
 import type { MoeSpec } from '../model/spec.ts';
 import { ffnBody, ffnBodyDecl, ffnBodyFlops } from './ffn.ts';
 import { linearDecl } from './linear.ts';
+import { UsageError } from '../util/errors.ts';
 import type { BrickDef } from './types.ts';
 
 export const MOE: BrickDef<MoeSpec> = {
@@ -23,9 +24,11 @@ export const MOE: BrickDef<MoeSpec> = {
     const { B, T } = ctx;
     const C = ctx.spec.dModel, N = B * T;
     const flat = x.reshape([N, C]);
+    const topK = ctx.moeTopK ?? m.topK;
+    if (!(Number.isInteger(topK) && topK >= 1 && topK <= m.experts)) throw new UsageError(`${prefix}: top-k ${topK} is not between 1 and the ${m.experts} experts`, `pass a top-k in 1..${m.experts}`);
     const logits = await ctx.point(`${prefix}.router`, op.matmul(flat, ctx.weight(`${prefix}.router.weight`), true).reshape([B, T, m.experts]));
     const probs = op.softmax(logits.reshape([N, m.experts]));
-    const idx = op.topk(probs, m.topK); // (N, k)
+    const idx = op.topk(probs, topK); // (N, k)
     const w = op.gather(probs, idx); // (N, k)
     // NOTE: routing is data-dependent, so the chosen experts are read back to build each expert's
     // token list (on a GPU this is one small readback per MoE layer).
@@ -35,11 +38,11 @@ export const MOE: BrickDef<MoeSpec> = {
     const weights: number[][] = Array.from({ length: m.experts }, () => []);
     for (let n = 0; n < N; n++) {
       let z = 0;
-      for (let j = 0; j < m.topK; j++) z += wH[n * m.topK + j];
-      for (let j = 0; j < m.topK; j++) {
-        const e = idxH[n * m.topK + j];
+      for (let j = 0; j < topK; j++) z += wH[n * topK + j];
+      for (let j = 0; j < topK; j++) {
+        const e = idxH[n * topK + j];
         rows[e].push(n);
-        weights[e].push(m.renormalize ? wH[n * m.topK + j] / z : wH[n * m.topK + j]);
+        weights[e].push(m.renormalize ? wH[n * topK + j] / z : wH[n * topK + j]);
       }
     }
     let out = ctx.backend.zeros([N, C], 'f32');

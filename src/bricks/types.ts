@@ -28,6 +28,8 @@ export interface ForwardContext {
   point(name: string, t: Tensor): Promise<Tensor>;
   /** Whether anyone asked for this point (lets a brick skip computing an optional value). */
   wants(name: string): boolean;
+  /** Experts per token for MoE sublayers when a request overrides the spec's top-k. */
+  readonly moeTopK?: number;
   /** The KV cache slot of an attention sublayer, when this pass uses a cache. */
   kv(prefix: string): { k: Tensor; v: Tensor } | undefined;
   /** Dispose intermediates that nobody captured. */
@@ -41,4 +43,9 @@ export interface BrickDef<S extends SublayerSpec> {
   flopsPerToken(model: ModelSpec, sub: S, ctxLen: number): number;
   /** x (B, T, C) → output (B, T, C), before the residual add. */
   forward(ctx: ForwardContext, sub: S, prefix: string, x: Tensor): Promise<Tensor>;
+  /**
+   * Only the KV-cache writes of `forward` for input x (B, T, C), for bricks that keep a cache: used
+   * when an early exit skips the brick but later tokens will still attend to these positions.
+   */
+  fillCache?(ctx: ForwardContext, sub: S, prefix: string, x: Tensor): Promise<void>;
 }

@@ -19,6 +19,13 @@ export interface Hook {
 /** Decides, before a sublayer runs, whether it runs (skip policies). Names are `layers.3.ffn`. */
 export type SublayerGate = (name: string, layer: number) => boolean;
 
+/**
+ * Early exit: called after every layer but the last with the residual (B, T, C), or only the
+ * `logitRows` rows (B, 1, C) when those were asked for. Returning logits (same rows, (B, ·, V)) ends
+ * the pass there: the remaining layers run only their KV-cache writes (see `Model.forward`).
+ */
+export type ExitCheck = (layer: number, resid: Tensor) => Promise<Tensor | undefined>;
+
 export interface ForwardOptions {
   /** First position of each batch row (default 0); needs `cache` when > 0. */
   pos0?: number[];
@@ -30,6 +37,10 @@ export interface ForwardOptions {
   logitRows?: number[];
   /** Skip sublayers for which this returns false. */
   gate?: SublayerGate;
+  /** Route every token of every MoE sublayer to this many experts instead of the spec's top-k. */
+  moeTopK?: number;
+  /** Early exit (per token); see ExitCheck. */
+  exit?: ExitCheck;
 }
 
 export interface ForwardResult {
@@ -37,6 +48,10 @@ export interface ForwardResult {
   logits: Tensor;
   /** Captured points, in the order they were produced. */
   captured: Map<string, Tensor>;
+  /** Sublayers that did not run (gated off, or after an early exit), e.g. `layers.3.ffn`. */
+  skipped: string[];
+  /** Layers that ran in full: `spec.layers.length` unless the pass exited early. */
+  exitLayer: number;
 }
 
 /** Per-attention-sublayer key/value buffers (B, K, S, D), head-major. Owned by the runtime, filled by attention. */
@@ -169,7 +184,21 @@ export class Model {
     }
     x = await ctx.point('embed.out', x);
 
-    for (let i = 0; i < spec.layers.length; i++) x = await this.layer(ctx, i, x);
+    const L = spec.layers.length;
+    for (let i = 0; i < L; i++) {
+      x = await this.layer(ctx, i, x);
+      if (!opts.exit || i === L - 1) continue;
+      const rows = opts.logitRows ? this.pickRows(x, opts.logitRows, B, T) : x;
+      const exitLogits = await opts.exit(i, rows);
+      if (rows !== x) ctx.drop(rows);
+      if (!exitLogits) continue;
+      // NOTE: the layers after an exit still owe later tokens their keys and values. As CALM does, the
+      // exit residual is copied up to every skipped layer and only its K/V projections run on it, so
+      // the cache is filled at the cost of two small matmuls per skipped attention sublayer.
+      for (let j = i + 1; j < L; j++) await this.fillCache(ctx, j, x);
+      ctx.drop(x);
+      return { logits: await ctx.point('logits', exitLogits), captured: ctx.captured, skipped: ctx.skipped, exitLayer: i + 1 };
+    }
 
     let h = x;
     if (spec.finalNorm) {
@@ -177,16 +206,58 @@ export class Model {
       ctx.drop(x);
     }
     if (opts.logitRows) {
-      const rows = Int32Array.from(opts.logitRows.map((t, b) => b * T + t));
-      const rowsT = be.upload(rows, [B, 1], 'i32');
-      const picked = op.gatherRows(h.reshape([B * T, spec.dModel]), rowsT);
-      ctx.drop(rowsT, h);
+      const picked = this.pickRows(h, opts.logitRows, B, T);
+      ctx.drop(h);
       h = picked;
     }
-    const head = spec.tiedEmbeddings ? this.weights.get('embed.weight')! : this.weights.get('lm_head.weight')!;
-    const logits = await ctx.point('logits', op.matmul(h, head, true));
+    const logits = await ctx.point('logits', op.matmul(h, this.headWeight(), true));
     ctx.drop(h);
-    return { logits, captured: ctx.captured };
+    return { logits, captured: ctx.captured, skipped: ctx.skipped, exitLayer: L };
+  }
+
+  /**
+   * The logit lens: the final norm and the LM head applied to a residual (…, C) → (…, V).
+   * @example
+   *   const { captured } = await model.forward(ids, 1, T, { capture: ['layers.3.resid.post'] });
+   *   const early = model.lens(captured.get('layers.3.resid.post')!);
+   */
+  lens(resid: Tensor): Tensor {
+    if (!this.spec.finalNorm) return op.matmul(resid, this.headWeight(), true);
+    const n = this.spec.norm;
+    const h = n.kind === 'rmsnorm'
+      ? op.rmsnorm(resid, this.weights.get('final_norm.weight')!, n.eps)
+      : op.layernorm(resid, this.weights.get('final_norm.weight')!, n.bias ? this.weights.get('final_norm.bias') : undefined, n.eps);
+    const logits = op.matmul(h, this.headWeight(), true);
+    h.dispose();
+    return logits;
+  }
+
+  private headWeight(): Tensor {
+    return this.spec.tiedEmbeddings ? this.weights.get('embed.weight')! : this.weights.get('lm_head.weight')!;
+  }
+
+  /** Row `rows[b]` of every batch entry of x (B, T, C) → (B, 1, C). */
+  private pickRows(x: Tensor, rows: number[], B: number, T: number): Tensor {
+    const idx = this.backend.upload(Int32Array.from(rows.map((t, b) => b * T + t)), [B, 1], 'i32');
+    const picked = op.gatherRows(x.reshape([B * T, this.spec.dModel]), idx);
+    idx.dispose();
+    return picked;
+  }
+
+  /** After an early exit: write layer i's keys/values computed from the exit residual x; nothing else runs. */
+  private async fillCache(ctx: Ctx, i: number, x: Tensor): Promise<void> {
+    const layer = this.spec.layers[i];
+    const names = sublayerNames(layer);
+    for (let j = 0; j < layer.sublayers.length; j++) {
+      const sub = layer.sublayers[j];
+      const prefix = `layers.${i}.${names[j]}`;
+      ctx.skipped.push(prefix);
+      const fill = brickOf(sub).fillCache;
+      if (!fill || !ctx.kv(prefix)) continue;
+      const h = layer.norm === 'pre' || layer.norm === 'peri' ? applyNorm(ctx, `${prefix}.norm`, x) : x;
+      await fill(ctx, sub, prefix, h);
+      if (h !== x) ctx.drop(h);
+    }
   }
 
   private async layer(ctx: Ctx, i: number, x: Tensor): Promise<Tensor> {
@@ -211,6 +282,7 @@ export class Model {
     };
     const gate = ctx.opts.gate;
     const active = layer.sublayers.map((_, j) => !gate || gate(`${lp}.${names[j]}`, i));
+    active.forEach((on, j) => { if (!on) ctx.skipped.push(`${lp}.${names[j]}`); });
 
     if (layer.wiring === 'parallel') {
       let acc = x;
@@ -250,6 +322,8 @@ class Ctx implements ForwardContext {
   readonly backend: Backend;
   readonly invFreq: number[];
   readonly captured = new Map<string, Tensor>();
+  readonly skipped: string[] = [];
+  readonly moeTopK?: number;
   private readonly kept = new Set<Tensor>();
   private readonly captureMatchers: PointMatcher[];
   private readonly hooks: { match: PointMatcher; hook: Hook }[];
@@ -258,6 +332,7 @@ class Ctx implements ForwardContext {
     this.spec = model.spec;
     this.backend = model.backend;
     this.invFreq = model.invFreq;
+    this.moeTopK = opts.moeTopK;
     this.captureMatchers = (opts.capture ?? []).map(compilePattern);
     this.hooks = (opts.hooks ?? []).map((hook) => ({ match: compilePattern(hook.point), hook }));
   }

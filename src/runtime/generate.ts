@@ -2,8 +2,8 @@
 // right-padded into one prefill pass; each row then decodes at its own position (the cache rows past
 // a prompt's end hold padding that decoding overwrites before anything reads it).
 
-import type { Model } from '../model/assemble.ts';
-import type { SublayerGate } from '../model/assemble.ts';
+import type { ForwardOptions, Model } from '../model/assemble.ts';
+import { SkipMeter, type Policy, type PolicySession, type SkippedFraction } from './policies/index.ts';
 import { ContextLengthError, UsageError } from '../util/errors.ts';
 import { Rng, sampleToken, validateSampling, type SamplingOptions } from './sampling.ts';
 
@@ -14,8 +14,8 @@ export interface GenerateOptions {
   stopTokens?: number[];
   /** Called for every new token as soon as it is chosen. */
   onToken?: (row: number, token: number) => void;
-  /** Skip policy for sublayers (every pass). */
-  gate?: SublayerGate;
+  /** Skip / exit policy (see runtime/policies); dense when absent. */
+  policy?: Policy;
 }
 
 export interface GenerateResult {
@@ -27,6 +27,10 @@ export interface GenerateResult {
   decodeMs: number;
   /** Decode steps run (after the prefill's first token). */
   decodeSteps: number;
+  /** Share of the dense sublayer FLOPs the policy skipped (all zero when dense). */
+  skipped: SkippedFraction;
+  /** Sublayers the policy skipped at the end of the run. */
+  skipping: string[];
 }
 
 /**
@@ -53,16 +57,21 @@ export async function generate(model: Model, prompts: number[][], opts: Generate
   const tokens: number[][] = prompts.map(() => []);
   const finish: ('stop' | 'length')[] = prompts.map(() => 'length');
   const done = prompts.map(() => opts.maxNewTokens === 0);
-  const result = (prefillMs: number, decodeMs: number, decodeSteps: number): GenerateResult => ({ tokens, finish, prefillMs, decodeMs, decodeSteps });
+  const Tmax = Math.max(...lens);
+  const meter = new SkipMeter(spec, Tmax + Math.ceil(opts.maxNewTokens / 2));
+  const session = opts.policy?.session();
+  const result = (prefillMs: number, decodeMs: number, decodeSteps: number): GenerateResult => {
+    if (session) meter.overheadFlops = session.overheadFlops;
+    return { tokens, finish, prefillMs, decodeMs, decodeSteps, skipped: meter.fraction, skipping: [...(session?.skipping ?? [])] };
+  };
   if (opts.maxNewTokens === 0) return result(0, 0, 0);
 
-  const Tmax = Math.max(...lens);
   const cache = model.newCache(B, Tmax + opts.maxNewTokens);
   try {
     const t0 = performance.now();
     const ids = new Int32Array(B * Tmax);
     prompts.forEach((p, b) => ids.set(p, b * Tmax));
-    const pre = await model.forward(ids, B, Tmax, { cache, logitRows: lens.map((l) => l - 1), gate: opts.gate });
+    const pre = await policyPass(model, session, meter, 'prefill', ids, B, Tmax, { cache, logitRows: lens.map((l) => l - 1) }, lens.reduce((p, l) => p + l, 0), (b, t) => t < lens[b]);
     let logits = await pre.logits.toF32();
     pre.logits.dispose();
     const t1 = performance.now();
@@ -81,7 +90,7 @@ export async function generate(model: Model, prompts: number[][], opts: Generate
       }
       if (done.every(Boolean)) break;
       // Finished rows still ride along (their outputs are ignored) so the batch stays rectangular.
-      const out = await model.forward(step, B, 1, { cache, pos0: pos, logitRows: new Array(B).fill(0), gate: opts.gate });
+      const out = await policyPass(model, session, meter, 'decode', step, B, 1, { cache, pos0: pos, logitRows: new Array(B).fill(0) }, B);
       logits = await out.logits.toF32();
       out.logits.dispose();
       for (let b = 0; b < B; b++) pos[b]++; // stays below capacity: at most maxNewTokens - 1 steps
@@ -91,4 +100,17 @@ export async function generate(model: Model, prompts: number[][], opts: Generate
   } finally {
     cache.dispose();
   }
+}
+
+/**
+ * One forward pass under a policy session: its plan goes into the options, the session sees the
+ * result, and the meter records what was skipped over `tokens` positions.
+ */
+export async function policyPass(model: Model, session: PolicySession | undefined, meter: SkipMeter, phase: 'prefill' | 'decode',
+  ids: Int32Array, B: number, T: number, fwd: ForwardOptions, tokens: number, valid?: (b: number, t: number) => boolean, predicted = 1) {
+  const plan = session?.plan(phase) ?? {};
+  const r = await model.forward(ids, B, T, { ...fwd, ...plan });
+  if (session) await session.observe(r, { B, T, predicted, valid });
+  meter.record(r, tokens, { cached: !!fwd.cache, moeTopK: plan.moeTopK });
+  return r;
 }

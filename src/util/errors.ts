@@ -74,3 +74,10 @@ export class UsageError extends BrickworkError {
     super('E_USAGE', message, hint);
   }
 }
+
+/** A skip/exit policy spec is malformed or does not fit the model. */
+export class PolicyError extends BrickworkError {
+  constructor(readonly spec: string, message: string, hint?: string) {
+    super('E_POLICY', `policy '${spec}': ${message}`, hint);
+  }
+}

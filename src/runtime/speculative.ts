@@ -1,0 +1,177 @@
+// Self-speculative decoding: the same model under a skip or exit policy (the draft) proposes k tokens
+// one at a time; the full model scores all of them in one batched pass and keeps the longest prefix it
+// agrees with, plus one token of its own. Greedy output is token-for-token the full model's; with
+// sampling, the standard acceptance rule (accept d with probability min(1, p(d)/q(d)), else draw from
+// max(0, p − q) normalised) makes every token exactly p-distributed. One prompt at a time.
+// The draft keeps its own KV cache (its residual differs wherever it skipped); a rejection rolls both
+// caches back by moving their write positions (stale entries past a position are never read).
+
+import type { Model } from '../model/assemble.ts';
+import { ContextLengthError, UsageError } from '../util/errors.ts';
+import { policyPass } from './generate.ts';
+import { SkipMeter, type Policy, type SkippedFraction } from './policies/index.ts';
+import { argmax, drawIndex, Rng, samplingDistribution, validateSampling, type SamplingOptions } from './sampling.ts';
+
+export interface SpeculativeOptions {
+  maxNewTokens: number;
+  /** The draft: the model under this policy (static skips, ffn-skip, block-influence, early-exit). */
+  draft: Policy;
+  /** Tokens drafted per round (k). */
+  draftLength: number;
+  sampling?: SamplingOptions;
+  /** Default: the model's eos ids. The stop token is included in the output. */
+  stopTokens?: number[];
+  onToken?: (token: number) => void;
+}
+
+export interface SpeculativeResult {
+  tokens: number[];
+  finish: 'stop' | 'length';
+  prefillMs: number;
+  decodeMs: number;
+  /** Draft tokens proposed and accepted by the full model. */
+  drafted: number;
+  accepted: number;
+  /** accepted / drafted (1 when nothing was drafted). */
+  acceptanceRate: number;
+  /** Verification passes of the full model (one per round). */
+  rounds: number;
+  /** Forward passes of the draft. */
+  draftPasses: number;
+  /** What the draft skipped, over its passes. */
+  draftSkipped: SkippedFraction;
+}
+
+/** A distribution as a dense probability vector over the vocabulary. */
+function denseDist(logits: Float32Array, off: number, V: number, s: SamplingOptions): Float64Array {
+  const p = new Float64Array(V);
+  if (s.greedy) { p[argmax(logits, off, V)] = 1; return p; }
+  const { ids, probs } = samplingDistribution(logits, off, V, s);
+  for (let i = 0; i < ids.length; i++) p[ids[i]] = probs[i];
+  return p;
+}
+
+/**
+ * The speculative-sampling decision for one drafted token d ~ q under target p: d itself (accepted),
+ * or a token drawn from the normalised residual max(0, p − q). The result is p-distributed.
+ */
+export function acceptOrResample(p: Float64Array, q: Float64Array, d: number, rng: Rng): { token: number; accepted: boolean } {
+  if (q[d] > 0 && rng.next() < Math.min(1, p[d] / q[d])) return { token: d, accepted: true };
+  const r = new Float64Array(p.length);
+  let z = 0;
+  for (let i = 0; i < p.length; i++) { r[i] = Math.max(0, p[i] - q[i]); z += r[i]; }
+  // NOTE: z is 0 only when p == q, where rejection has probability 0; guard against rounding anyway.
+  if (!(z > 0)) return { token: drawIndex(p, rng), accepted: false };
+  for (let i = 0; i < r.length; i++) r[i] /= z;
+  return { token: drawIndex(r, rng), accepted: false };
+}
+
+/**
+ * Generate from one prompt with self-speculative decoding.
+ * @example
+ *   const draft = await createPolicy(model, 'static:layers.4-7');
+ *   const r = await speculativeGenerate(model, ids, { maxNewTokens: 40, draft, draftLength: 4 });
+ *   console.log(r.tokens, r.acceptanceRate);
+ */
+export async function speculativeGenerate(model: Model, prompt: number[], opts: SpeculativeOptions): Promise<SpeculativeResult> {
+  const spec = model.spec, V = spec.vocabSize;
+  const k = opts.draftLength;
+  if (!(Number.isInteger(k) && k >= 1)) throw new UsageError(`draft length must be an integer >= 1, found ${k}`);
+  if (!(Number.isInteger(opts.maxNewTokens) && opts.maxNewTokens >= 0)) throw new UsageError(`max new tokens must be an integer >= 0, found ${opts.maxNewTokens}`);
+  if (prompt.length === 0) throw new UsageError('the prompt is empty', 'give at least one token (e.g. the BOS token)');
+  const P = prompt.length, cap = P + opts.maxNewTokens;
+  if (cap > spec.maxContext) throw new ContextLengthError(cap, spec.maxContext, `the prompt (${P} tokens) plus ${opts.maxNewTokens} new tokens`);
+  const sampling = opts.sampling ?? { greedy: true };
+  validateSampling(sampling);
+  const rng = new Rng(sampling.seed ?? 0);
+  const stops = new Set(opts.stopTokens ?? spec.eosTokenIds ?? []);
+  const meter = new SkipMeter(spec, P + Math.ceil(opts.maxNewTokens / 2));
+  const session = opts.draft.session();
+  const out: number[] = [];
+  let finish: 'stop' | 'length' = 'length';
+  let drafted = 0, accepted = 0, rounds = 0, draftPasses = 0;
+  const result = (prefillMs: number, decodeMs: number): SpeculativeResult => {
+    meter.overheadFlops = session.overheadFlops;
+    return { tokens: out, finish, prefillMs, decodeMs, drafted, accepted, acceptanceRate: drafted ? accepted / drafted : 1, rounds, draftPasses, draftSkipped: meter.fraction };
+  };
+  if (opts.maxNewTokens === 0) return result(0, 0);
+  /** Emit a token; true when generation is over. */
+  const emit = (t: number): boolean => {
+    out.push(t);
+    opts.onToken?.(t);
+    if (stops.has(t)) { finish = 'stop'; return true; }
+    return out.length >= opts.maxNewTokens;
+  };
+
+  const target = model.newCache(1, cap), draftCache = model.newCache(1, cap);
+  try {
+    const t0 = performance.now();
+    const ids = Int32Array.from(prompt);
+    const pre = await model.forward(ids, 1, P, { cache: target, logitRows: [P - 1] });
+    const first = await pre.logits.toF32();
+    pre.logits.dispose();
+    const dpre = await policyPass(model, session, meter, 'prefill', ids, 1, P, { cache: draftCache, logitRows: [P - 1] }, P);
+    dpre.logits.dispose();
+    draftPasses++;
+    const t1 = performance.now();
+    const seq = [...prompt];
+    let last = sampling.greedy ? argmax(first, 0, V) : drawIndex(denseDist(first, 0, V, sampling), rng);
+    seq.push(last);
+    let done = emit(last);
+    let pos = P; // target cache holds positions < pos; `last` is not in it yet
+    let dpos = P; // same for the draft cache
+    while (!done) {
+      const kk = Math.min(k, opts.maxNewTokens - out.length);
+      const drafts: number[] = [], qs: Float64Array[] = [];
+      let pending = seq.slice(dpos);
+      for (let i = 0; i < kk; i++) {
+        const r = await policyPass(model, session, meter, 'decode', Int32Array.from(pending), 1, pending.length,
+          { cache: draftCache, pos0: [dpos], logitRows: [pending.length - 1] }, pending.length);
+        const L = await r.logits.toF32();
+        r.logits.dispose();
+        draftPasses++;
+        dpos += pending.length;
+        const q = denseDist(L, 0, V, sampling);
+        const d = sampling.greedy ? argmax(L, 0, V) : drawIndex(q, rng);
+        drafts.push(d);
+        qs.push(q);
+        pending = [d];
+        if (stops.has(d)) break;
+      }
+      // The full model scores `last` and every draft in one pass: row i predicts the token after input i.
+      const vin = Int32Array.from([last, ...drafts]);
+      const ver = await model.forward(vin, 1, vin.length, { cache: target, pos0: [pos] });
+      const L = await ver.logits.toF32();
+      ver.logits.dispose();
+      rounds++;
+      drafted += drafts.length;
+      let n = 0, next = -1;
+      for (let i = 0; i < drafts.length; i++) {
+        if (sampling.greedy) {
+          const best = argmax(L, i * V, V);
+          if (best === drafts[i]) { n++; continue; }
+          next = best;
+          break;
+        }
+        const d = acceptOrResample(denseDist(L, i * V, V, sampling), qs[i], drafts[i], rng);
+        if (d.accepted) { n++; continue; }
+        next = d.token;
+        break;
+      }
+      if (next < 0) next = sampling.greedy ? argmax(L, drafts.length * V, V) : drawIndex(denseDist(L, drafts.length * V, V, sampling), rng);
+      accepted += n;
+      // Both caches now hold valid entries only for `last` and the accepted drafts.
+      pos += n + 1;
+      dpos = Math.min(dpos, pos);
+      for (const t of [...drafts.slice(0, n), next]) {
+        seq.push(t);
+        if ((done = emit(t))) break;
+      }
+      last = next;
+    }
+    return result(t1 - t0, performance.now() - t1);
+  } finally {
+    target.dispose();
+    draftCache.dispose();
+  }
+}
