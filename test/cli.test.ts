@@ -58,7 +58,7 @@ after(() => { if (tmp) rmSync(tmp, { recursive: true, force: true }); });
 
 test('generate --json: greedy ids match HF', () => {
   const out = json(cli('generate', '--greedy', '--max-new-tokens', '8', '--json', '--prompt', 'Once upon a time'));
-  assert.deepEqual(Object.keys(out), ['prompt_ids', 'new_ids', 'text', 'tokens_per_second']);
+  assert.deepEqual(Object.keys(out), ['prompt_ids', 'new_ids', 'text', 'tokens_per_second', 'skipped_fraction', 'skipped']);
   assert.equal(out.new_ids.length, 8);
   assert.ok(out.new_ids.every((x: unknown) => Number.isInteger(x)));
   assert.equal(typeof out.text, 'string');
@@ -117,6 +117,50 @@ test('convert to a native checkpoint, then generate from it: same ids', () => {
   assertCleanError(cli('convert', '--out', out), /already holds files/);
 });
 
+test('generate --policy and --speculative report what was skipped and the acceptance rate', () => {
+  const args = ['generate', '--greedy', '--max-new-tokens', '16', '--stop', 'none', '--json', '--prompt', 'Once upon a time'];
+  const dense = json(cli(...args));
+  assert.equal(dense.skipped_fraction, 0);
+  const skip = json(cli(...args, '--policy', 'static:layers.3-4.ffn'));
+  assert.equal(skip.policy, 'static:layers.3-4.ffn');
+  assert.ok(Math.abs(skip.skipped.ffn - 0.25) < 1e-12 && skip.skipped_fraction > 0.1 && skip.skipped_fraction < 0.25, JSON.stringify(skip.skipped));
+  const spec = json(cli(...args, '--speculative', 'static:layers.4-7', '--draft', '3'));
+  assert.deepEqual(spec.new_ids, dense.new_ids, 'speculative greedy output differs from dense');
+  assert.ok(spec.acceptance_rate > 0 && spec.acceptance_rate < 1 && spec.accepted <= spec.drafted, JSON.stringify(spec));
+  assert.equal(spec.draft_length, 3);
+  const line = cli(...args.filter((a) => a !== '--json'), '--policy', 'ffn-skip:0.25,warmup=4');
+  assert.equal(line.code, 0, line.stderr);
+  assert.match(line.stderr, /policy ffn-skip:0\.25,warmup=4: skipped \d+\.\d% of FFN FLOPs/);
+});
+
+test('ppl --policy scores with the policy and reports the skipped share', () => {
+  const file = join(tmp, 'text-policy.txt');
+  writeFileSync(file, 'The river ran past the old mill, and the miller watched the water turn the wheel all day long. '.repeat(30));
+  const out = json(cli('ppl', '--json', '--max-tokens', '200', '--file', file, '--policy', 'block-influence:0.25', '--window', '100'));
+  assert.equal(out.tokens_scored, 200);
+  assert.ok(Math.abs(out.skipped.ffn - 0.25) < 1e-12, JSON.stringify(out));
+  const dense = json(cli('ppl', '--json', '--max-tokens', '200', '--file', file, '--window', '100'));
+  assert.notEqual(out.ppl, dense.ppl);
+});
+
+test('sweep prints a table and writes JSON and SVG', () => {
+  const file = join(tmp, 'text-sweep.txt');
+  writeFileSync(file, 'She opened the window and the cold air of the morning came in with the sound of bells. '.repeat(40));
+  const outDir = join(tmp, 'sweep-out');
+  const r = cli('sweep', '--file', file, '--policy', 'ffn-skip', '--values', '0.25', '--max-tokens', '128', '--window', '64',
+    '--gen-tokens', '8', '--prompt-tokens', '8', '--speculative', '--draft', '2', '--out', outDir);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /policy\s+setting\s+FFN skipped\s+attn skipped\s+perplexity\s+decode tok\/s\s+dense tok\/s\s+vs dense\s+accept/);
+  assert.match(r.stdout, /^ffn-skip\s+0\.25\s/m);
+  const report = JSON.parse(readFileSync(join(outDir, 'sweep.json'), 'utf8'));
+  assert.equal(report.rows.length, 2);
+  assert.equal(report.rows[0].policy, 'dense');
+  assert.equal(report.rows[1].speculative.identical, true);
+  const svg = readFileSync(join(outDir, 'sweep.svg'), 'utf8');
+  assert.match(svg, /^<svg [^>]*xmlns="http:\/\/www\.w3\.org\/2000\/svg"/);
+  assert.equal((svg.match(/<polyline /g) ?? []).length, 3, 'one line per panel');
+});
+
 test('bad input: exit 1, error + hint, no stack trace', async (t) => {
   await t.test('truncated model.safetensors', () => {
     const dir = copyModel('truncated');
@@ -148,6 +192,12 @@ test('bad input: exit 1, error + hint, no stack trace', async (t) => {
   await t.test('model folder that does not exist', () => {
     assertCleanError(cli('generate', '--model', join(tmp, 'no-such-model'), '--prompt', 'hi'), /no-such-model/);
   });
+  await t.test('a policy naming a layer the model lacks', () => {
+    assertCleanError(cli('generate', '--prompt', 'hi', '--policy', 'static:layers.12.ffn'), /layer 12 does not exist: the model has 8 layers/);
+  });
+  await t.test('a skip fraction outside [0, 1]', () => {
+    assertCleanError(cli('generate', '--prompt', 'hi', '--speculative', 'ffn-skip:1.5'), /fraction: expected a number in \[0, 1\], found '1\.5'/);
+  });
   await t.test('ppl with a missing --file', () => {
     assertCleanError(cli('ppl', '--file', join(tmp, 'no-such-file.txt')), /no-such-file/);
   });
@@ -168,8 +218,8 @@ test('bin/brickwork.js runs the CLI', () => {
   assert.equal(JSON.parse(r.stdout).totals.params, 7_639_296);
 });
 
-test('TextStream never prints half a multi-byte character', () => {
-  const tok = Tokenizer.fromDir(MODEL);
+test('TextStream never prints half a multi-byte character', async () => {
+  const tok = await Tokenizer.fromDir(MODEL);
   const text = 'café naïve — 日本語 🙂 ok';
   const ids = tok.encode(text);
   const stream = new TextStream(tok);

@@ -13,8 +13,8 @@ type Factory = () => Backend | Promise<Backend>;
 const factories = new Map<string, Factory>([
   ['cpu', async () => {
     // Large matmuls split across worker threads (one per core, sleeping when idle; they never keep
-    // the process alive). BRICKWORK_THREADS=1 keeps everything on the main thread.
-    const n = Number(process.env.BRICKWORK_THREADS ?? 0);
+    // the process alive; none in browsers). BRICKWORK_THREADS=1 keeps everything on the main thread.
+    const n = Number((globalThis as { process?: NodeJS.Process }).process?.env.BRICKWORK_THREADS ?? 0);
     await startMatmulThreads(n > 0 ? n : undefined);
     return new CpuBackend();
   }],

@@ -2,11 +2,11 @@
 // argument parsers (a bad value is a commander usage error, exit 2), and loading a model together
 // with its tokenizer. Imports only the public API (../index.ts), node:* and npm packages.
 
-import { existsSync, realpathSync } from 'node:fs';
+import { existsSync, readFileSync, realpathSync, statSync } from 'node:fs';
 import { isAbsolute, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { InvalidArgumentError, Option } from 'commander';
-import { CheckpointError, getBackend, loadModel, type Backend, type LoadedModel, type Tokenizer } from '../index.ts';
+import { CheckpointError, createPolicy, encodeLong, getBackend, loadModel, POLICY_SYNTAX, UsageError, type Backend, type LoadedModel, type Model, type Policy, type Tokenizer } from '../index.ts';
 
 /** The bundled model, found relative to the package (not the working directory), so `brickwork generate` works anywhere. */
 export const DEFAULT_MODEL = fileURLToPath(new URL('../../models/tiny-llama', import.meta.url));
@@ -76,4 +76,31 @@ export async function loadWithTokenizer(dir: string, backend: Backend): Promise<
     throw new CheckpointError(join(dir, 'tokenizer.json'), 'not found: this command needs the model\'s tokenizer',
       'copy tokenizer.json (and tokenizer_config.json) from the original model into the folder');
   return lm as LoadedModel & { tokenizer: Tokenizer };
+}
+
+/** The text of a file given to `flag`, or a UsageError saying what is wrong with it. */
+export function readText(file: string, flag = '--file'): string {
+  let isFile = false;
+  try {
+    isFile = statSync(file).isFile();
+  } catch {
+    throw new UsageError(`${flag} ${file}: no such file`, `pass ${flag} with the path of a UTF-8 text file`);
+  }
+  if (!isFile) throw new UsageError(`${flag} ${file}: not a regular file`, `pass ${flag} with the path of a UTF-8 text file`);
+  const text = readFileSync(file, 'utf8');
+  if (text.trim() === '') throw new UsageError(`${flag} ${file}: the file is empty`, `${flag} needs some text; pass a non-empty file`);
+  return text;
+}
+
+export const POLICY_HELP = `skip/exit policy: ${POLICY_SYNTAX.map((s) => s.split(' ')[0]).join(' | ')}`;
+export const calibOption = () =>
+  new Option('--calib <file>', 'calibration text for block-influence (default: see the command)');
+
+/**
+ * Bind a --policy / --speculative spec to the model. Block influence calibrates on --calib when
+ * given, else on `fallback` (whose origin `what` is reported in the policy's description).
+ */
+export async function policyFromFlags(model: Model, tok: Tokenizer, spec: string, calib: string | undefined, fallback: number[]): Promise<Policy> {
+  const calibration = calib !== undefined ? encodeLong(tok, readText(calib, '--calib')) : fallback;
+  return createPolicy(model, spec, { calibration });
 }

@@ -77,3 +77,10 @@ export function keyValues(pairs: [string, string][], indent = ''): string {
   const w = Math.max(...pairs.map(([k]) => k.length));
   return pairs.map(([k, v]) => `${indent}${k.padEnd(w)}  ${v}`).join('\n');
 }
+
+/** "25.0% of FFN FLOPs, 0.0% of attention FLOPs (17.4% of all sublayer FLOPs)", plus any overhead. */
+export function skippedText(s: { ffn: number; attn: number; all: number; overhead: number }): string {
+  const p = (x: number) => `${fmtFixed(100 * x, 1)}%`;
+  const over = s.overhead > 0 ? `; exit checks added ${p(s.overhead)}` : '';
+  return `${p(s.ffn)} of FFN FLOPs, ${p(s.attn)} of attention FLOPs (${p(s.all)} of all sublayer FLOPs${over})`;
+}

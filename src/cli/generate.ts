@@ -4,9 +4,9 @@
 
 import { randomInt } from 'node:crypto';
 import { Command, Option } from 'commander';
-import { generate, UsageError, type GenerateResult, type Model, type SamplingOptions, type Tokenizer } from '../index.ts';
-import { deviceOption, floatArg, idListArg, intArg, loadWithTokenizer, modelOption, resolveDevice, type Device } from './common.ts';
-import { fmtDuration, fmtInt, fmtRate } from './format.ts';
+import { generate, speculativeGenerate, UsageError, type GenerateResult, type Model, type Policy, type SamplingOptions, type Tokenizer } from '../index.ts';
+import { calibOption, deviceOption, floatArg, idListArg, intArg, loadWithTokenizer, modelOption, POLICY_HELP, policyFromFlags, resolveDevice, type Device } from './common.ts';
+import { fmtDuration, fmtFixed, fmtInt, fmtRate, skippedText } from './format.ts';
 
 /**
  * Turns a growing list of token ids into text deltas. It re-decodes the whole list each time (decoding
@@ -57,6 +57,18 @@ export interface GenerationRun {
   text: string;
   result: GenerateResult;
   stops: number[];
+  /** Set when decoding was self-speculative. */
+  speculative?: { acceptanceRate: number; drafted: number; accepted: number; rounds: number };
+}
+
+export interface GenerationOptions {
+  maxNewTokens: number;
+  sampling?: SamplingOptions;
+  stopTokens?: number[];
+  /** Skip/exit policy of the model itself. */
+  policy?: Policy;
+  /** Decode self-speculatively with this draft policy and draft length. */
+  speculative?: { draft: Policy; draftLength: number };
 }
 
 /**
@@ -65,7 +77,7 @@ export interface GenerationRun {
  *   const run = await generateText(model, tok, tok.encode('Hi'), { maxNewTokens: 20 }, (s) => process.stdout.write(s));
  */
 export async function generateText(model: Model, tok: Tokenizer, promptIds: number[],
-  opts: { maxNewTokens: number; sampling?: SamplingOptions; stopTokens?: number[] }, write?: (text: string) => void): Promise<GenerationRun> {
+  opts: GenerationOptions, write?: (text: string) => void): Promise<GenerationRun> {
   if (promptIds.length === 0) throw new UsageError('the prompt encodes to no tokens', 'pass a non-empty --prompt');
   const V = model.spec.vocabSize;
   const stops = opts.stopTokens ?? model.spec.eosTokenIds ?? [];
@@ -73,16 +85,29 @@ export async function generateText(model: Model, tok: Tokenizer, promptIds: numb
   if (badStop !== undefined) throw new UsageError(`stop token ${badStop} is outside the vocabulary (0..${V - 1})`, 'pass token ids below the vocabulary size to --stop');
   const stream = new TextStream(tok);
   const stopSet = new Set(stops);
-  const result = await generate(model, [promptIds], {
-    maxNewTokens: opts.maxNewTokens,
-    sampling: opts.sampling ?? { greedy: true },
-    stopTokens: stops,
-    onToken: write && ((_row, id) => { if (!stopSet.has(id)) write(stream.push(id)); }),
-  });
+  const onToken = write && ((id: number) => { if (!stopSet.has(id)) write(stream.push(id)); });
+  let result: GenerateResult;
+  let speculative: GenerationRun['speculative'];
+  if (opts.speculative) {
+    const r = await speculativeGenerate(model, promptIds, {
+      maxNewTokens: opts.maxNewTokens, sampling: opts.sampling ?? { greedy: true }, stopTokens: stops, onToken,
+      draft: opts.speculative.draft, draftLength: opts.speculative.draftLength,
+    });
+    result = { tokens: [r.tokens], finish: [r.finish], prefillMs: r.prefillMs, decodeMs: r.decodeMs, decodeSteps: Math.max(0, r.tokens.length - 1), skipped: r.draftSkipped, skipping: [] };
+    speculative = { acceptanceRate: r.acceptanceRate, drafted: r.drafted, accepted: r.accepted, rounds: r.rounds };
+  } else {
+    result = await generate(model, [promptIds], {
+      maxNewTokens: opts.maxNewTokens,
+      sampling: opts.sampling ?? { greedy: true },
+      stopTokens: stops,
+      policy: opts.policy,
+      onToken: onToken && ((_row, id) => onToken(id)),
+    });
+  }
   if (write) write(stream.flush());
   const newIds = result.tokens[0];
   const textIds = result.finish[0] === 'stop' ? newIds.slice(0, -1) : newIds;
-  return { promptIds, newIds, text: textIds.length ? tok.decode(textIds) : '', result, stops };
+  return { promptIds, newIds, text: textIds.length ? tok.decode(textIds) : '', result, stops, ...(speculative ? { speculative } : {}) };
 }
 
 /** New tokens per second over the whole generation (prefill + decode). */
@@ -115,6 +140,10 @@ interface GenerateFlags {
   seed?: number;
   stop?: number[];
   device: Device;
+  policy?: string;
+  calib?: string;
+  speculative?: string;
+  draft: number;
   json?: boolean;
 }
 
@@ -138,7 +167,11 @@ export function generateCommand(): Command {
     .option('--seed <s>', 'random seed for sampling (default: random, printed with the timings)', intArg(0))
     .option('--stop <ids>', 'token ids that end generation, comma-separated, or "none" (default: the model\'s eos ids)', idListArg)
     .addOption(deviceOption())
-    .option('--json', 'print one JSON object {prompt_ids, new_ids, text, tokens_per_second} instead of streaming')
+    .addOption(new Option('--policy <spec>', POLICY_HELP).conflicts('speculative'))
+    .option('--speculative <spec>', 'decode self-speculatively: draft with the model under this policy, verify with the full model')
+    .option('--draft <k>', 'tokens drafted per verification with --speculative', intArg(1), 4)
+    .addOption(calibOption().default(undefined, 'the prompt'))
+    .option('--json', 'print one JSON object {prompt_ids, new_ids, text, tokens_per_second, skipped_fraction[, acceptance_rate]} instead of streaming')
     .action(async (f: GenerateFlags) => {
       const { backend, name } = await resolveDevice(f.device);
       const t0 = performance.now();
@@ -146,10 +179,17 @@ export function generateCommand(): Command {
       const loadMs = performance.now() - t0;
       const promptIds = tokenizer.encode(f.prompt);
       const sampling = samplingFrom(f);
-      const opts = { maxNewTokens: f.maxNewTokens, sampling, stopTokens: f.stop };
+      const policy = f.policy === undefined ? undefined : await policyFromFlags(model, tokenizer, f.policy, f.calib, promptIds);
+      const draft = f.speculative === undefined ? undefined : await policyFromFlags(model, tokenizer, f.speculative, f.calib, promptIds);
+      const opts: GenerationOptions = { maxNewTokens: f.maxNewTokens, sampling, stopTokens: f.stop, policy, ...(draft ? { speculative: { draft, draftLength: f.draft } } : {}) };
       if (f.json) {
         const run = await generateText(model, tokenizer, promptIds, opts);
-        process.stdout.write(JSON.stringify({ prompt_ids: run.promptIds, new_ids: run.newIds, text: run.text, tokens_per_second: tokensPerSecond(run) }) + '\n');
+        process.stdout.write(JSON.stringify({
+          prompt_ids: run.promptIds, new_ids: run.newIds, text: run.text, tokens_per_second: tokensPerSecond(run),
+          skipped_fraction: run.result.skipped.all, skipped: run.result.skipped,
+          ...(policy ? { policy: policy.text } : {}),
+          ...(run.speculative ? { speculative: draft!.text, draft_length: f.draft, acceptance_rate: run.speculative.acceptanceRate, drafted: run.speculative.drafted, accepted: run.speculative.accepted } : {}),
+        }) + '\n');
         return;
       }
       // The prompt is echoed first, so stdout reads as one text (as llama.cpp prints it).
@@ -160,6 +200,8 @@ export function generateCommand(): Command {
         process.stdout.write('\n');
         const extra = [`load ${fmtDuration(loadMs)}`, `device ${name}`];
         if (!sampling.greedy) extra.push(`seed ${sampling.seed}`);
+        if (policy) extra.push(`policy ${policy.text}: skipped ${skippedText(run.result.skipped)}`);
+        if (run.speculative) extra.push(`speculative ${draft!.text}, draft ${f.draft}: accepted ${fmtInt(run.speculative.accepted)}/${fmtInt(run.speculative.drafted)} drafts (${fmtFixed(100 * run.speculative.acceptanceRate, 1)}%) in ${fmtInt(run.speculative.rounds)} verifications; draft skipped ${skippedText(run.result.skipped)}`);
         process.stderr.write(`[${statsLine(run, extra)}]\n`);
       } catch (e) {
         // End the half-printed line so the error starts on its own.

@@ -11,9 +11,10 @@ import { convertCommand } from './convert.ts';
 import { generateCommand } from './generate.ts';
 import { inspectCommand } from './inspect.ts';
 import { pplCommand } from './ppl.ts';
+import { sweepCommand } from './sweep.ts';
 
 /** Every command, in the order `--help` lists them. Adding one: write `<name>.ts` exporting a Command, list it here. */
-const COMMANDS: (() => Command)[] = [generateCommand, pplCommand, inspectCommand, convertCommand];
+const COMMANDS: (() => Command)[] = [generateCommand, pplCommand, sweepCommand, inspectCommand, convertCommand];
 
 function version(): string {
   try {

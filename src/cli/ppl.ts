@@ -2,11 +2,10 @@
 // windows of --window scored tokens, see eval/perplexity.ts). Shows a progress bar on stderr and
 // prints a small table, or `{"ppl", "tokens_scored"}` with --json. The whole file is read into memory.
 
-import { readFileSync, statSync } from 'node:fs';
 import { Command } from 'commander';
 import { encodeLong, perplexity, UsageError } from '../index.ts';
-import { deviceOption, displayPath, intArg, loadWithTokenizer, modelOption, resolveDevice, type Device } from './common.ts';
-import { fmtDuration, fmtFixed, fmtInt, fmtRate, keyValues } from './format.ts';
+import { calibOption, deviceOption, displayPath, intArg, loadWithTokenizer, modelOption, POLICY_HELP, policyFromFlags, readText, resolveDevice, type Device } from './common.ts';
+import { fmtDuration, fmtFixed, fmtInt, fmtRate, keyValues, skippedText } from './format.ts';
 import { progress } from './progress.ts';
 
 interface PplFlags {
@@ -16,21 +15,9 @@ interface PplFlags {
   maxTokens?: number;
   batch?: number;
   device: Device;
+  policy?: string;
+  calib?: string;
   json?: boolean;
-}
-
-/** The text of --file, or a UsageError saying what is wrong with it (checked before the model loads). */
-function readText(file: string): string {
-  let isFile = false;
-  try {
-    isFile = statSync(file).isFile();
-  } catch {
-    throw new UsageError(`--file ${file}: no such file`, 'pass --file with the path of a UTF-8 text file');
-  }
-  if (!isFile) throw new UsageError(`--file ${file}: not a regular file`, 'pass --file with the path of a UTF-8 text file');
-  const text = readFileSync(file, 'utf8');
-  if (text.trim() === '') throw new UsageError(`--file ${file}: the file is empty`, 'perplexity needs some text to score; pass a non-empty file');
-  return text;
 }
 
 export function pplCommand(): Command {
@@ -42,24 +29,27 @@ export function pplCommand(): Command {
     .option('--max-tokens <n>', 'score at most this many tokens (default: the whole file)', intArg(1))
     .option('--batch <n>', 'windows per forward pass (default: chosen to bound memory)', intArg(1))
     .addOption(deviceOption())
-    .option('--json', 'print {"ppl", "tokens_scored"} as JSON')
+    .option('--policy <spec>', POLICY_HELP)
+    .addOption(calibOption().default(undefined, 'the first tokens of --file'))
+    .option('--json', 'print {"ppl", "tokens_scored"} (and "skipped" with --policy) as JSON')
     .action(async (f: PplFlags) => {
       const text = readText(f.file);
       const { backend, name } = await resolveDevice(f.device);
       const { model, tokenizer } = await loadWithTokenizer(f.model, backend);
       const ids = encodeLong(tokenizer, text);
+      const policy = f.policy === undefined ? undefined : await policyFromFlags(model, tokenizer, f.policy, f.calib, ids);
       const total = Math.min(f.maxTokens ?? Infinity, ids.length - 1);
       const bar = total >= 1 ? progress('ppl', total, { unit: 'tokens' }) : undefined;
       const t0 = performance.now();
       let r;
       try {
-        r = await perplexity(model, ids, { window: f.window, maxTokens: f.maxTokens, batch: f.batch, onProgress: (done, all) => bar?.update(done, all) });
+        r = await perplexity(model, ids, { window: f.window, maxTokens: f.maxTokens, batch: f.batch, policy, onProgress: (done, all) => bar?.update(done, all) });
       } finally {
         bar?.stop();
       }
       const ms = performance.now() - t0;
       if (f.json) {
-        process.stdout.write(JSON.stringify({ ppl: r.ppl, tokens_scored: r.tokensScored }) + '\n');
+        process.stdout.write(JSON.stringify({ ppl: r.ppl, tokens_scored: r.tokensScored, ...(policy ? { policy: policy.text, skipped_fraction: r.skipped.all, skipped: r.skipped } : {}) }) + '\n');
         return;
       }
       process.stdout.write(keyValues([
@@ -67,6 +57,7 @@ export function pplCommand(): Command {
         ['file', `${displayPath(f.file)} (${fmtInt(text.length)} characters, ${fmtInt(ids.length)} tokens)`],
         ['window', fmtInt(f.window)],
         ['tokens scored', `${fmtInt(r.tokensScored)} in ${fmtInt(r.windows)} window${r.windows === 1 ? '' : 's'}`],
+        ...(policy ? [['policy', `${policy.text}: ${policy.describe()}`], ['skipped', skippedText(r.skipped)]] as [string, string][] : []),
         ['perplexity', fmtFixed(r.ppl, 3)],
         ['time', `${fmtDuration(ms)} (${fmtRate(r.tokensScored / (ms / 1000))} tokens/s on ${name})`],
       ]) + '\n');

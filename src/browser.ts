@@ -1,0 +1,27 @@
+// Public API of Brickwork that runs anywhere, browsers included (no Node modules): src/index.ts adds
+// the Node-only parts (folders on disk). Bundled for browsers by scripts/build-browser.ts.
+
+export { BrickworkError, CheckpointError, ContextLengthError, SpecError, TensorMismatchError, UnsupportedModelError, UnsupportedOpError, UsageError, ShapeError, PolicyError } from './util/errors.ts';
+export type { DType } from './tensor/dtype.ts';
+export { Tensor, type Backend } from './tensor/tensor.ts';
+export * as ops from './tensor/api.ts';
+export { OP_NAMES, type OpName, type OpAttrs } from './tensor/ops.ts';
+export { getBackend, registerBackend, CpuBackend, WebGpuBackend } from './backends/backend.ts';
+export { NoWebGpuError } from './backends/webgpu/device.ts';
+export { WebGpuError } from './backends/webgpu/backend.ts';
+export { validateSpec, specProblems, sublayerNames, SPEC_FORMAT, SPEC_VERSION } from './model/spec.ts';
+export type { ModelSpec, LayerSpec, SublayerSpec, AttnSpec, FfnSpec, MoeSpec, NormSpec, NormPlacement, Activation } from './model/spec.ts';
+export { Model, KVCache, declareWeights, brickCosts, type BrickCost, type Hook, type ForwardOptions, type ForwardResult, type SublayerGate, type ExitCheck } from './model/assemble.ts';
+export { compilePattern } from './model/points.ts';
+export { loadModelFromFiles, loadModelFromUrl, readSpec, type LoadedModel, type LoadOptions, type ModelSource } from './io/load-files.ts';
+export { fetchModelFiles, memoryFiles, type ModelFiles, type FetchOptions } from './io/files.ts';
+export { Tokenizer } from './io/tokenizer.ts';
+export { SafetensorsReader } from './io/safetensors-read.ts';
+export { generate, type GenerateOptions, type GenerateResult } from './runtime/generate.ts';
+export { createPolicy, parsePolicy, formatPolicy, compactNames, measureInfluence, SkipMeter, POLICY_SYNTAX, type Policy, type PolicySession, type PolicySpec, type PassPlan, type Granularity, type SkippedFraction, type SkipUnit } from './runtime/policies/index.ts';
+export { speculativeGenerate, acceptOrResample, type SpeculativeOptions, type SpeculativeResult } from './runtime/speculative.ts';
+export { Rng, sampleToken, samplingDistribution, type SamplingOptions } from './runtime/sampling.ts';
+export { perplexity, encodeLong, type PerplexityOptions, type PerplexityResult } from './eval/perplexity.ts';
+export { sweep, SWEEP_DEFAULTS, type SweepOptions, type SweepResult, type SweepRow } from './eval/sweep.ts';
+export { svgChart, type Panel, type Series } from './eval/plot.ts';
+export { randomModel, llamaSpec } from './model/init.ts';

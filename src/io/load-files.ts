@@ -1,0 +1,150 @@
+// Loading a model from its files (ModelFiles: a folder on disk, bytes in memory, or URLs): a Hugging Face
+// model (config.json + safetensors + tokenizer.json) or a native Brickwork one (brickwork.json +
+// model.safetensors with canonical names + tokenizer files). Weights are read once, fixed up (transposes,
+// fused-qkv splits) and uploaded to the backend. No Node modules: folders are opened by load.ts.
+
+import type { Backend } from '../tensor/tensor.ts';
+import { Model, declareWeights } from '../model/assemble.ts';
+import { validateSpec, type ModelSpec } from '../model/spec.ts';
+import { CheckpointError, TensorMismatchError, UnsupportedModelError } from '../util/errors.ts';
+import { HfConfig } from './hf/config.ts';
+import { HF_FAMILIES, type WeightSource } from './hf/families.ts';
+import { SafetensorsReader, closeNames, type TensorSource } from './safetensors-read.ts';
+import { Tokenizer } from './tokenizer.ts';
+import { fetchModelFiles, readJson, type FetchOptions, type ModelFiles } from './files.ts';
+import { fromF32, type DType } from '../tensor/dtype.ts';
+
+export const NATIVE_FILE = 'brickwork.json';
+export const NATIVE_FORMAT = 'brickwork.checkpoint';
+export const NATIVE_VERSION = 1;
+
+export interface ModelSource {
+  kind: 'hf' | 'native';
+  /** The folder (or URL) the model was read from. */
+  dir: string;
+  spec: ModelSpec;
+  /** model_type for HF folders. */
+  modelType?: string;
+}
+
+export interface LoadedModel {
+  model: Model;
+  /** Present when the folder has a tokenizer.json. */
+  tokenizer?: Tokenizer;
+  source: ModelSource;
+  /** The dtype the weights were stored in (most common one). */
+  storedDtype: DType;
+}
+
+export interface LoadOptions {
+  backend: Backend;
+}
+
+const DAMAGED = 'the file is damaged; re-save the model';
+
+/** Read a model's spec from its files without loading weights (native brickwork.json or HF config.json). */
+export function readSpec(files: ModelFiles): ModelSource {
+  const dir = files.location;
+  if (files.has(NATIVE_FILE)) {
+    const native = files.where(NATIVE_FILE);
+    const j = readJson(files, NATIVE_FILE, DAMAGED) as { format?: unknown; version?: unknown; spec?: unknown };
+    if (j?.format !== NATIVE_FORMAT) throw new CheckpointError(native, `field 'format': expected '${NATIVE_FORMAT}', found ${JSON.stringify(j?.format)}`, 'this is not a Brickwork checkpoint');
+    if (j.version !== NATIVE_VERSION) throw new CheckpointError(native, `field 'version': this Brickwork reads version ${NATIVE_VERSION}, found ${JSON.stringify(j.version)}`, 'convert the checkpoint with a matching Brickwork version');
+    return { kind: 'native', dir, spec: validateSpec(j.spec) };
+  }
+  const cfgFile = files.where('config.json');
+  if (!files.has('config.json')) throw new CheckpointError(dir, 'has neither config.json nor brickwork.json', 'pass a Hugging Face model folder or a folder written by `brickwork convert`');
+  const raw = readJson(files, 'config.json', DAMAGED);
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new CheckpointError(cfgFile, 'expected a JSON object', 're-save the config');
+  const cfg = new HfConfig(raw as Record<string, unknown>, cfgFile);
+  const type = cfg.str('model_type', '');
+  const family = HF_FAMILIES[type];
+  if (!family) throw new UnsupportedModelError(`${cfgFile}: model_type '${type || '(missing)'}' is not supported`, `supported model types: ${Object.keys(HF_FAMILIES).join(', ')}`);
+  return { kind: 'hf', dir, spec: validateSpec(family.toSpec(cfg)), modelType: type };
+}
+
+/** Fetch one HF tensor as f32 with the fix-up applied, checking its shape against `want`. */
+/** Returns the f32 values and the dtype they were stored in. */
+function readSourced(src: TensorSource, s: WeightSource, canonical: string, want: number[]): { data: Float32Array; dtype: DType } {
+  let hf = s.hf;
+  if (!src.has(hf)) {
+    // Some checkpoints drop the `transformer.`/`model.` prefix.
+    const alt = hf.replace(/^(transformer|model)\./, '');
+    if (src.has(alt)) hf = alt;
+    else {
+      const near = closeNames(hf, src.names());
+      throw new TensorMismatchError(hf, `missing from the checkpoint (needed for ${canonical})`,
+        near.length ? `similar names in the checkpoint: ${near.join(', ')}` : 'the checkpoint does not match its config.json');
+    }
+  }
+  const info = src.info(hf);
+  let rows = info.shape[0], cols = info.shape.length === 2 ? info.shape[1] : 1;
+  if (s.transpose) [rows, cols] = [cols, rows];
+  const parts = s.split?.parts ?? 1;
+  const expect = want.length === 2 ? [want[0] * parts, want[1]] : [want[0] * parts];
+  const got = info.shape.length === 2 ? [rows, cols] : [rows];
+  if (got.join() !== expect.join()) {
+    const what = s.transpose || s.split ? ` (after ${[s.transpose && 'transposing', s.split && `splitting into ${parts}`].filter(Boolean).join(' and ')})` : '';
+    throw new TensorMismatchError(hf, `expected shape [${expect.join(', ')}]${what}, found [${info.shape.join(', ')}]`, 'the checkpoint does not match its config.json');
+  }
+  let data = src.readF32(hf);
+  if (s.transpose && info.shape.length === 2) {
+    const [r, c] = info.shape;
+    const t = new Float32Array(data.length);
+    for (let i = 0; i < r; i++) for (let j = 0; j < c; j++) t[j * r + i] = data[i * c + j];
+    data = t;
+  }
+  if (s.split) {
+    const n = data.length / parts;
+    data = data.slice(s.split.index * n, (s.split.index + 1) * n);
+  }
+  return { data, dtype: info.dtype };
+}
+
+/**
+ * Upload the weights of `tensors` (closed when done) and build the model; the tokenizer is read from
+ * `files` when they hold a tokenizer.json.
+ */
+export function assembleModel(source: ModelSource, tensors: TensorSource, files: ModelFiles, opts: LoadOptions): LoadedModel {
+  const family = source.modelType ? HF_FAMILIES[source.modelType] : undefined;
+  const weights = new Map();
+  const dtypes = new Map<DType, number>();
+  try {
+    for (const d of declareWeights(source.spec)) {
+      const s: WeightSource = family ? family.source(d.name) : { hf: d.name };
+      const { data, dtype: dt } = readSourced(tensors, s, d.name, d.shape);
+      dtypes.set(dt, (dtypes.get(dt) ?? 0) + data.length);
+      // Matrices stay in their stored 16-bit dtype where the backend computes with them packed (WebGPU);
+      // narrowing back is exact because the values came from that dtype.
+      const packed = (dt === 'f16' || dt === 'bf16') && d.shape.length === 2 && opts.backend.supports('matmul', dt) && opts.backend.supports('gather_rows', dt);
+      weights.set(d.name, packed ? opts.backend.upload(fromF32(data, dt), d.shape, dt) : opts.backend.upload(data, d.shape, 'f32'));
+    }
+  } finally {
+    tensors.close();
+  }
+  const storedDtype = [...dtypes.entries()].sort((a, b) => b[1] - a[1])[0]?.[0] ?? 'f32';
+  const model = new Model(source.spec, opts.backend, weights);
+  const tokenizer = files.has('tokenizer.json') ? Tokenizer.fromFiles(files) : undefined;
+  return { model, tokenizer, source, storedDtype };
+}
+
+/**
+ * Load a model from its files (weights in one model.safetensors) onto a backend.
+ * @example
+ *   const files = memoryFiles({ 'config.json': cfg, 'model.safetensors': bytes, 'tokenizer.json': tok });
+ *   const { model, tokenizer } = await loadModelFromFiles(files, { backend: await getBackend('webgpu') });
+ */
+export async function loadModelFromFiles(files: ModelFiles, opts: LoadOptions): Promise<LoadedModel> {
+  const source = readSpec(files);
+  const tensors = SafetensorsReader.fromBytes(files.bytes('model.safetensors'), files.where('model.safetensors'));
+  return assembleModel(source, tensors, files, opts);
+}
+
+/**
+ * Load a model folder served over HTTP (see fetchModelFiles); in a browser, a URL relative to the page.
+ * @example
+ *   const { model, tokenizer } = await loadModelFromUrl('/models/tiny-llama/', { backend: await getBackend('webgpu') });
+ */
+export async function loadModelFromUrl(url: string | URL, opts: LoadOptions & FetchOptions): Promise<LoadedModel> {
+  return loadModelFromFiles(await fetchModelFiles(url, opts), opts);
+}
