@@ -50,7 +50,7 @@ function meanCos(a: Float32Array, b: Float32Array, C: number): number {
 
 test('policy specs parse to a canonical form, and malformed ones get clear errors', () => {
   for (const s of ['dense', 'static:layers.2-5.ffn,layers.7.attn,layers.1', 'ffn-skip:0.25,warmup=8', 'ffn-skip:0.5,warmup=4,keep-first=2,keep-last=1',
-    'block-influence:0.25,unit=block,keep-first=0,keep-last=0,calib-tokens=4096', 'early-exit:0.9,min-layer=2', 'moe-topk:1'])
+    'block-influence:0.25,unit=block,keep-first=0,keep-last=0,calib-tokens=4096', 'early-exit:0.9,min-layer=2', 'early-exit:0.5,min-layer=4,every=2', 'moe-topk:1'])
     assert.equal(formatPolicy(parsePolicy(s)), s);
   const bad: [string, RegExp][] = [
     ['ffn-skip:1.5', /fraction: expected a number in \[0, 1\], found '1\.5'/],
@@ -76,6 +76,18 @@ test('policy specs that do not fit the model are refused with the reason', async
   await assert.rejects(createPolicy(model, 'moe-topk:1'), /the model has no MoE sublayers/);
   await assert.rejects(createPolicy(model, 'early-exit:0.9,min-layer=8'), /min-layer 8 leaves no layer to exit at/);
   await assert.rejects(createPolicy(model, 'block-influence:0.25'), /needs calibration text/);
+});
+
+test('early exit checks the logit lens only at min-layer and every N layers after it', async () => {
+  const { be, model } = await bundled();
+  const cache = model.newCache(1, 16);
+  await model.forward(Int32Array.from(PROMPT), 1, PROMPT.length, { cache });
+  // A threshold no lens reaches: nothing exits, and the lens (one head matmul) runs only where checked.
+  const plan = (await createPolicy(model, 'early-exit:1,min-layer=3,every=2')).session().plan('decode');
+  const ops = await countOps(be, () => model.forward(Int32Array.from([42]), 1, 1, { cache, pos0: [PROMPT.length], logitRows: [0], ...plan }));
+  // Checks after layers 3, 5 and 7 of 8 (never after the last): 3 lens heads + the real head.
+  assert.equal(ops.matmul, 8 * 7 + 3 + 1);
+  cache.dispose();
 });
 
 test('a skipped sublayer costs no dispatch: the ops of exactly those sublayers disappear', async () => {

@@ -235,7 +235,7 @@ export async function measureInfluence(model: Model, targets: SkipTarget[], ids:
 }
 
 /**
- * Early exit: after each layer from `minLayer` on, the logit lens (final norm + head) of the newest
+ * Early exit: after layer `minLayer` and every `every` layers after it, the logit lens (final norm + head) of the newest
  * position is checked; when its top probability reaches the threshold in every row, the pass stops
  * there and those logits are the prediction. Later layers only write their KV cache from the exit
  * residual (see Model.forward), so later tokens attend to a complete cache.
@@ -248,11 +248,11 @@ function earlyExitPolicy(model: Model, s: Extract<PolicySpec, { kind: 'early-exi
   const lensFlops = 2 * V * C + 5 * C;
   return {
     spec: s, text, granularity: 'per-token', warmupTokens: 0,
-    describe: () => `exits after layer ${s.minLayer}..${L - 1} when the logit lens is ${pct(s.threshold)} sure; skipped layers only write their KV cache`,
+    describe: () => `checks the logit lens after ${s.every && s.every > 1 ? `every ${s.every} layers from ` : ''}layer ${s.minLayer} (of ${L}) and exits when it is ${pct(s.threshold)} sure; skipped layers only write their KV cache`,
     session() {
       let overhead = 0;
       const exit: ExitCheck = async (layer, resid) => {
-        if (layer + 1 < s.minLayer) return undefined;
+        if (layer + 1 < s.minLayer || (layer + 1 - s.minLayer) % (s.every ?? 1) !== 0) return undefined;
         const logits = model.lens(resid);
         const rows = resid.size / C;
         overhead += rows * lensFlops;

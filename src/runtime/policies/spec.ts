@@ -16,8 +16,11 @@ export type PolicySpec =
   | { kind: 'ffn-skip'; fraction: number; warmup: number; keepFirst?: number; keepLast?: number }
   /** Skip the units of lowest block influence (1 − cos(in, out)) on calibration text, up to `fraction` of the unit's FLOPs. */
   | { kind: 'block-influence'; fraction: number; unit: SkipUnit; keepFirst: number; keepLast: number; calibTokens: number }
-  /** Stop at the first layer (from `minLayer`) whose logit-lens top probability reaches `threshold`. */
-  | { kind: 'early-exit'; threshold: number; minLayer: number }
+  /**
+   * Stop at the first checked layer whose logit-lens top probability reaches `threshold`: checks come
+   * after `minLayer` layers have run, then after every `every` more.
+   */
+  | { kind: 'early-exit'; threshold: number; minLayer: number; every?: number }
   /** Route every MoE token to `topK` experts. */
   | { kind: 'moe-topk'; topK: number };
 
@@ -28,7 +31,7 @@ export const POLICY_SYNTAX = [
   'static:layers.2-5.ffn,layers.7.attn,layers.9   (sublayers or whole blocks)',
   'ffn-skip:FRACTION[,warmup=K][,keep-first=N][,keep-last=N]',
   'block-influence:FRACTION[,unit=ffn|attn|sublayer|block][,keep-first=N][,keep-last=N][,calib-tokens=N]',
-  'early-exit:THRESHOLD[,min-layer=N]',
+  'early-exit:THRESHOLD[,min-layer=N][,every=N]',
   'moe-topk:K',
 ];
 
@@ -98,12 +101,14 @@ export function parsePolicy(text: string): PolicySpec {
       };
     }
     case 'early-exit': {
-      const o = options(['min-layer']);
+      const o = options(['min-layer', 'every']);
       if (args[0] === undefined) fail('missing the confidence threshold, e.g. early-exit:0.9');
+      const every = o.has('every') ? int(o.get('every')!, 'every', 1) : 1;
       return {
         kind: 'early-exit',
         threshold: num(args[0], 'threshold', (x) => x > 0 && x <= 1, 'a probability in (0, 1]'),
         minLayer: o.has('min-layer') ? int(o.get('min-layer')!, 'min-layer', 1) : 1,
+        ...(every > 1 ? { every } : {}),
       };
     }
     case 'moe-topk':
@@ -121,7 +126,7 @@ export function formatPolicy(s: PolicySpec): string {
     case 'static': return `static:${s.points.join(',')}`;
     case 'ffn-skip': return `ffn-skip:${s.fraction},warmup=${s.warmup}${s.keepFirst !== undefined ? `,keep-first=${s.keepFirst}` : ''}${s.keepLast !== undefined ? `,keep-last=${s.keepLast}` : ''}`;
     case 'block-influence': return `block-influence:${s.fraction},unit=${s.unit},keep-first=${s.keepFirst},keep-last=${s.keepLast},calib-tokens=${s.calibTokens}`;
-    case 'early-exit': return `early-exit:${s.threshold},min-layer=${s.minLayer}`;
+    case 'early-exit': return `early-exit:${s.threshold},min-layer=${s.minLayer}${s.every && s.every > 1 ? `,every=${s.every}` : ''}`;
     case 'moe-topk': return `moe-topk:${s.topK}`;
   }
 }
