@@ -93,8 +93,8 @@ export function readText(file: string, flag = '--file'): string {
 }
 
 export const POLICY_HELP = `skip/exit policy: ${POLICY_SYNTAX.map((s) => s.split(' ')[0]).join(' | ')}`;
-export const calibOption = () =>
-  new Option('--calib <file>', 'calibration text for block-influence (default: see the command)');
+export const calibOption = (dflt: string) =>
+  new Option('--calib <file>', `calibration text for block-influence (default: ${dflt})`);
 
 /**
  * Bind a --policy / --speculative spec to the model. Block influence calibrates on --calib when

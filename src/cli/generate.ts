@@ -170,7 +170,7 @@ export function generateCommand(): Command {
     .addOption(new Option('--policy <spec>', POLICY_HELP).conflicts('speculative'))
     .option('--speculative <spec>', 'decode self-speculatively: draft with the model under this policy, verify with the full model')
     .option('--draft <k>', 'tokens drafted per verification with --speculative', intArg(1), 4)
-    .addOption(calibOption().default(undefined, 'the prompt'))
+    .addOption(calibOption('the prompt'))
     .option('--json', 'print one JSON object {prompt_ids, new_ids, text, tokens_per_second, skipped_fraction[, acceptance_rate]} instead of streaming')
     .action(async (f: GenerateFlags) => {
       const { backend, name } = await resolveDevice(f.device);

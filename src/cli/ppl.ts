@@ -30,7 +30,7 @@ export function pplCommand(): Command {
     .option('--batch <n>', 'windows per forward pass (default: chosen to bound memory)', intArg(1))
     .addOption(deviceOption())
     .option('--policy <spec>', POLICY_HELP)
-    .addOption(calibOption().default(undefined, 'the first tokens of --file'))
+    .addOption(calibOption('the first tokens of --file'))
     .option('--json', 'print {"ppl", "tokens_scored"} (and "skipped" with --policy) as JSON')
     .action(async (f: PplFlags) => {
       const text = readText(f.file);

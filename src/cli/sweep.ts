@@ -80,7 +80,7 @@ export function sweepCommand(): Command {
     .option('--options <opts>', 'extra policy options appended to every spec, e.g. warmup=16 or unit=block')
     .option('--window <n>', 'tokens scored per window', intArg(1), 256)
     .option('--max-tokens <n>', 'score at most this many tokens', intArg(1), 16384)
-    .addOption(calibOption().default(undefined, 'the --file tokens after those scored'))
+    .addOption(calibOption('the --file tokens after those scored'))
     .option('--prompt-tokens <n>', 'prompt length for the speed runs', intArg(1), 32)
     .option('--gen-tokens <n>', 'tokens generated per speed run', intArg(2), 128)
     .option('--speculative', 'also decode self-speculatively with each setting as the draft')
