@@ -3,10 +3,12 @@
 // agrees with, plus one token of its own. Greedy output is token-for-token the full model's; with
 // sampling, the standard acceptance rule (accept d with probability min(1, p(d)/q(d)), else draw from
 // max(0, p − q) normalised) makes every token exactly p-distributed. One prompt at a time.
-// The draft keeps its own KV cache (its residual differs wherever it skipped); a rejection rolls both
-// caches back by moving their write positions (stale entries past a position are never read).
+// The draft keeps its own KV cache (its residual differs wherever it skipped), copied from the full
+// model's when its prefill is dense anyway; a rejection rolls both caches back by moving their write
+// positions (stale entries past a position are never read).
 
-import type { Model } from '../model/assemble.ts';
+import { KVCache, type Model } from '../model/assemble.ts';
+import * as op from '../tensor/api.ts';
 import { ContextLengthError, UsageError } from '../util/errors.ts';
 import { policyPass } from './generate.ts';
 import { SkipMeter, type Policy, type SkippedFraction } from './policies/index.ts';
@@ -103,16 +105,28 @@ export async function speculativeGenerate(model: Model, prompt: number[], opts: 
     return out.length >= opts.maxNewTokens;
   };
 
-  const target = model.newCache(1, cap), draftCache = model.newCache(1, cap);
+  const target = model.newCache(1, cap);
+  let draftCache: KVCache | undefined;
   try {
     const t0 = performance.now();
     const ids = Int32Array.from(prompt);
-    const pre = await model.forward(ids, 1, P, { cache: target, logitRows: [P - 1] });
+    // When the draft's prefill would run the full model anyway (early exit never exits in a prefill,
+    // ffn-skip is still warming up), one prefill serves both: the draft sees it and copies the cache.
+    const dplan = session.plan('prefill');
+    const shared = !dplan.gate && !dplan.exit && dplan.moeTopK === undefined;
+    const pre = await model.forward(ids, 1, P, { cache: target, logitRows: [P - 1], ...(shared && dplan.capture ? { capture: dplan.capture } : {}) });
     const first = await pre.logits.toF32();
     pre.logits.dispose();
-    const dpre = await policyPass(model, session, meter, 'prefill', ids, 1, P, { cache: draftCache, logitRows: [P - 1] }, P);
-    dpre.logits.dispose();
-    draftPasses++;
+    if (shared) {
+      await session.observe(pre, { B: 1, T: P, predicted: 1 });
+      meter.record(pre, P, { cached: true });
+      draftCache = new KVCache(new Map([...target.slots].map(([name, { k, v }]) => [name, { k: op.scale(k, 1), v: op.scale(v, 1) }])), 1, cap);
+    } else {
+      draftCache = model.newCache(1, cap);
+      const dpre = await policyPass(model, session, meter, 'prefill', ids, 1, P, { cache: draftCache, logitRows: [P - 1] }, P);
+      dpre.logits.dispose();
+      draftPasses++;
+    }
     const t1 = performance.now();
     const seq = [...prompt];
     let last = sampling.greedy ? argmax(first, 0, V) : drawIndex(denseDist(first, 0, V, sampling), rng);
@@ -172,6 +186,6 @@ export async function speculativeGenerate(model: Model, prompt: number[], opts: 
     return result(t1 - t0, performance.now() - t1);
   } finally {
     target.dispose();
-    draftCache.dispose();
+    draftCache?.dispose();
   }
 }
