@@ -11,7 +11,8 @@ export function normDecl(model: ModelSpec, name: string): WeightDecl[] {
   return model.norm.kind === 'layernorm' && model.norm.bias ? [...w, { name: `${name}.bias`, shape: [C] }] : w;
 }
 
-export function applyNorm(ctx: ForwardContext, name: string, x: Tensor): Tensor {
+/** Apply norm `name` (its weights `<name>.weight`, `<name>.bias`) as the spec says; needs only the spec and the weights. */
+export function applyNorm(ctx: Pick<ForwardContext, 'spec' | 'weight'>, name: string, x: Tensor): Tensor {
   const n = ctx.spec.norm;
   if (n.kind === 'rmsnorm') return op.rmsnorm(x, ctx.weight(`${name}.weight`), n.eps);
   return op.layernorm(x, ctx.weight(`${name}.weight`), n.bias ? ctx.weight(`${name}.bias`) : undefined, n.eps);

@@ -56,7 +56,6 @@ export async function perplexity(model: Model, ids: number[], opts: PerplexityOp
   for (let s = 0; s < total; s += window) starts.push(s);
   let nll = 0, scored = 0;
   const meter = new SkipMeter(model.spec, Math.ceil(window / 2));
-  let overhead = 0;
   /** Add the NLL of rows [t0, t0 + n) of a window starting at s, from logits (n, V). */
   const score = (L: Float32Array, row0: number, s: number, t0: number, n: number) => {
     for (let t = 0; t < n; t++) {
@@ -103,10 +102,9 @@ export async function perplexity(model: Model, ids: number[], opts: PerplexityOp
         cache.dispose();
       }
     }
-    overhead += session?.overheadFlops ?? 0;
+    meter.overheadFlops += session?.overheadFlops ?? 0;
     scored += B * T;
     opts.onProgress?.(scored, total);
   }
-  meter.overheadFlops = overhead;
   return { ppl: Math.exp(nll / scored), nll, tokensScored: scored, windows: starts.length, skipped: meter.fraction };
 }

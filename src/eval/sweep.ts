@@ -90,11 +90,13 @@ export async function sweep(model: Model, o: SweepOptions): Promise<SweepResult>
   const denseTokens = (await generate(model, [o.prompt], gen)).tokens[0];
   await generate(model, [o.prompt], gen); // warm-up, so the dense row is not measured cold
 
+  let tokensScored = 0;
   const denseRun: Timed = () => generate(model, [o.prompt], gen);
   const evaluate = async (policy: string, value: number, spec: string): Promise<SweepRow> => {
     o.onStep?.(`${spec}: perplexity`);
     const pol = await createPolicy(model, spec, { calibration: o.calibration, ctxLen: Math.ceil(o.window / 2) });
     const pp = await perplexity(model, o.ids, { window: o.window, maxTokens: o.maxTokens, policy: pol });
+    tokensScored = pp.tokensScored;
     o.onStep?.(`${spec}: decode speed`);
     const [rate, denseRate] = await decodeRates(() => generate(model, [o.prompt], { ...gen, policy: pol }), denseRun);
     const row: SweepRow = {
@@ -125,6 +127,5 @@ export async function sweep(model: Model, o: SweepOptions): Promise<SweepResult>
       rows.push(await evaluate(p, v, `${p}:${v}${extra ? `,${extra}` : ''}`));
     }
   }
-  const tokensScored = Math.min(o.maxTokens ?? Infinity, o.ids.length - 1);
   return { tokensScored, dense, rows };
 }

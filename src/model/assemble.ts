@@ -223,10 +223,7 @@ export class Model {
    */
   lens(resid: Tensor): Tensor {
     if (!this.spec.finalNorm) return op.matmul(resid, this.headWeight(), true);
-    const n = this.spec.norm;
-    const h = n.kind === 'rmsnorm'
-      ? op.rmsnorm(resid, this.weights.get('final_norm.weight')!, n.eps)
-      : op.layernorm(resid, this.weights.get('final_norm.weight')!, n.bias ? this.weights.get('final_norm.bias') : undefined, n.eps);
+    const h = applyNorm({ spec: this.spec, weight: (name) => this.weights.get(name)! }, 'final_norm', resid);
     const logits = op.matmul(h, this.headWeight(), true);
     h.dispose();
     return logits;

@@ -176,11 +176,11 @@ function ffnSkipPolicy(model: Model, s: Extract<PolicySpec, { kind: 'ffn-skip' }
       const session: PolicySession = {
         get skipping() { return skipping; },
         overheadFlops: 0,
-        plan: () => (predicted < s.warmup && candidates.length ? { capture: meter.points() } : gate ? { gate } : {}),
+        plan: () => (predicted < s.warmup && candidates.length ? { capture: meter.points } : gate ? { gate } : {}),
         async observe(result, pass) {
           if (predicted >= s.warmup || !candidates.length) return;
           await meter.observe(result.captured, pass.valid);
-          for (const p of meter.points()) result.captured.get(p)?.dispose();
+          for (const p of meter.points) result.captured.get(p)?.dispose();
           predicted += pass.predicted;
           if (predicted < s.warmup) return;
           const ranked = [...candidates].sort((a, b) => meter.mean(b.name) - meter.mean(a.name));
@@ -224,7 +224,7 @@ export async function measureInfluence(model: Model, targets: SkipTarget[], ids:
   let done = 0;
   for (const g of groups) {
     const B = g.length, Tg = g[0].length;
-    const r = await model.forward(Int32Array.from(g.flat()), B, Tg, { capture: meter.points(), logitRows: new Array(B).fill(Tg - 1) });
+    const r = await model.forward(Int32Array.from(g.flat()), B, Tg, { capture: meter.points, logitRows: new Array(B).fill(Tg - 1) });
     await meter.observe(r.captured);
     for (const t of r.captured.values()) t.dispose();
     r.logits.dispose();

@@ -69,15 +69,14 @@ export function blockTargets(spec: ModelSpec, ctxLen: number): SkipTarget[] {
 export class SimilarityMeter {
   private readonly sum = new Map<string, number>();
   private readonly count = new Map<string, number>();
-  constructor(readonly targets: SkipTarget[]) {}
-
   /** The points a forward pass must capture for `observe`. */
-  points(): string[] {
-    return [...new Set(this.targets.flatMap((t) => [t.before, t.after, ...(t.addOut ? [t.addOut] : [])]))];
+  readonly points: string[];
+  constructor(readonly targets: SkipTarget[]) {
+    this.points = [...new Set(targets.flatMap((t) => [t.before, t.after, ...(t.addOut ? [t.addOut] : [])]))];
   }
 
   /**
-   * Add one pass's tokens. `captured` holds (B, T, C) tensors for `points()`; `valid(b, t)` excludes
+   * Add one pass's tokens. `captured` holds (B, T, C) tensors for `points`; `valid(b, t)` excludes
    * padding. The tensors are not disposed here.
    */
   async observe(captured: Map<string, Tensor>, valid?: (b: number, t: number) => boolean): Promise<void> {
@@ -116,10 +115,6 @@ export class SimilarityMeter {
   /** Mean cosine similarity of a target over every observed token (NaN before any observation). */
   mean(name: string): number {
     return (this.sum.get(name) ?? NaN) / (this.count.get(name) ?? 0);
-  }
-
-  get tokens(): number {
-    return Math.max(0, ...this.count.values());
   }
 }
 
