@@ -5,7 +5,9 @@ export { BrickworkError, CheckpointError, ContextLengthError, SpecError, TensorM
 export type { DType } from './tensor/dtype.ts';
 export { Tensor, type Backend } from './tensor/tensor.ts';
 export * as ops from './tensor/api.ts';
-export { OP_NAMES, type OpName, type OpAttrs } from './tensor/ops.ts';
+export { OP_NAMES, IN_PLACE_OPS, type OpName, type OpAttrs } from './tensor/ops.ts';
+export { Tape, NoGradientError } from './tensor/autograd.ts';
+export { GRAD_RULES, type GradRule, type GradArgs } from './tensor/grad.ts';
 export { getBackend, registerBackend, CpuBackend, WebGpuBackend } from './backends/backend.ts';
 export { NoWebGpuError } from './backends/webgpu/device.ts';
 export { WebGpuError } from './backends/webgpu/backend.ts';

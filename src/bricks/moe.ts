@@ -29,34 +29,41 @@ export const MOE: BrickDef<MoeSpec> = {
     const logits = await ctx.point(`${prefix}.router`, op.matmul(flat, ctx.weight(`${prefix}.router.weight`), true).reshape([B, T, m.experts]));
     const probs = op.softmax(logits.reshape([N, m.experts]));
     const idx = op.topk(probs, topK); // (N, k)
-    const w = op.gather(probs, idx); // (N, k)
-    // NOTE: routing is data-dependent, so the chosen experts are read back to build each expert's
-    // token list (on a GPU this is one small readback per MoE layer).
-    const [idxH, wH] = [await ctx.backend.read(idx), await ctx.backend.read(w)];
-    ctx.drop(logits, probs, idx, w);
-    const rows: number[][] = Array.from({ length: m.experts }, () => []);
-    const weights: number[][] = Array.from({ length: m.experts }, () => []);
-    for (let n = 0; n < N; n++) {
-      let z = 0;
-      for (let j = 0; j < topK; j++) z += wH[n * topK + j];
-      for (let j = 0; j < topK; j++) {
-        const e = idxH[n * topK + j];
-        rows[e].push(n);
-        weights[e].push(m.renormalize ? wH[n * topK + j] / z : wH[n * topK + j]);
-      }
+    let w = op.gather(probs, idx); // (N, k)
+    if (m.renormalize) {
+      const z = op.sum(w);
+      const wn = op.div(w, z.reshape([N, 1]));
+      ctx.drop(z, w);
+      w = wn;
     }
+    // NOTE: routing is data-dependent, so the chosen experts are read back to build each expert's
+    // token list (on a GPU this is one small readback per MoE layer). The routing weights stay on the
+    // device (each expert gathers its column), so gradients reach the router.
+    const idxH = await ctx.backend.read(idx);
+    const rows: number[][] = Array.from({ length: m.experts }, () => []);
+    const slots: number[][] = Array.from({ length: m.experts }, () => []);
+    for (let n = 0; n < N; n++) for (let j = 0; j < topK; j++) {
+      const e = idxH[n * topK + j];
+      rows[e].push(n);
+      slots[e].push(n * topK + j);
+    }
+    ctx.moeRouted?.(prefix, probs, rows.map((r) => r.length));
+    ctx.drop(logits, probs, idx);
+    const wFlat = w.reshape([N * topK, 1]);
     let out = ctx.backend.zeros([N, C], 'f32');
     for (let e = 0; e < m.experts; e++) {
       if (rows[e].length === 0) continue;
       const ids = ctx.backend.upload(Int32Array.from(rows[e]), [rows[e].length], 'i32');
       const xe = op.gatherRows(flat, ids);
       const ye = await ffnBody(ctx, m, `${prefix}.experts.${e}`, xe, `${prefix}.experts.${e}.act`);
-      const we = ctx.backend.upload(Float32Array.from(weights[e]), [rows[e].length, 1], 'f32');
+      const slotIds = ctx.backend.upload(Int32Array.from(slots[e]), [slots[e].length], 'i32');
+      const we = op.gatherRows(wFlat, slotIds); // (rows, 1)
       const scaled = op.mul(ye, we);
       const next = op.indexAddRows(out, scaled, ids);
-      ctx.drop(ids, xe, ye, we, scaled, out);
+      ctx.drop(ids, slotIds, xe, ye, we, scaled, out);
       out = next;
     }
+    ctx.drop(w);
     return out.reshape([B, T, C]);
   },
 };

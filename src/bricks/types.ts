@@ -30,6 +30,8 @@ export interface ForwardContext {
   wants(name: string): boolean;
   /** Experts per token for MoE sublayers when a request overrides the spec's top-k. */
   readonly moeTopK?: number;
+  /** Told by each MoE sublayer its router probabilities (N, E) and tokens per expert (load-balancing loss). */
+  moeRouted?(prefix: string, probs: Tensor, counts: number[]): void;
   /** The KV cache slot of an attention sublayer, when this pass uses a cache. */
   kv(prefix: string): { k: Tensor; v: Tensor } | undefined;
   /** Dispose intermediates that nobody captured. */

@@ -63,10 +63,14 @@ export function readSpec(files: ModelFiles): ModelSource {
   return { kind: 'hf', dir, spec: validateSpec(family.toSpec(cfg)), modelType: type };
 }
 
+/** Whether the checkpoint has this name (or it without the `transformer.`/`model.` prefix). */
+const hasSource = (src: TensorSource, hf: string) => src.has(hf) || src.has(hf.replace(/^(transformer|model)\./, ''));
+
 /** Fetch one HF tensor as f32 with the fix-up applied, checking its shape against `want`. */
 /** Returns the f32 values and the dtype they were stored in. */
 function readSourced(src: TensorSource, s: WeightSource, canonical: string, want: number[]): { data: Float32Array; dtype: DType } {
   let hf = s.hf;
+  if (!src.has(hf) && s.fallback && hasSource(src, s.fallback.hf)) return readSourced(src, s.fallback, canonical, want);
   if (!src.has(hf)) {
     // Some checkpoints drop the `transformer.`/`model.` prefix.
     const alt = hf.replace(/^(transformer|model)\./, '');
@@ -77,7 +81,11 @@ function readSourced(src: TensorSource, s: WeightSource, canonical: string, want
         near.length ? `similar names in the checkpoint: ${near.join(', ')}` : 'the checkpoint does not match its config.json');
     }
   }
-  const info = src.info(hf);
+  const full = src.info(hf);
+  const E = s.expert !== undefined ? full.shape[0] : 1;
+  if (s.expert !== undefined && (full.shape.length !== 3 || s.expert >= E))
+    throw new TensorMismatchError(hf, `expected experts stacked as (E, rows, cols) with E > ${s.expert}, found [${full.shape.join(', ')}]`, 'the checkpoint does not match its config.json');
+  const info = s.expert !== undefined ? { ...full, shape: full.shape.slice(1) } : full;
   let rows = info.shape[0], cols = info.shape.length === 2 ? info.shape[1] : 1;
   if (s.transpose) [rows, cols] = [cols, rows];
   const parts = s.split?.parts ?? 1;
@@ -88,6 +96,10 @@ function readSourced(src: TensorSource, s: WeightSource, canonical: string, want
     throw new TensorMismatchError(hf, `expected shape [${expect.join(', ')}]${what}, found [${info.shape.join(', ')}]`, 'the checkpoint does not match its config.json');
   }
   let data = src.readF32(hf);
+  if (s.expert !== undefined) {
+    const n = data.length / E;
+    data = data.slice(s.expert * n, (s.expert + 1) * n);
+  }
   if (s.transpose && info.shape.length === 2) {
     const [r, c] = info.shape;
     const t = new Float32Array(data.length);

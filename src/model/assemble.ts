@@ -6,7 +6,7 @@ import { applyNorm, brickOf, normDecl, normFlops, type ForwardContext, type Weig
 import { ropeHeadDim, ropeInvFreq } from '../bricks/position.ts';
 import * as op from '../tensor/api.ts';
 import type { Backend, Tensor } from '../tensor/tensor.ts';
-import { TensorMismatchError } from '../util/errors.ts';
+import { TensorMismatchError, UsageError } from '../util/errors.ts';
 import { compilePattern, type PointMatcher } from './points.ts';
 import { sublayerNames, validateSpec, type ModelSpec } from './spec.ts';
 
@@ -41,6 +41,8 @@ export interface ForwardOptions {
   moeTopK?: number;
   /** Early exit (per token); see ExitCheck. */
   exit?: ExitCheck;
+  /** Also return the MoE load-balancing loss (`ForwardResult.auxLoss`). */
+  auxLoss?: boolean;
 }
 
 export interface ForwardResult {
@@ -52,6 +54,12 @@ export interface ForwardResult {
   skipped: string[];
   /** Layers that ran in full: `spec.layers.length` unless the pass exited early. */
   exitLayer: number;
+  /**
+   * With `auxLoss`, when the model has MoE sublayers: the load-balancing loss over all of them as HF
+   * Mixtral computes it, E · Σₑ fₑ · Pₑ (fₑ: share of routed (token, slot) pairs that went to expert
+   * e, Pₑ: mean router probability of e, both over every MoE layer and token). A scalar.
+   */
+  auxLoss?: Tensor;
 }
 
 /** Per-attention-sublayer key/value buffers (B, K, S, D), head-major. Owned by the runtime, filled by attention. */
@@ -197,7 +205,7 @@ export class Model {
       // the cache is filled at the cost of two small matmuls per skipped attention sublayer.
       for (let j = i + 1; j < L; j++) await this.fillCache(ctx, j, x);
       ctx.drop(x);
-      return { logits: await ctx.point('logits', exitLogits), captured: ctx.captured, skipped: ctx.skipped, exitLayer: i + 1 };
+      return { logits: await ctx.point('logits', exitLogits), captured: ctx.captured, skipped: ctx.skipped, exitLayer: i + 1, auxLoss: ctx.auxLoss() };
     }
 
     let h = x;
@@ -212,7 +220,7 @@ export class Model {
     }
     const logits = await ctx.point('logits', op.matmul(h, this.headWeight(), true));
     ctx.drop(h);
-    return { logits, captured: ctx.captured, skipped: ctx.skipped, exitLayer: L };
+    return { logits, captured: ctx.captured, skipped: ctx.skipped, exitLayer: L, auxLoss: ctx.auxLoss() };
   }
 
   /**
@@ -364,6 +372,38 @@ class Ctx implements ForwardContext {
 
   kv(prefix: string) {
     return this.opts.cache?.slots.get(prefix);
+  }
+
+  private routed?: { probSum: Tensor; counts: number[]; tokens: number };
+
+  moeRouted(prefix: string, probs: Tensor, counts: number[]): void {
+    if (!this.opts.auxLoss) return;
+    const E = counts.length;
+    const s = op.sumTo(probs, [E]);
+    const r = this.routed;
+    if (!r) { this.routed = { probSum: s, counts: [...counts], tokens: probs.shape[0] }; return; }
+    if (r.counts.length !== E) throw new UsageError(`${prefix}: ${E} experts, but an earlier MoE sublayer has ${r.counts.length}`, 'the load-balancing loss needs the same number of experts in every MoE sublayer');
+    const sum = op.add(r.probSum, s);
+    this.drop(r.probSum, s);
+    r.probSum = sum;
+    counts.forEach((c, e) => { r.counts[e] += c; });
+    r.tokens += probs.shape[0];
+  }
+
+  /** The load-balancing loss from what the MoE sublayers reported (undefined without any). */
+  auxLoss(): Tensor | undefined {
+    const r = this.routed;
+    if (!r) return undefined;
+    const E = r.counts.length;
+    // HF: mean over tokens of the top-k one-hot picks (summed over slots) · mean router probability:
+    // E · Σₑ (Cₑ / N) · (Sₑ / N), with Cₑ picks of e and Sₑ its summed probability over N tokens.
+    const counts = this.backend.upload(Float32Array.from(r.counts), [E], 'f32');
+    const cs = op.mul(r.probSum, counts);
+    const total = op.sum(cs);
+    const loss = op.scale(total, E / (r.tokens * r.tokens));
+    this.drop(counts, cs, total, r.probSum);
+    this.routed = undefined;
+    return loss;
   }
 
   drop(...ts: (Tensor | undefined)[]): void {

@@ -2,13 +2,21 @@
 // Each call is exactly one backend dispatch; nothing here computes on its own.
 
 import type { OpAttrs, OpName } from './ops.ts';
+import { activeRecorder } from './record.ts';
 import type { Tensor } from './tensor.ts';
 
-const run = <O extends OpName>(op: O, xs: Tensor[], attrs: OpAttrs[O]) => xs[0].backend.run(op, xs, attrs);
+function run<O extends OpName>(op: O, xs: Tensor[], attrs: OpAttrs[O]): Tensor {
+  const out = xs[0].backend.run(op, xs, attrs);
+  activeRecorder()?.record(op, xs, attrs, out);
+  return out;
+}
 const none = {} as Record<string, never>;
 
 /** a @ b, or a @ bᵀ when transB (weights stored (out, in) as nn.Linear does). */
 export const matmul = (a: Tensor, b: Tensor, transB = false) => run('matmul', [a, b], { transB });
+/** op(a) @ op(b) where op transposes the last two axes when asked (BLAS-style); used by gradients. */
+export const matmulT = (a: Tensor, b: Tensor, t: { transA?: boolean; transB?: boolean }) =>
+  run('matmul', [a, b], { transB: t.transB ?? false, transA: t.transA ?? false });
 export const add = (a: Tensor, b: Tensor) => run('add', [a, b], none);
 export const sub = (a: Tensor, b: Tensor) => run('sub', [a, b], none);
 export const mul = (a: Tensor, b: Tensor) => run('mul', [a, b], none);
@@ -34,6 +42,23 @@ export const attention = (q: Tensor, k: Tensor, v: Tensor, pos0: number[], scale
   run('attention', [q, k, v], { pos0, scale });
 export const attentionProbs = (q: Tensor, k: Tensor, pos0: number[], scale: number) =>
   run('attention_probs', [q, k], { pos0, scale });
+
+export const permute = (x: Tensor, perm: number[]) => run('permute', [x], { perm });
+export const sumTo = (x: Tensor, shape: readonly number[]) => run('sum_to', [x], { shape: [...shape] });
+export const slice = (x: Tensor, axis: number, start: number, end: number) => run('slice', [x], { axis, start, end });
+export const pad = (x: Tensor, axis: number, before: number, after: number) => run('pad', [x], { axis, before, after });
+export const actGrad = (x: Tensor, g: Tensor, fn: OpAttrs['act_grad']['fn']) => run('act_grad', [x, g], { fn });
+export const normGrad = (x: Tensor, w: Tensor, g: Tensor, kind: OpAttrs['norm_grad']['kind'], eps: number) =>
+  run('norm_grad', [x, w, g], { kind, eps });
+export const attentionGrad = (q: Tensor, k: Tensor, v: Tensor, g: Tensor, pos0: number[], scale: number, wrt: 'q' | 'k' | 'v') =>
+  run('attention_grad', [q, k, v, g], { pos0, scale, wrt });
+export const kvRead = (cache: Tensor, pos0: number[], T: number) => run('kv_read', [cache], { pos0, T });
+export const scatterAdd = (g: Tensor, idx: Tensor, size: number) => run('scatter_add', [g, idx], { size });
+/** Per-row cross-entropy of logits (N, V) against i32 targets (N); rows with target < 0 score 0. */
+export const crossEntropy = (logits: Tensor, targets: Tensor) => run('cross_entropy', [logits, targets], none);
+export const crossEntropyGrad = (logits: Tensor, targets: Tensor, g: Tensor) => run('cross_entropy_grad', [logits, targets, g], none);
+export const adamMoments = (state: Tensor, g: Tensor, a: OpAttrs['adam_moments']) => run('adam_moments', [state, g], a);
+export const adamApply = (p: Tensor, state: Tensor, a: OpAttrs['adam_apply']) => run('adam_apply', [p, state], a);
 
 /** Dispose every tensor given (undefined entries are skipped). */
 export function dispose(...ts: (Tensor | undefined)[]): void {

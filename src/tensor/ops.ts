@@ -5,8 +5,9 @@
 
 /** Attributes of every primitive op. Adding an op here makes `tsc` list every table that needs it. */
 export interface OpAttrs {
-  /** a (..., M, K) @ b (..., K, N), or b (..., N, K) when transB. b may have fewer batch dims (broadcast). */
-  matmul: { transB: boolean };
+  /** a (..., M, K) @ b (..., K, N), or b (..., N, K) when transB; a is (..., K, M) when transA (weight
+   *  gradients: gᵀ x without a transposed copy). b may have fewer batch dims (broadcast). */
+  matmul: { transB: boolean; transA?: boolean };
   /** Elementwise binary ops with numpy broadcasting. */
   add: Record<string, never>;
   sub: Record<string, never>;
@@ -46,13 +47,47 @@ export interface OpAttrs {
   attention: { pos0: number[]; scale: number };
   /** The attention pattern of `attention`: softmax probabilities (B, H, T, S), zero where masked. */
   attention_probs: { pos0: number[]; scale: number };
+
+  // ---- Ops that autograd and training need (see tensor/grad.ts). ----
+  /** Reorder axes: out axis i is input axis perm[i]. */
+  permute: { perm: number[] };
+  /** Sum x down to `shape`, a shape x broadcasts from (numpy rules): the gradient of a broadcast. */
+  sum_to: { shape: number[] };
+  /** Elements [start, end) of one axis. */
+  slice: { axis: number; start: number; end: number };
+  /** Zeros on both sides of one axis (the gradient of `slice`). */
+  pad: { axis: number; before: number; after: number };
+  /** x, g (same shape) → g · act'(x) for an elementwise activation. */
+  act_grad: { fn: 'silu' | 'relu' | 'gelu_erf' | 'gelu_tanh' };
+  /** x (..., C), w (C), g (..., C) → d loss / d x of `rmsnorm` or `layernorm` (the weight's own gradient is composed). */
+  norm_grad: { kind: 'rmsnorm' | 'layernorm'; eps: number };
+  /** q, k, v, g (as `attention`'s output) → the gradient of `attention` with respect to q, k or v
+   *  (k and v: the whole (B, K, S, D) key/value tensors). */
+  attention_grad: { pos0: number[]; scale: number; wrt: 'q' | 'k' | 'v' };
+  /** cache (B, K, S, D) → rows pos0[b] .. pos0[b]+T as (B, T, K, D): the gradient of `kv_write`. */
+  kv_read: { pos0: number[]; T: number };
+  /** g (..., k), idx i32 (..., k) → (..., size) zeros with g added at idx: the gradient of `gather`. */
+  scatter_add: { size: number };
+  /** logits (N, V), targets i32 (N) → per-row −log softmax(logits)[target], 0 where target < 0 (ignored). */
+  cross_entropy: Record<string, never>;
+  /** logits (N, V), targets i32 (N), g (N) → (softmax − onehot) · g, zero rows where target < 0. */
+  cross_entropy_grad: Record<string, never>;
+  /** In place on state (2, n) = [m; v]: m = β1 m + (1−β1) s·g, v = β2 v + (1−β2) (s·g)², with g (n) and s = gradScale. */
+  adam_moments: { beta1: number; beta2: number; gradScale: number };
+  /** In place on p (n) with state (2, n): p = p·(1 − lr·wd) − lr/bc1 · m / (sqrt(v)/sqrt(bc2) + eps) (torch AdamW). */
+  adam_apply: { lr: number; eps: number; weightDecay: number; bc1: number; bc2: number };
 }
 
 export type OpName = keyof OpAttrs;
+
+/** Ops that update their input 0 in place and return it (every other op returns a new tensor). */
+export const IN_PLACE_OPS: ReadonlySet<OpName> = new Set<OpName>(['kv_write', 'adam_moments', 'adam_apply']);
 
 /** Every op name, in a fixed order (derived from a table so it cannot miss one). */
 export const OP_NAMES = Object.keys({
   matmul: 1, add: 1, sub: 1, mul: 1, div: 1, scale: 1, silu: 1, relu: 1, gelu_erf: 1, gelu_tanh: 1,
   softmax: 1, sum: 1, max: 1, layernorm: 1, rmsnorm: 1, rope: 1, gather_rows: 1, index_add_rows: 1,
   topk: 1, gather: 1, kv_write: 1, attention: 1, attention_probs: 1,
+  permute: 1, sum_to: 1, slice: 1, pad: 1, act_grad: 1, norm_grad: 1, attention_grad: 1, kv_read: 1,
+  scatter_add: 1, cross_entropy: 1, cross_entropy_grad: 1, adam_moments: 1, adam_apply: 1,
 } satisfies Record<OpName, 1>) as OpName[];

@@ -60,11 +60,11 @@ function attnCheck(op: string, s: Shape[], pos0: number[]) {
 
 /** The shape rule of every op. */
 export const SHAPE_RULES: { [O in OpName]: Rule<O> } = {
-  matmul: (s, { transB }) => {
+  matmul: (s, { transB, transA }) => {
     need('matmul', s, 2);
     const [a, b] = s;
     if (a.length < 2 || b.length < 2) throw new ShapeError('matmul', `operands need >= 2 dims, found ${fmt(a)} and ${fmt(b)}`);
-    const M = a[a.length - 2], K = a[a.length - 1];
+    const M = a[a.length - (transA ? 1 : 2)], K = a[a.length - (transA ? 2 : 1)];
     const Kb = transB ? b[b.length - 1] : b[b.length - 2];
     const N = transB ? b[b.length - 2] : b[b.length - 1];
     if (K !== Kb) throw new ShapeError('matmul', `inner dims differ: a ${fmt(a)} has K = ${K}, b ${fmt(b)}${transB ? ' (transposed)' : ''} has K = ${Kb}`);
@@ -130,6 +130,90 @@ export const SHAPE_RULES: { [O in OpName]: Rule<O> } = {
   },
   attention: (s, a) => { const { B, T, H, D } = attnCheck('attention', s, a.pos0); return [B, T, H, D]; },
   attention_probs: (s, a) => { const { B, T, H, S } = attnCheck('attention_probs', s, a.pos0); return [B, H, T, S]; },
+  permute: (s, { perm }) => {
+    need('permute', s, 1);
+    const x = s[0];
+    if (perm.length !== x.length || [...perm].sort((p, q) => p - q).some((p, i) => p !== i))
+      throw new ShapeError('permute', `perm [${perm.join(', ')}] is not a permutation of the ${x.length} axes of ${fmt(x)}`);
+    return perm.map((p) => x[p]);
+  },
+  sum_to: (s, { shape }) => {
+    need('sum_to', s, 1);
+    if (fmt(broadcastShapes(s[0], shape) ?? []) !== fmt(s[0]) || shape.length > s[0].length)
+      throw new ShapeError('sum_to', `${fmt(s[0])} does not broadcast from ${fmt(shape)}`);
+    return [...shape];
+  },
+  slice: (s, { axis, start, end }) => {
+    need('slice', s, 1);
+    const x = s[0];
+    if (!(axis >= 0 && axis < x.length)) throw new ShapeError('slice', `axis ${axis} outside the ${x.length} axes of ${fmt(x)}`);
+    if (!(Number.isInteger(start) && Number.isInteger(end) && start >= 0 && start < end && end <= x[axis]))
+      throw new ShapeError('slice', `range [${start}, ${end}) is not inside axis ${axis} of length ${x[axis]}`);
+    return x.map((d, i) => (i === axis ? end - start : d));
+  },
+  pad: (s, { axis, before, after }) => {
+    need('pad', s, 1);
+    const x = s[0];
+    if (!(axis >= 0 && axis < x.length)) throw new ShapeError('pad', `axis ${axis} outside the ${x.length} axes of ${fmt(x)}`);
+    if (!(Number.isInteger(before) && Number.isInteger(after) && before >= 0 && after >= 0)) throw new ShapeError('pad', `padding ${before}, ${after} must be integers >= 0`);
+    return x.map((d, i) => (i === axis ? d + before + after : d));
+  },
+  act_grad: (s) => {
+    need('act_grad', s, 2);
+    if (fmt(s[0]) !== fmt(s[1])) throw new ShapeError('act_grad', `x ${fmt(s[0])} and g ${fmt(s[1])} differ`);
+    return [...s[0]];
+  },
+  norm_grad: (s) => {
+    need('norm_grad', s, 3);
+    const C = s[0][s[0].length - 1];
+    if (s[1].length !== 1 || s[1][0] !== C) throw new ShapeError('norm_grad', `weight ${fmt(s[1])} must be [${C}]`);
+    if (fmt(s[0]) !== fmt(s[2])) throw new ShapeError('norm_grad', `x ${fmt(s[0])} and g ${fmt(s[2])} differ`);
+    return [...s[0]];
+  },
+  attention_grad: (s, a) => {
+    need('attention_grad', s, 4);
+    attnCheck('attention', s.slice(0, 3), a.pos0);
+    if (fmt(s[3]) !== fmt(s[0])) throw new ShapeError('attention_grad', `g ${fmt(s[3])} must match q ${fmt(s[0])}`);
+    return [...(a.wrt === 'q' ? s[0] : s[1])];
+  },
+  kv_read: (s, { pos0, T }) => {
+    need('kv_read', s, 1);
+    const c = s[0];
+    if (c.length !== 4) throw new ShapeError('kv_read', `expected a cache (B,K,S,D), found ${fmt(c)}`);
+    if (pos0.length !== c[0]) throw new ShapeError('kv_read', `pos0 has ${pos0.length} entries, expected B = ${c[0]}`);
+    for (const p of pos0) if (p < 0 || p + T > c[2]) throw new ShapeError('kv_read', `rows ${p}..${p + T} are not inside the cache length ${c[2]}`);
+    return [c[0], T, c[1], c[3]];
+  },
+  scatter_add: (s, { size }) => {
+    need('scatter_add', s, 2);
+    if (fmt(s[0]) !== fmt(s[1])) throw new ShapeError('scatter_add', `g ${fmt(s[0])} and idx ${fmt(s[1])} differ`);
+    if (!(size >= 1)) throw new ShapeError('scatter_add', `size ${size} must be >= 1`);
+    return [...s[0].slice(0, -1), size];
+  },
+  cross_entropy: (s) => {
+    need('cross_entropy', s, 2);
+    if (s[0].length !== 2 || s[1].length !== 1 || s[1][0] !== s[0][0])
+      throw new ShapeError('cross_entropy', `expected logits (N,V) and targets (N), found ${fmt(s[0])} and ${fmt(s[1])}`);
+    return [s[0][0]];
+  },
+  cross_entropy_grad: (s) => {
+    need('cross_entropy_grad', s, 3);
+    if (s[0].length !== 2 || s[1].length !== 1 || s[1][0] !== s[0][0] || fmt(s[2]) !== fmt(s[1]))
+      throw new ShapeError('cross_entropy_grad', `expected logits (N,V), targets (N), g (N), found ${fmt(s[0])}, ${fmt(s[1])}, ${fmt(s[2])}`);
+    return [...s[0]];
+  },
+  adam_moments: (s) => {
+    need('adam_moments', s, 2);
+    const n = numel(s[1]);
+    if (s[0].length !== 2 || s[0][0] !== 2 || s[0][1] !== n) throw new ShapeError('adam_moments', `state must be [2, ${n}] for a gradient of ${n} values, found ${fmt(s[0])}`);
+    return [...s[0]];
+  },
+  adam_apply: (s) => {
+    need('adam_apply', s, 2);
+    const n = numel(s[0]);
+    if (s[1].length !== 2 || s[1][0] !== 2 || s[1][1] !== n) throw new ShapeError('adam_apply', `state must be [2, ${n}] for a parameter of ${n} values, found ${fmt(s[1])}`);
+    return [...s[0]];
+  },
 };
 
 export function inferShape<O extends OpName>(op: O, shapes: Shape[], attrs: OpAttrs[O]): number[] {

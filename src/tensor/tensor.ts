@@ -1,6 +1,6 @@
 // Tensor: a shape, a dtype and a handle to storage owned by a backend. The backend interface is
 // declared here (not in backends/) because tensor/ sits at the top of the import graph.
-// Tensors are immutable values except for `kv_write`, which updates a cache in place.
+// Tensors are immutable values except for the in-place ops (`IN_PLACE_OPS`: kv_write and the optimizer's).
 
 import type { DType, HostArray } from './dtype.ts';
 import type { OpAttrs, OpName } from './ops.ts';
@@ -34,6 +34,9 @@ export interface Backend {
 export class Tensor {
   readonly size: number;
   private disposed = false;
+  /** Holders (an autograd tape) that need the storage; dispose() waits until the last one lets go. */
+  private pins = 0;
+  private disposeWhenUnpinned = false;
   constructor(
     readonly backend: Backend,
     readonly shape: readonly number[],
@@ -56,8 +59,21 @@ export class Tensor {
   dispose(): void {
     if (this.viewOf) return this.viewOf.dispose();
     if (this.disposed) return;
+    if (this.pins > 0) { this.disposeWhenUnpinned = true; return; }
     this.disposed = true;
     this.backend.release(this);
+  }
+
+  /** Keep the storage alive until `unpin`, even if someone disposes the tensor meanwhile (autograd). */
+  pin(): void {
+    if (this.viewOf) return this.viewOf.pin();
+    this.pins++;
+  }
+
+  /** Let go of a pin; a dispose() that came in while pinned happens now. */
+  unpin(): void {
+    if (this.viewOf) return this.viewOf.unpin();
+    if (--this.pins === 0 && this.disposeWhenUnpinned) this.dispose();
   }
 
   get isDisposed(): boolean {

@@ -5,7 +5,7 @@
 
 import type { DType, HostArray } from '../../tensor/dtype.ts';
 import type { OpAttrs, OpName } from '../../tensor/ops.ts';
-import { OP_NAMES } from '../../tensor/ops.ts';
+import { IN_PLACE_OPS, OP_NAMES } from '../../tensor/ops.ts';
 import { inferShape } from '../../tensor/shapes.ts';
 import { Tensor, type Backend, type BackendStats } from '../../tensor/tensor.ts';
 import { UnsupportedOpError } from '../../util/errors.ts';
@@ -16,7 +16,9 @@ import { allocF32, freeF32, isResident } from './fast/matmul.ts';
 /** Ops whose output is integer indices. */
 const INT_OUTPUT: Partial<Record<OpName, true>> = { topk: true };
 /** Ops whose integer inputs are indices (allowed alongside f32 data). */
-const INDEX_INPUTS: Partial<Record<OpName, number[]>> = { gather_rows: [1], index_add_rows: [2], gather: [1] };
+const INDEX_INPUTS: Partial<Record<OpName, number[]>> = {
+  gather_rows: [1], index_add_rows: [2], gather: [1], scatter_add: [1], cross_entropy: [1], cross_entropy_grad: [1],
+};
 
 export interface CpuBackendOptions {
   /** Use only the reference kernels (slow; the definition every fast path is tested against). */
@@ -97,7 +99,7 @@ export class CpuBackend implements Backend {
     this.stats.dispatches++;
     this.stats.perOp[op] = (this.stats.perOp[op] ?? 0) + 1;
     const kernel = this.kernels[op] as CpuKernel<O>;
-    if (op === 'kv_write') {
+    if (IN_PLACE_OPS.has(op)) {
       kernel(xs[0].data, xs, attrs, outShape);
       return inputs[0];
     }

@@ -101,9 +101,46 @@ function attnRow(q: HostTensor, k: HostTensor, b: number, t: number, h: number, 
   return kh;
 }
 
+/** Row-major strides of a shape. */
+function stridesOf(shape: readonly number[]): number[] {
+  const st = new Array(shape.length).fill(1);
+  for (let i = shape.length - 2; i >= 0; i--) st[i] = st[i + 1] * shape[i + 1];
+  return st;
+}
+
+/** Calls f(flat index, multi-index) for every element of `shape`, in row-major order. */
+function forEachIndex(shape: readonly number[], f: (i: number, idx: number[]) => void): void {
+  const n = numel(shape), idx = new Array(shape.length).fill(0);
+  for (let i = 0; i < n; i++) {
+    f(i, idx);
+    for (let d = shape.length - 1; d >= 0; d--) { if (++idx[d] < shape[d]) break; idx[d] = 0; }
+  }
+}
+
+function logSumExp(x: Float32Array | Int32Array, o: number, n: number): number {
+  let mx = -Infinity;
+  for (let c = 0; c < n; c++) mx = Math.max(mx, x[o + c]);
+  let z = 0;
+  for (let c = 0; c < n; c++) z += Math.exp(x[o + c] - mx);
+  return mx + Math.log(z);
+}
+
+const INV_SQRT_2PI = 1 / Math.sqrt(2 * Math.PI);
+
+/** Derivative of each activation at x. */
+export const ACT_DERIVATIVES: Record<OpAttrs['act_grad']['fn'], (x: number) => number> = {
+  silu: (x) => { const s = 1 / (1 + Math.exp(-x)); return s * (1 + x * (1 - s)); },
+  relu: (x) => (x > 0 ? 1 : 0),
+  gelu_erf: (x) => 0.5 * (1 + erf(x / Math.SQRT2)) + x * INV_SQRT_2PI * Math.exp(-0.5 * x * x),
+  gelu_tanh: (x) => {
+    const u = SQRT_2_OVER_PI * (x + 0.044715 * x * x * x), th = Math.tanh(u);
+    return 0.5 * (1 + th) + 0.5 * x * (1 - th * th) * SQRT_2_OVER_PI * (1 + 3 * 0.044715 * x * x);
+  },
+};
+
 export const CPU_KERNELS: CpuKernelTable = {
-  matmul: (out, [a, b], { transB }, outShape) => {
-    const M = a.shape[a.shape.length - 2], K = last(a.shape);
+  matmul: (out, [a, b], { transB, transA }, outShape) => {
+    const M = outShape[outShape.length - 2], K = a.shape[a.shape.length - (transA ? 2 : 1)];
     const N = last(outShape);
     const batches = numel(outShape) / (M * N);
     const bBatches = numel(b.shape) / (K * N); // b may be shared by all batches (broadcast)
@@ -112,7 +149,7 @@ export const CPU_KERNELS: CpuKernelTable = {
       for (let m = 0; m < M; m++) {
         for (let n = 0; n < N; n++) {
           let acc = 0;
-          for (let k = 0; k < K; k++) acc += a.data[ao + m * K + k] * b.data[bo + (transB ? n * K + k : k * N + n)];
+          for (let k = 0; k < K; k++) acc += a.data[ao + (transA ? k * M + m : m * K + k)] * b.data[bo + (transB ? n * K + k : k * N + n)];
           out[oo + m * N + n] = acc;
         }
       }
@@ -254,6 +291,142 @@ export const CPU_KERNELS: CpuKernelTable = {
       attnRow(q, k, b, t, h, visible, scale, probs);
       const oo = ((b * H + h) * T + t) * S;
       for (let s = 0; s < visible; s++) out[oo + s] = probs[s];
+    }
+  },
+  permute: (out, [x], { perm }, outShape) => {
+    const inStrides = stridesOf(x.shape);
+    const st = perm.map((p) => inStrides[p]); // input stride of each output axis
+    forEachIndex(outShape, (i, idx) => {
+      let o = 0;
+      for (let d = 0; d < idx.length; d++) o += idx[d] * st[d];
+      out[i] = x.data[o];
+    });
+  },
+  sum_to: (out, [x], { shape }) => {
+    out.fill(0);
+    const st = broadcastStrides(shape, [...x.shape]);
+    forEachIndex(x.shape, (i, idx) => {
+      let o = 0;
+      for (let d = 0; d < idx.length; d++) o += idx[d] * st[d];
+      out[o] += x.data[i];
+    });
+  },
+  slice: (out, [x], { axis, start, end }) => {
+    const outer = numel(x.shape.slice(0, axis)), inner = numel(x.shape.slice(axis + 1)), n = x.shape[axis], m = end - start;
+    for (let o = 0; o < outer; o++) for (let j = 0; j < m; j++) for (let i = 0; i < inner; i++)
+      out[(o * m + j) * inner + i] = x.data[(o * n + start + j) * inner + i];
+  },
+  pad: (out, [x], { axis, before }, outShape) => {
+    const outer = numel(x.shape.slice(0, axis)), inner = numel(x.shape.slice(axis + 1)), n = x.shape[axis], m = outShape[axis];
+    out.fill(0);
+    for (let o = 0; o < outer; o++) for (let j = 0; j < n; j++) for (let i = 0; i < inner; i++)
+      out[(o * m + before + j) * inner + i] = x.data[(o * n + j) * inner + i];
+  },
+  act_grad: (out, [x, g], { fn }) => {
+    const d = ACT_DERIVATIVES[fn];
+    for (let i = 0; i < out.length; i++) out[i] = g.data[i] * d(x.data[i]);
+  },
+  norm_grad: (out, [x, w, g], { kind, eps }) => {
+    const C = last(x.shape);
+    for (let r = 0; r < x.data.length / C; r++) {
+      const o = r * C;
+      let mean = 0;
+      if (kind === 'layernorm') { for (let c = 0; c < C; c++) mean += x.data[o + c]; mean /= C; }
+      let v = 0;
+      for (let c = 0; c < C; c++) v += (x.data[o + c] - mean) ** 2;
+      const rstd = 1 / Math.sqrt(v / C + eps);
+      // With x̂ = (x − mean)·rstd and ĝ = g·w: dx = rstd·(ĝ − mean(ĝ) − x̂·mean(ĝ·x̂)); rmsnorm has no mean terms.
+      let mg = 0, mgx = 0;
+      for (let c = 0; c < C; c++) {
+        const gh = g.data[o + c] * w.data[c], xh = (x.data[o + c] - mean) * rstd;
+        mg += gh; mgx += gh * xh;
+      }
+      mg = kind === 'layernorm' ? mg / C : 0;
+      mgx /= C;
+      for (let c = 0; c < C; c++) {
+        const gh = g.data[o + c] * w.data[c], xh = (x.data[o + c] - mean) * rstd;
+        out[o + c] = rstd * (gh - mg - xh * mgx);
+      }
+    }
+  },
+  attention_grad: (out, [q, k, v, g], { pos0, scale, wrt }) => {
+    const [B, T, H, D] = q.shape;
+    const [, K, S] = k.shape;
+    const probs = new Float64Array(S), dp = new Float64Array(S);
+    const acc = new Float64Array(out.length);
+    for (let b = 0; b < B; b++) for (let t = 0; t < T; t++) for (let h = 0; h < H; h++) {
+      const visible = pos0[b] + t + 1;
+      const kh = attnRow(q, k, b, t, h, visible, scale, probs);
+      const qo = ((b * T + t) * H + h) * D;
+      const kvo = (s: number) => ((b * K + kh) * S + s) * D;
+      if (wrt === 'v') { // dV[s] += p[s] · g
+        for (let s = 0; s < visible; s++) for (let d = 0; d < D; d++) acc[kvo(s) + d] += probs[s] * g.data[qo + d];
+        continue;
+      }
+      // dP[s] = g · V[s]; dScore[s] = p[s] (dP[s] − Σ p·dP), times the scale for dq and dk.
+      let dot = 0;
+      for (let s = 0; s < visible; s++) {
+        let x = 0;
+        for (let d = 0; d < D; d++) x += g.data[qo + d] * v.data[kvo(s) + d];
+        dp[s] = x; dot += x * probs[s];
+      }
+      for (let s = 0; s < visible; s++) {
+        const ds = probs[s] * (dp[s] - dot) * scale;
+        if (wrt === 'q') for (let d = 0; d < D; d++) acc[qo + d] += ds * k.data[kvo(s) + d];
+        else for (let d = 0; d < D; d++) acc[kvo(s) + d] += ds * q.data[qo + d];
+      }
+    }
+    out.set(acc);
+  },
+  kv_read: (out, [cache], { pos0, T }) => {
+    const [B, K, S, D] = cache.shape;
+    for (let b = 0; b < B; b++) for (let t = 0; t < T; t++) for (let h = 0; h < K; h++) {
+      const src = ((b * K + h) * S + pos0[b] + t) * D;
+      out.set(cache.data.subarray(src, src + D), ((b * T + t) * K + h) * D);
+    }
+  },
+  scatter_add: (out, [g, idx], { size }) => {
+    const k = last(idx.shape);
+    out.fill(0);
+    for (let r = 0; r < idx.data.length / k; r++) for (let j = 0; j < k; j++) {
+      const e = idx.data[r * k + j];
+      if (!(e >= 0 && e < size)) throw new RangeError(`scatter_add: index ${e} outside 0..${size - 1}`);
+      out[r * size + e] += g.data[r * k + j];
+    }
+  },
+  cross_entropy: (out, [logits, targets]) => {
+    const V = last(logits.shape);
+    for (let r = 0; r < out.length; r++) {
+      const y = targets.data[r];
+      if (y < 0) { out[r] = 0; continue; }
+      if (y >= V) throw new RangeError(`cross_entropy: target ${y} outside the vocabulary 0..${V - 1}`);
+      out[r] = logSumExp(logits.data, r * V, V) - logits.data[r * V + y];
+    }
+  },
+  cross_entropy_grad: (out, [logits, targets, g]) => {
+    const V = last(logits.shape);
+    for (let r = 0; r < targets.data.length; r++) {
+      const y = targets.data[r], o = r * V;
+      if (y < 0) { out.fill(0, o, o + V); continue; }
+      const lse = logSumExp(logits.data, o, V);
+      for (let c = 0; c < V; c++) out[o + c] = (Math.exp(logits.data[o + c] - lse) - (c === y ? 1 : 0)) * g.data[r];
+    }
+  },
+  adam_moments: (out, [state, g], { beta1, beta2, gradScale }) => {
+    // In place: `out` IS the state's storage.
+    const n = g.data.length;
+    for (let i = 0; i < n; i++) {
+      const gi = g.data[i] * gradScale;
+      out[i] = beta1 * state.data[i] + (1 - beta1) * gi;
+      out[n + i] = beta2 * state.data[n + i] + (1 - beta2) * gi * gi;
+    }
+  },
+  adam_apply: (out, [p, state], { lr, eps, weightDecay, bc1, bc2 }) => {
+    const n = p.data.length;
+    const stepSize = lr / bc1, sq = Math.sqrt(bc2);
+    for (let i = 0; i < n; i++) {
+      const decayed = Math.fround(p.data[i] * (1 - lr * weightDecay));
+      out[i] = decayed - stepSize * state.data[i] / (Math.sqrt(state.data[n + i]) / sq + eps);
     }
   },
 };

@@ -12,6 +12,10 @@ export interface WeightSource {
   transpose?: boolean;
   /** Take part `index` of `parts` equal parts along the first dim (after any transpose): fused qkv. */
   split?: { index: number; parts: number };
+  /** The HF tensor stacks every expert along a leading dim (E, ·, ·): take this expert's matrix first. */
+  expert?: number;
+  /** Where to read instead when the checkpoint lacks `hf` (another layout of the same weight). */
+  fallback?: WeightSource;
 }
 
 export interface HfFamily {
@@ -100,9 +104,17 @@ function llamaLike(kind: 'llama' | 'mistral' | 'qwen2' | 'mixtral'): HfFamily {
       if (rest.startsWith('norm.')) return { hf: `${p}.${sub === 'attn' ? 'input_layernorm' : 'post_attention_layernorm'}.${rest.slice(5)}` };
       if (sub === 'attn') return { hf: `${p}.self_attn.${rest.replace(/^([qkvo])\./, '$1_proj.')}` };
       if (sub === 'ffn') return { hf: `${p}.mlp.${rest.replace(/^(gate|up|down)\./, '$1_proj.')}` };
-      if (rest.startsWith('router.')) return { hf: `${p}.block_sparse_moe.gate.${rest.slice(7)}` };
+      // NOTE: transformers 5 holds Mixtral experts fused, mlp.experts.gate_up_proj (E, 2F, C) with gate
+      // rows first and mlp.experts.down_proj (E, C, F); saved checkpoints use the per-expert names.
+      if (rest.startsWith('router.')) return { hf: `${p}.block_sparse_moe.gate.${rest.slice(7)}`, fallback: { hf: `${p}.mlp.gate.${rest.slice(7)}` } };
       const e = /^experts\.(\d+)\.(gate|up|down)\.(.+)$/.exec(rest);
-      if (e) return { hf: `${p}.block_sparse_moe.experts.${e[1]}.${{ gate: 'w1', up: 'w3', down: 'w2' }[e[2]]}.${e[3]}` };
+      if (e) {
+        const expert = Number(e[1]);
+        const fused: WeightSource | undefined = e[3] !== 'weight' ? undefined : e[2] === 'down'
+          ? { hf: `${p}.mlp.experts.down_proj`, expert }
+          : { hf: `${p}.mlp.experts.gate_up_proj`, expert, split: { index: e[2] === 'gate' ? 0 : 1, parts: 2 } };
+        return { hf: `${p}.block_sparse_moe.experts.${e[1]}.${{ gate: 'w1', up: 'w3', down: 'w2' }[e[2]]}.${e[3]}`, fallback: fused };
+      }
       return { hf: name };
     },
     ignore: /rotary_emb\.inv_freq$/,

@@ -6,7 +6,7 @@ import { CPU_KERNELS, type CpuKernelTable, type HostTensor } from '../kernels.ts
 import { allocF32, freeF32, matmulF32 } from './matmul.ts';
 
 /** Resident scratch buffers for attention, grown on demand and kept. */
-const bufs: Record<'q' | 'p' | 'o', Float32Array> = { q: new Float32Array(0), p: new Float32Array(0), o: new Float32Array(0) };
+const bufs: Record<'q' | 'p' | 'o' | 't', Float32Array> = { q: new Float32Array(0), p: new Float32Array(0), o: new Float32Array(0), t: new Float32Array(0) };
 function buf(name: keyof typeof bufs, n: number): Float32Array {
   if (bufs[name].length < n) {
     freeF32(bufs[name]);
@@ -52,6 +52,16 @@ function attentionByMatmul(out: Float32Array | Int32Array, Q: Float32Array, Kd: 
 }
 
 type Out = Float32Array | Int32Array;
+
+/** (batches, R, C) → (batches, C, R) into the resident scratch buffer 't'. */
+function transposeLast2(x: Float32Array, batches: number, R: number, C: number): Float32Array {
+  const t = buf('t', batches * R * C);
+  for (let b = 0; b < batches; b++) {
+    const o = b * R * C;
+    for (let r = 0; r < R; r++) for (let c = 0; c < C; c++) t[o + c * R + r] = x[o + r * C + c];
+  }
+  return t;
+}
 
 /** Elementwise binary op, fast when b equals a's shape or repeats along a's last dims; else the reference. */
 type BinaryKernel = (out: Out, xs: HostTensor[], attrs: Record<string, never>, outShape: readonly number[]) => void;
@@ -121,13 +131,15 @@ export const FAST_KERNELS: Partial<CpuKernelTable> = {
       out.set(Tb.subarray(r * C, (r + 1) * C), i * C);
     }
   },
-  matmul: (out, [a, b], { transB }, outShape) => {
-    const K = a.shape[a.shape.length - 1];
-    const M = a.shape[a.shape.length - 2];
+  matmul: (out, [a, b], { transB, transA }, outShape) => {
+    const M = outShape[outShape.length - 2];
     const N = outShape[outShape.length - 1];
+    const K = a.shape[a.shape.length - (transA ? 2 : 1)];
     const batches = out.length / (M * N);
     const bBatches = b.data.length / (K * N);
-    const A = a.data as Float32Array, Bm = b.data as Float32Array, O = out as Float32Array;
+    // NOTE: transA (weight gradients) transposes a into a scratch buffer once, then runs the fast path.
+    const A = transA ? transposeLast2(a.data as Float32Array, batches, K, M) : a.data as Float32Array;
+    const Bm = b.data as Float32Array, O = out as Float32Array;
     if (bBatches === 1) {
       // Shared weights: fold the batch into M for one big, better-blocked product.
       matmulF32(O, A, Bm, batches * M, N, K, transB, 0, 0, 0);
