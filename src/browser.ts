@@ -1,7 +1,7 @@
 // Public API of Brickwork that runs anywhere, browsers included (no Node modules): src/index.ts adds
 // the Node-only parts (folders on disk). Bundled for browsers by scripts/build-browser.ts.
 
-export { BrickworkError, CheckpointError, ContextLengthError, SpecError, TensorMismatchError, UnsupportedModelError, UnsupportedOpError, UsageError, ShapeError, PolicyError } from './util/errors.ts';
+export { BrickworkError, CheckpointError, ContextLengthError, SpecError, TensorMismatchError, UnsupportedModelError, UnsupportedOpError, UsageError, ShapeError, PolicyError, TrainingError } from './util/errors.ts';
 export type { DType } from './tensor/dtype.ts';
 export { Tensor, type Backend } from './tensor/tensor.ts';
 export * as ops from './tensor/api.ts';
@@ -27,3 +27,9 @@ export { perplexity, encodeLong, type PerplexityOptions, type PerplexityResult }
 export { sweep, SWEEP_DEFAULTS, type SweepOptions, type SweepResult, type SweepRow } from './eval/sweep.ts';
 export { svgChart, type Panel, type Series } from './eval/plot.ts';
 export { randomModel, llamaSpec } from './model/init.ts';
+
+// Training (the loop and checkpoints, which touch the disk, are in index.ts).
+export { languageModelLoss, gradients, type Batch, type LossOptions, type LossTensors, type GradientResult } from './train/loss.ts';
+export { AdamW, brickKindOf, BRICK_KINDS, type BrickKind, type AdamWOptions, type StepReport } from './train/optimizer.ts';
+export { warmupCosine, type ScheduleOptions } from './train/schedule.ts';
+export { splitTokens, trainBatch, valBatches, type TokenData } from './train/data.ts';

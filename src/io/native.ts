@@ -22,6 +22,8 @@ export interface SaveOptions {
   tokenizerDir?: string;
   /** Free-form provenance stored in brickwork.json. */
   source?: Record<string, unknown>;
+  /** Writes more files into the folder before it is swapped in (same atomic save: training state). */
+  extra?: (tmpDir: string) => void | Promise<void>;
 }
 
 /**
@@ -37,10 +39,11 @@ export async function saveNative(model: Model, dir: string, opts: SaveOptions = 
     const data = (await model.backend.read(model.weights.get(d.name)!)) as Float32Array;
     tensors.push({ name: d.name, dtype, shape: d.shape, data: dtype === 'f32' ? data : fromF32(data, dtype) });
   }
-  await writeDirAtomic(dir, (tmp) => {
+  await writeDirAtomic(dir, async (tmp) => {
     writeSafetensors(join(tmp, 'model.safetensors'), tensors, { format: 'pt', producer: 'brickwork' });
     const meta = { format: NATIVE_FORMAT, version: NATIVE_VERSION, spec: model.spec, ...(opts.source ? { source: opts.source } : {}) };
     writeFileAtomic(join(tmp, NATIVE_FILE), JSON.stringify(meta, null, 2) + '\n');
     if (opts.tokenizerDir) for (const f of TOKENIZER_FILES) if (existsSync(join(opts.tokenizerDir, f))) copyFileSync(join(opts.tokenizerDir, f), join(tmp, f));
+    await opts.extra?.(tmp);
   });
 }

@@ -59,7 +59,8 @@ export class AdamW {
   steps = 0;
 
   constructor(readonly model: Model, opts: AdamWOptions) {
-    const o = { betas: [0.9, 0.95] as [number, number], eps: 1e-8, weightDecay: 0.1, decay: 'matrices' as const, clip: 0, blockLr: {}, ...opts };
+    const given = Object.fromEntries(Object.entries(opts).filter(([, v]) => v !== undefined)) as AdamWOptions;
+    const o = { betas: [0.9, 0.95] as [number, number], eps: 1e-8, weightDecay: 0.1, decay: 'matrices' as const, clip: 0, blockLr: {}, ...given };
     if (!(o.lr >= 0) || !Number.isFinite(o.lr)) throw new UsageError(`AdamW: learning rate ${o.lr} is not a finite number >= 0`, 'pass e.g. --lr 3e-4');
     for (const b of o.betas) if (!(b >= 0 && b < 1)) throw new UsageError(`AdamW: beta ${b} outside [0, 1)`, 'the usual betas are 0.9 and 0.95');
     for (const [k, v] of Object.entries(o.blockLr)) {
@@ -93,12 +94,17 @@ export class AdamW {
 
   /** One AdamW step with these gradients (disposed afterwards) at learning rate `lr` (default: the peak). */
   async step(grads: Map<string, Tensor>, lr = this.opts.lr): Promise<StepReport> {
-    const { betas: [b1, b2], eps, weightDecay, clip } = this.opts;
     const norm = await this.gradNorm(grads);
     if (!Number.isFinite(norm)) {
       for (const g of grads.values()) g.dispose();
       throw new UsageError(`AdamW: the gradient norm is ${norm}`, 'a NaN or infinity reached the gradients; lower the learning rate');
     }
+    return this.apply(grads, lr, norm);
+  }
+
+  /** The update itself, given the global gradient norm (`gradNorm`) for clipping; disposes the gradients. */
+  apply(grads: Map<string, Tensor>, lr: number, norm: number): StepReport {
+    const { betas: [b1, b2], eps, weightDecay, clip } = this.opts;
     const gradScale = clip > 0 && norm > clip ? clip / (norm + 1e-6) : 1;
     this.steps++;
     const bc1 = 1 - b1 ** this.steps, bc2 = 1 - b2 ** this.steps;

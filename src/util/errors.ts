@@ -81,3 +81,11 @@ export class PolicyError extends BrickworkError {
     super('E_POLICY', `policy '${spec}': ${message}`, hint);
   }
 }
+
+/** Training hit a NaN or infinity: says at which step and in which brick it first appeared. */
+export class TrainingError extends BrickworkError {
+  constructor(readonly step: number, readonly brick: string, detail: string) {
+    super('E_NAN', `training stopped at step ${step}: ${detail} (first in ${brick})`,
+      'the last checkpoint saved before this step is intact; resume from it with a lower --lr or a --clip, or check the data');
+  }
+}
