@@ -150,3 +150,24 @@ test('backward frees recorded activations and leaves parameters alone', async ()
   assert.deepEqual(grads.get(w)!.shape, [3, 4]);
   assert.throws(() => tape.backward(loss), /already used/);
 });
+
+test('fast CPU backward kernels equal the reference (attention_grad, cross_entropy_grad, matmul transA)', async () => {
+  const fast = new CpuBackend();
+  const up = (b: CpuBackend, i: Input) => b.upload(i.data, i.shape, i.data instanceof Int32Array ? 'i32' : 'f32');
+  const same = async (name: string, fn: (xs: Tensor[]) => Tensor, inputs: Input[]) => {
+    const a = await fn(inputs.map((i) => up(be, i))).toF32(), b = await fn(inputs.map((i) => up(fast, i))).toF32();
+    let err = 0, scale = 1e-6;
+    for (let i = 0; i < a.length; i++) { err = Math.max(err, Math.abs(a[i] - b[i])); scale = Math.max(scale, Math.abs(a[i])); }
+    assert.ok(err / scale < 1e-5, `${name}: fast differs from reference by ${err} (scale ${scale})`);
+  };
+  for (const [B, T, H, K, D, S, pos0] of [[1, 1, 1, 1, 1, 1, [0]], [2, 7, 4, 2, 5, 9, [2, 0]], [1, 33, 6, 1, 8, 40, [7]]] as const) {
+    const ins = [f([B, T, H, D]), f([B, K, S, D]), f([B, K, S, D]), f([B, T, H, D])];
+    for (const wrt of ['q', 'k', 'v'] as const)
+      await same(`attention_grad ${wrt} ${B},${T},${H},${K},${D},${S}`, ([q, k, v, g]) => ops.attentionGrad(q, k, v, g, [...pos0], 0.3, wrt), ins);
+  }
+  await same('cross_entropy_grad', ([l, t, g]) => ops.crossEntropyGrad(l, t, g), [f([5, 33], -3, 3), ints([3, -100, 0, 32, 7]), f([5])]);
+  await same('cross_entropy', ([l, t]) => ops.crossEntropy(l, t), [f([5, 33], -3, 3), ints([3, -100, 0, 32, 7])]);
+  await same('matmul transA', ([a, b]) => ops.matmulT(a, b, { transA: true }), [f([33, 7]), f([33, 9])]);
+  await same('matmul transA transB batched', ([a, b]) => ops.matmulT(a, b, { transA: true, transB: true }), [f([2, 33, 7]), f([2, 9, 33])]);
+  await same('matmul transA broadcast b', ([a, b]) => ops.matmulT(a, b, { transA: true }), [f([3, 5, 7]), f([5, 4])]);
+});

@@ -12,9 +12,10 @@ import { generateCommand } from './generate.ts';
 import { inspectCommand } from './inspect.ts';
 import { pplCommand } from './ppl.ts';
 import { sweepCommand } from './sweep.ts';
+import { trainCommand } from './train.ts';
 
 /** Every command, in the order `--help` lists them. Adding one: write `<name>.ts` exporting a Command, list it here. */
-const COMMANDS: (() => Command)[] = [generateCommand, pplCommand, sweepCommand, inspectCommand, convertCommand];
+const COMMANDS: (() => Command)[] = [generateCommand, pplCommand, sweepCommand, trainCommand, inspectCommand, convertCommand];
 
 function version(): string {
   try {

@@ -38,6 +38,9 @@ export interface LoadedModel {
 
 export interface LoadOptions {
   backend: Backend;
+  /** 'stored' (default): 16-bit matrices stay 16-bit where the backend computes with them packed;
+   *  'f32': every weight is widened to f32 (training needs f32 weights). */
+  weights?: 'stored' | 'f32';
 }
 
 const DAMAGED = 'the file is damaged; re-save the model';
@@ -128,7 +131,7 @@ export function assembleModel(source: ModelSource, tensors: TensorSource, files:
       dtypes.set(dt, (dtypes.get(dt) ?? 0) + data.length);
       // Matrices stay in their stored 16-bit dtype where the backend computes with them packed (WebGPU);
       // narrowing back is exact because the values came from that dtype.
-      const packed = (dt === 'f16' || dt === 'bf16') && d.shape.length === 2 && opts.backend.supports('matmul', dt) && opts.backend.supports('gather_rows', dt);
+      const packed = opts.weights !== 'f32' && (dt === 'f16' || dt === 'bf16') && d.shape.length === 2 && opts.backend.supports('matmul', dt) && opts.backend.supports('gather_rows', dt);
       weights.set(d.name, packed ? opts.backend.upload(fromF32(data, dt), d.shape, dt) : opts.backend.upload(data, d.shape, 'f32'));
     }
   } finally {

@@ -6,7 +6,9 @@ import { CPU_KERNELS, type CpuKernelTable, type HostTensor } from '../kernels.ts
 import { allocF32, freeF32, matmulF32 } from './matmul.ts';
 
 /** Resident scratch buffers for attention, grown on demand and kept. */
-const bufs: Record<'q' | 'p' | 'o' | 't', Float32Array> = { q: new Float32Array(0), p: new Float32Array(0), o: new Float32Array(0), t: new Float32Array(0) };
+const bufs: Record<'q' | 'p' | 'o' | 't' | 'g' | 'd' | 'r', Float32Array> = {
+  q: new Float32Array(0), p: new Float32Array(0), o: new Float32Array(0), t: new Float32Array(0), g: new Float32Array(0), d: new Float32Array(0), r: new Float32Array(0),
+};
 function buf(name: keyof typeof bufs, n: number): Float32Array {
   if (bufs[name].length < n) {
     freeF32(bufs[name]);
@@ -52,6 +54,68 @@ function attentionByMatmul(out: Float32Array | Int32Array, Q: Float32Array, Kd: 
 }
 
 type Out = Float32Array | Int32Array;
+
+/**
+ * The gradient of attention with respect to q, k or v, per (batch row, kv head) as in attentionByMatmul:
+ * P = softmax(scale·Q Kᵀ) over the stacked (G·T, D) queries; dV = Pᵀ dO; dS = P ⊙ (dO Vᵀ − rowsum(·));
+ * dQ = scale·dS K; dK = scale·dSᵀ Q. Stacking the G heads of a kv head sums their dK/dV contributions.
+ */
+function attentionGradByMatmul(out: Float32Array, Q: Float32Array, Kd: Float32Array, Vd: Float32Array, G_: Float32Array,
+  B: number, T: number, H: number, K: number, D: number, S: number, pos0: number[], scale: number, wrt: 'q' | 'k' | 'v') {
+  const G = H / K;
+  out.fill(0);
+  for (let b = 0; b < B; b++) {
+    const Sv = pos0[b] + T, R = G * T;
+    const qs = buf('q', R * D), ps = buf('p', R * Sv), gs = buf('g', R * D);
+    for (let kh = 0; kh < K; kh++) {
+      const kvOff = (b * K + kh) * S * D;
+      for (let g = 0; g < G; g++) for (let t = 0; t < T; t++) {
+        const src = ((b * T + t) * H + kh * G + g) * D;
+        qs.set(Q.subarray(src, src + D), (g * T + t) * D);
+        gs.set(G_.subarray(src, src + D), (g * T + t) * D);
+      }
+      matmulF32(ps, qs, Kd, R, Sv, D, true, 0, kvOff, 0);
+      for (let g = 0; g < G; g++) for (let t = 0; t < T; t++) {
+        const o = (g * T + t) * Sv, visible = pos0[b] + t + 1;
+        let mx = -Infinity;
+        for (let s = 0; s < visible; s++) { const x = ps[o + s] * scale; ps[o + s] = x; if (x > mx) mx = x; }
+        let z = 0;
+        for (let s = 0; s < visible; s++) { const e = Math.exp(ps[o + s] - mx); ps[o + s] = e; z += e; }
+        const inv = 1 / z;
+        for (let s = 0; s < visible; s++) ps[o + s] *= inv;
+        for (let s = visible; s < Sv; s++) ps[o + s] = 0;
+      }
+      if (wrt === 'v') {
+        const pt = buf('t', Sv * R), dv = buf('d', Sv * D);
+        for (let r = 0; r < R; r++) for (let s = 0; s < Sv; s++) pt[s * R + r] = ps[r * Sv + s];
+        matmulF32(dv, pt, gs, Sv, D, R, false, 0, 0, 0);
+        out.set(dv.subarray(0, Sv * D), kvOff);
+        continue;
+      }
+      const dp = buf('d', R * Sv);
+      matmulF32(dp, gs, Vd, R, Sv, D, true, 0, kvOff, 0); // dO Vᵀ
+      for (let r = 0; r < R; r++) {
+        const o = r * Sv;
+        let dot = 0;
+        for (let s = 0; s < Sv; s++) dot += dp[o + s] * ps[o + s];
+        for (let s = 0; s < Sv; s++) dp[o + s] = ps[o + s] * (dp[o + s] - dot) * scale;
+      }
+      if (wrt === 'q') {
+        const dq = buf('o', R * D);
+        matmulF32(dq, dp, Kd, R, D, Sv, false, 0, kvOff, 0);
+        for (let g = 0; g < G; g++) for (let t = 0; t < T; t++) {
+          const dst = ((b * T + t) * H + kh * G + g) * D;
+          out.set(dq.subarray((g * T + t) * D, (g * T + t + 1) * D), dst);
+        }
+      } else {
+        const dt = buf('t', Sv * R), dk = buf('r', Sv * D);
+        for (let r = 0; r < R; r++) for (let s = 0; s < Sv; s++) dt[s * R + r] = dp[r * Sv + s];
+        matmulF32(dk, dt, qs, Sv, D, R, false, 0, 0, 0);
+        out.set(dk.subarray(0, Sv * D), kvOff);
+      }
+    }
+  }
+}
 
 /** (batches, R, C) → (batches, C, R) into the resident scratch buffer 't'. */
 function transposeLast2(x: Float32Array, batches: number, R: number, C: number): Float32Array {
@@ -148,6 +212,26 @@ export const FAST_KERNELS: Partial<CpuKernelTable> = {
     for (let i = 0; i < batches; i++) matmulF32(O, A, Bm, M, N, K, transB, i * M * K, (i % bBatches) * K * N, i * M * N);
   },
 
+  attention_grad: (out, [q, k, v, g], { pos0, scale, wrt }) => {
+    const [B, T, H, D] = q.shape;
+    const [, K, S] = k.shape;
+    attentionGradByMatmul(out as Float32Array, q.data as Float32Array, k.data as Float32Array, v.data as Float32Array, g.data as Float32Array, B, T, H, K, D, S, pos0, scale, wrt);
+  },
+  cross_entropy_grad: (out, [logits, targets, g]) => {
+    const V = logits.shape[logits.shape.length - 1];
+    const L = logits.data as Float32Array, O = out as Float32Array, Y = targets.data as Int32Array, Gd = g.data as Float32Array;
+    for (let r = 0; r < Y.length; r++) {
+      const o = r * V, y = Y[r];
+      if (y < 0) { O.fill(0, o, o + V); continue; }
+      let mx = -Infinity;
+      for (let c = 0; c < V; c++) if (L[o + c] > mx) mx = L[o + c];
+      let z = 0;
+      for (let c = 0; c < V; c++) { const e = Math.exp(L[o + c] - mx); O[o + c] = e; z += e; }
+      const k = Gd[r] / z;
+      for (let c = 0; c < V; c++) O[o + c] *= k;
+      O[o + y] -= Gd[r];
+    }
+  },
   attention: (out, [q, k, v], { pos0, scale }) => {
     const [B, T, H, D] = q.shape;
     const [, K, S] = k.shape;

@@ -1,0 +1,198 @@
+// `brickwork train`: train a model from a spec (random init) or continue a checkpoint, on text files.
+// Shows a progress bar with loss and tokens/s on stderr (plain lines when stderr is not a terminal),
+// writes <out>/log.jsonl and an atomic <out>/checkpoint every --save-every steps, and resumes a killed
+// run with --resume (the run's options are read back from the checkpoint).
+
+import { existsSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { Command, InvalidArgumentError, Option } from 'commander';
+import cliProgress from 'cli-progress';
+import {
+  BRICK_KINDS, CHECKPOINT_DIR, LOG_FILE, SpecError, Tokenizer, UsageError, encodeLong, loadModel, randomModel, readTrainerState,
+  splitTokens, train, validateSpec, type BrickKind, type Model, type StepRecord, type TrainOptions,
+} from '../index.ts';
+import { deviceOption, displayPath, floatArg, intArg, readText, resolveDevice, type Device } from './common.ts';
+import { fmtDuration, fmtFixed, fmtInt, fmtRate, keyValues } from './format.ts';
+
+interface TrainFlags {
+  spec?: string;
+  tokenizer?: string;
+  model?: string;
+  data: string[];
+  valData?: string[];
+  steps: number;
+  batch: number;
+  seq: number;
+  lr: number;
+  warmup: number;
+  minLr?: number;
+  schedule: 'cosine' | 'constant';
+  weightDecay: number;
+  decay: 'all' | 'matrices';
+  clip: number;
+  blockLr?: Partial<Record<BrickKind, number>>;
+  auxCoef?: number;
+  seed: number;
+  initStd: number;
+  out: string;
+  device: Device;
+  evalEvery: number;
+  evalBatches: number;
+  saveEvery: number;
+  resume?: boolean;
+  json?: boolean;
+}
+
+/** "embed=0.5,ffn=2" → { embed: 0.5, ffn: 2 }. */
+function blockLrArg(raw: string): Partial<Record<BrickKind, number>> {
+  const out: Partial<Record<BrickKind, number>> = {};
+  for (const part of raw.split(',').map((s) => s.trim()).filter(Boolean)) {
+    const m = /^([a-z_]+)=([0-9.eE+-]+)$/.exec(part);
+    if (!m || !BRICK_KINDS.includes(m[1] as BrickKind) || !(Number(m[2]) >= 0)) throw new InvalidArgumentError(`expected kind=multiplier pairs with kinds ${BRICK_KINDS.join(', ')}, e.g. embed=0.5,ffn=1.5; found '${part}'.`);
+    out[m[1] as BrickKind] = Number(m[2]);
+  }
+  return out;
+}
+
+/** Flags that define the run; on --resume they come from the checkpoint and may not be changed. */
+const RUN_FLAGS = ['data', 'valData', 'batch', 'seq', 'lr', 'warmup', 'minLr', 'schedule', 'weightDecay', 'decay', 'clip', 'blockLr', 'auxCoef', 'seed', 'evalEvery', 'evalBatches', 'saveEvery'] as const;
+
+export function trainCommand(): Command {
+  const cmd = new Command('train')
+    .description('train a model (from a spec, or continue a checkpoint) on text files')
+    .option('--spec <file>', 'ModelSpec JSON to train from scratch (random init)')
+    .option('--tokenizer <dir>', "folder with the tokenizer.json for --spec (default: the spec's folder)")
+    .option('--model <dir>', 'model folder to continue training (HF or native)')
+    .option('--data <files...>', 'UTF-8 training text files (concatenated)')
+    .option('--val-data <files...>', 'validation text (default: the last 10% of --data)')
+    .option('--steps <n>', 'optimizer steps in total', intArg(1), 200)
+    .option('--batch <n>', 'sequences per step (B)', intArg(1), 8)
+    .option('--seq <n>', 'tokens per sequence (T)', intArg(1), 128)
+    .option('--lr <x>', 'peak learning rate', floatArg((x) => x > 0, 'a number > 0'), 1e-3)
+    .option('--warmup <n>', 'linear warm-up steps', intArg(0), 20)
+    .option('--min-lr <x>', 'floor of the cosine decay (default: lr/10)', floatArg((x) => x >= 0, 'a number >= 0'))
+    .addOption(new Option('--schedule <kind>', 'after warm-up: cosine decay or constant').choices(['cosine', 'constant']).default('cosine'))
+    .option('--weight-decay <x>', 'AdamW decoupled weight decay', floatArg((x) => x >= 0, 'a number >= 0'), 0.1)
+    .addOption(new Option('--decay <which>', 'which weights decay').choices(['all', 'matrices']).default('matrices'))
+    .option('--clip <x>', 'clip the global gradient norm (0: off)', floatArg((x) => x >= 0, 'a number >= 0'), 1)
+    .option('--block-lr <pairs>', `blockwise learning-rate multipliers, kind=x,… (kinds: ${BRICK_KINDS.join(', ')})`, blockLrArg)
+    .option('--aux-coef <x>', 'MoE load-balancing loss weight (default 0.001 for MoE models)', floatArg((x) => x >= 0, 'a number >= 0'))
+    .option('--seed <n>', 'seed of the initial weights and the data windows', intArg(0), 1)
+    .option('--init-std <x>', 'std of the random initial matrices (--spec)', floatArg((x) => x > 0, 'a number > 0'), 0.02)
+    .requiredOption('--out <dir>', 'output folder: log.jsonl and checkpoint/')
+    .addOption(deviceOption())
+    .option('--eval-every <n>', 'validation loss every N steps (0: only at the end)', intArg(0), 50)
+    .option('--eval-batches <n>', 'validation batches', intArg(1), 8)
+    .option('--save-every <n>', 'checkpoint every N steps (0: only at the end)', intArg(0), 100)
+    .option('--resume', 'continue the run in --out from its checkpoint (same options; --steps may grow)')
+    .option('--json', 'print the summary as JSON');
+  cmd.action(async (f: TrainFlags) => {
+    const out = resolve(f.out);
+    const ckpt = join(out, CHECKPOINT_DIR);
+    if (f.resume) {
+      if (!existsSync(join(ckpt, 'trainer.json'))) throw new UsageError(`--resume: ${displayPath(ckpt)} holds no checkpoint`, 'start the run without --resume');
+      const stored = readTrainerState(ckpt).options as Partial<TrainFlags> & { steps?: number };
+      for (const k of RUN_FLAGS) {
+        const given = cmd.getOptionValueSource(k) === 'cli';
+        if (given && JSON.stringify(f[k]) !== JSON.stringify(stored[k])) throw new UsageError(`--resume: --${k.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())} was ${JSON.stringify(stored[k])} in this run, not ${JSON.stringify(f[k])}`, 'a resumed run keeps its options (only --steps may change); start a new --out to change them');
+        (f as unknown as Record<string, unknown>)[k] = stored[k];
+      }
+      if (cmd.getOptionValueSource('steps') !== 'cli') f.steps = stored.steps ?? f.steps;
+    } else {
+      if (!!f.spec === !!f.model) throw new UsageError('train needs exactly one of --spec FILE (new model) or --model DIR (continue one)', 'e.g. brickwork train --spec my.json --data corpus.txt --out runs/a');
+      if (!f.data?.length) throw new UsageError('train needs --data FILE…', 'pass one or more UTF-8 text files');
+      if (existsSync(join(ckpt, 'trainer.json'))) throw new UsageError(`${displayPath(ckpt)} already holds a checkpoint`, 'add --resume to continue it, or pick another --out');
+    }
+    const { backend, name } = await resolveDevice(f.device);
+    let model: Model, tokenizer: Tokenizer, tokenizerDir: string;
+    if (f.resume || f.model) {
+      const dir = f.resume ? ckpt : resolve(f.model!);
+      const lm = await loadModel(dir, { backend, weights: 'f32' });
+      if (!lm.tokenizer) throw new UsageError(`${displayPath(dir)} has no tokenizer.json`, 'training reads text, so the model folder needs its tokenizer');
+      [model, tokenizer, tokenizerDir] = [lm.model, lm.tokenizer, dir];
+    } else {
+      const file = resolve(f.spec!);
+      let raw: unknown;
+      try {
+        raw = JSON.parse(readText(file, '--spec'));
+      } catch (e) {
+        if (e instanceof UsageError) throw e;
+        throw new UsageError(`--spec ${f.spec}: not valid JSON: ${(e as Error).message}`, 'pass a ModelSpec JSON file (see `brickwork inspect --spec`)');
+      }
+      const spec = validateSpec((raw as { spec?: unknown }).spec ?? raw);
+      tokenizerDir = resolve(f.tokenizer ?? dirname(file));
+      if (!existsSync(join(tokenizerDir, 'tokenizer.json')))
+        throw new UsageError(`${f.tokenizer ? `--tokenizer ${f.tokenizer}` : `the folder of --spec ${f.spec}`} holds no tokenizer.json`, 'pass --tokenizer DIR (e.g. --tokenizer models/tiny-llama) or put tokenizer.json next to the spec');
+      tokenizer = await Tokenizer.fromDir(tokenizerDir);
+      model = randomModel(spec, backend, { seed: f.seed, std: f.initStd });
+    }
+    const encode = (files: string[], flag: string) => files.flatMap((file) => encodeLong(tokenizer, readText(file, flag)));
+    const ids = encode(f.data, '--data');
+    const V = model.spec.vocabSize;
+    const bad = ids.find((t) => t >= V);
+    if (bad !== undefined) throw new SpecError([`vocabSize: expected more than the largest token id of the data (${Math.max(...ids)}), found ${V}`]);
+    const data = splitTokens(ids, { val: f.valData?.length ? encode(f.valData, '--val-data') : undefined });
+
+    const opts: TrainOptions = {
+      steps: f.steps, batch: f.batch, seq: f.seq, seed: f.seed, lr: f.lr, warmup: f.warmup, minLr: f.minLr, schedule: f.schedule,
+      weightDecay: f.weightDecay, decay: f.decay, clip: f.clip, blockLr: f.blockLr, auxCoef: f.auxCoef,
+      evalEvery: f.evalEvery, evalBatches: f.evalBatches, saveEvery: f.saveEvery,
+    };
+    const bar = trainProgress(f.steps, f.resume ? readTrainerState(ckpt).step : 0);
+    let result;
+    try {
+      result = await train(model, data, opts, {
+        out, resume: f.resume, tokenizerDir,
+        describe: { data: f.data, valData: f.valData, initStd: f.initStd, spec: f.spec, tokenizer: f.tokenizer, model: f.model },
+        onStep: (r) => bar.update(r),
+      });
+    } finally {
+      bar.stop();
+    }
+    const last = result.records[result.records.length - 1];
+    const tps = result.records.length ? result.records.reduce((p, r) => p + r.tokensPerSecond, 0) / result.records.length : 0;
+    if (f.json) {
+      process.stdout.write(JSON.stringify({ steps: result.steps, loss: last?.loss, val_loss: result.finalValLoss, tokens_per_second: tps, device: name, checkpoint: ckpt, log: join(out, LOG_FILE) }) + '\n');
+      return;
+    }
+    process.stdout.write(keyValues([
+      ['model', `${f.spec ? `${displayPath(f.spec)} (new, ${fmtInt(model.numParams)} parameters)` : displayPath(f.model ?? ckpt)}`],
+      ['data', `${fmtInt(data.train.length)} training tokens, ${fmtInt(data.val.length)} validation tokens`],
+      ['steps', `${fmtInt(result.steps)} × ${f.batch} × ${f.seq} tokens`],
+      ...(last ? [['train loss', fmtFixed(last.loss, 4)], ['val loss', fmtFixed(result.finalValLoss ?? NaN, 4)]] as [string, string][] : []),
+      ['speed', `${fmtRate(tps)} tokens/s on ${name}${last ? `, ${fmtDuration(last.elapsedSeconds * 1000)}` : ''}`],
+      ['checkpoint', displayPath(ckpt)],
+      ['log', displayPath(join(out, LOG_FILE))],
+    ]) + '\n');
+  });
+  return cmd;
+}
+
+/** A bar with loss and tokens/s on a terminal; a plain line every 10 s (and at each validation) otherwise. */
+function trainProgress(total: number, start: number) {
+  const stream = process.stderr;
+  if (!stream.isTTY) {
+    let last = 0;
+    return {
+      update(r: StepRecord) {
+        const now = performance.now();
+        if (r.valLoss === undefined && now - last < 10_000 && r.step !== total) return;
+        last = now;
+        stream.write(`train: step ${r.step}/${total}, loss ${fmtFixed(r.loss, 4)}${r.valLoss !== undefined ? `, val ${fmtFixed(r.valLoss, 4)}` : ''}, ${fmtRate(r.tokensPerSecond)} tokens/s, lr ${r.lr.toExponential(2)}\n`);
+      },
+      stop() {},
+    };
+  }
+  const bar = new cliProgress.SingleBar({
+    stream, format: 'train [{bar}] {value}/{total} | loss {loss} | val {val} | {tps} tok/s | ETA {eta_formatted}', hideCursor: true, clearOnComplete: true,
+  }, cliProgress.Presets.shades_classic);
+  bar.start(total, start, { loss: '-', val: '-', tps: '-' });
+  let val = '-';
+  return {
+    update(r: StepRecord) {
+      if (r.valLoss !== undefined) val = fmtFixed(r.valLoss, 4);
+      bar.update(r.step, { loss: fmtFixed(r.loss, 4), val, tps: fmtRate(r.tokensPerSecond) });
+    },
+    stop() { bar.stop(); },
+  };
+}
