@@ -1,0 +1,88 @@
+// `brickwork train` end to end: a run killed with SIGKILL and resumed with --resume ends with the same
+// checkpoint bytes as an uninterrupted run; bad input exits 1 with a hint and no stack trace.
+
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { llamaSpec } from '../src/model/init.ts';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const TMP = mkdtempSync(join(tmpdir(), 'bw-cli-train-'));
+after(() => rmSync(TMP, { recursive: true, force: true }));
+
+const SPEC = join(TMP, 'spec.json');
+writeFileSync(SPEC, JSON.stringify(llamaSpec({ vocab: 4096, width: 32, layers: 2, heads: 2, ffn: 64, context: 64 })));
+const DATA = join(TMP, 'data.txt');
+writeFileSync(DATA, readFileSync(join(ROOT, 'data/tinyshakespeare/input.txt'), 'utf8').slice(0, 30_000));
+const base = ['train', '--spec', SPEC, '--tokenizer', 'models/tiny-llama', '--data', DATA, '--steps', '24', '--batch', '4', '--seq', '48', '--lr', '3e-3', '--warmup', '3', '--eval-every', '6', '--save-every', '3', '--seed', '7'];
+
+function cli(...args: string[]) {
+  const env = { ...process.env };
+  delete env.BRICKWORK_DEBUG;
+  const r = spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], { cwd: ROOT, env, encoding: 'utf8', timeout: 300_000 });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+function cleanError(r: ReturnType<typeof cli>, mentions: RegExp) {
+  assert.equal(r.code, 1, `expected exit 1, got ${r.code}; stderr:\n${r.stderr}`);
+  assert.match(r.stderr, /^error: /m);
+  assert.match(r.stderr, /^hint: /m);
+  assert.ok(!r.stderr.includes('    at '), `stack trace printed:\n${r.stderr}`);
+  assert.match(r.stderr, mentions);
+}
+
+const stepOf = (dir: string) => {
+  try { return JSON.parse(readFileSync(join(dir, 'checkpoint', 'trainer.json'), 'utf8')).step as number; } catch { return 0; }
+};
+
+test('train: a run killed with SIGKILL and resumed ends exactly like an uninterrupted one', async () => {
+  const a = join(TMP, 'a'), b = join(TMP, 'b');
+  const full = cli(...base, '--out', a, '--json');
+  assert.equal(full.code, 0, full.stderr);
+  const summary = JSON.parse(full.stdout);
+  assert.equal(summary.steps, 24);
+  assert.ok(Number.isFinite(summary.loss) && Number.isFinite(summary.val_loss));
+
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...base, '--out', b], { cwd: ROOT, stdio: 'ignore' });
+  const exited = new Promise<number | null>((res) => child.on('exit', (code) => res(code)));
+  while (stepOf(b) < 3) {
+    if (child.exitCode !== null) break;
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  child.kill('SIGKILL');
+  await exited;
+  const killedAt = stepOf(b);
+  assert.ok(killedAt >= 3 && killedAt < 24, `the run should have been killed mid-way (checkpoint at step ${killedAt})`);
+
+  const resumed = cli('train', '--out', b, '--resume', '--json');
+  assert.equal(resumed.code, 0, resumed.stderr);
+  assert.deepEqual(JSON.parse(resumed.stdout).loss, summary.loss);
+  assert.ok(readFileSync(join(b, 'checkpoint', 'model.safetensors')).equals(readFileSync(join(a, 'checkpoint', 'model.safetensors'))), 'weights differ');
+  assert.ok(readFileSync(join(b, 'checkpoint', 'optimizer.safetensors')).equals(readFileSync(join(a, 'checkpoint', 'optimizer.safetensors'))), 'optimizer state differs');
+  const steps = readFileSync(join(b, 'log.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l).step);
+  assert.deepEqual(steps, Array.from({ length: 24 }, (_, i) => i + 1));
+  // The checkpoint is a model like any other.
+  const ppl = cli('ppl', '--model', join(a, 'checkpoint'), '--file', DATA, '--window', '32', '--max-tokens', '64', '--json');
+  assert.equal(ppl.code, 0, ppl.stderr);
+});
+
+test('train: bad input exits 1 with a hint', () => {
+  const empty = join(TMP, 'empty.txt');
+  writeFileSync(empty, '  \n');
+  cleanError(cli(...base, '--data', empty, '--out', join(TMP, 'e1')), /--data .*empty/);
+  cleanError(cli(...base, '--seq', '65', '--out', join(TMP, 'e2')), /sequence length 65 exceeds the model's context of 64/);
+  cleanError(cli('train', '--data', DATA, '--out', join(TMP, 'e3')), /exactly one of --spec/);
+  cleanError(cli('train', '--out', join(TMP, 'nothing'), '--resume'), /holds no checkpoint/);
+  const bad = join(TMP, 'bad.json');
+  writeFileSync(bad, JSON.stringify({ ...llamaSpec({ vocab: 4096, width: 32, layers: 1, heads: 3, ffn: 0 }) }));
+  cleanError(cli('train', '--spec', bad, '--tokenizer', 'models/tiny-llama', '--data', DATA, '--out', join(TMP, 'e4')), /hidden: expected an integer > 0/);
+  const c = join(TMP, 'c');
+  assert.equal(cli(...base, '--steps', '2', '--save-every', '1', '--out', c).code, 0);
+  cleanError(cli('train', '--out', c, '--resume', '--lr', '0.5'), /--lr was 0.003 in this run/);
+  cleanError(cli(...base, '--out', c), /already holds a checkpoint/);
+  assert.ok(!existsSync(join(TMP, 'e1', 'checkpoint')));
+});
