@@ -171,3 +171,12 @@ test('fast CPU backward kernels equal the reference (attention_grad, cross_entro
   await same('matmul transA transB batched', ([a, b]) => ops.matmulT(a, b, { transA: true, transB: true }), [f([2, 33, 7]), f([2, 9, 33])]);
   await same('matmul transA broadcast b', ([a, b]) => ops.matmulT(a, b, { transA: true }), [f([3, 5, 7]), f([5, 4])]);
 });
+
+test('fast sum_to equals the reference', async () => {
+  const fast = new CpuBackend();
+  for (const [from, to] of [[[3, 5, 7], []], [[3, 5, 7], [7]], [[3, 5, 7], [5, 7]], [[3, 5, 7], [5, 1]], [[4, 1, 6], [1, 6]]] as number[][][]) {
+    const x = f(from);
+    const a = await ops.sumTo(be.upload(x.data, from, 'f32'), to).toF32(), b = await ops.sumTo(fast.upload(x.data, from, 'f32'), to).toF32();
+    a.forEach((v, i) => assert.ok(Math.abs(v - b[i]) < 1e-5, `sum_to [${from}] → [${to}] at ${i}: ${b[i]} vs ${v}`));
+  }
+});

@@ -82,3 +82,41 @@ for (const name of ['micro-llama', 'micro-mixtral', 'micro-gpt2']) {
     }
   });
 }
+
+test('MoE load-balancing loss: HF Mixtral definition, and its gradient reaches the routers', { skip: microSkip('micro-mixtral') }, async () => {
+  const be = new Cpu({ reference: true });
+  const { model, batch } = await loadMicro('micro-mixtral', be);
+  const { B, T } = batch;
+  const { auxLoss, captured, logits } = await model.forward(batch.ids, B, T, { auxLoss: true, capture: ['layers.*.moe.router'] });
+  assert.ok(auxLoss, 'a MoE model returns the auxiliary loss when asked');
+  // By hand: E · Σₑ (picks of e / tokens) · (mean probability of e), over every layer's tokens.
+  const E = 4, k = 2;
+  const counts = new Float64Array(E), probSum = new Float64Array(E);
+  let tokens = 0;
+  for (const t of captured.values()) {
+    const lg = await t.toF32();
+    for (let n = 0; n < lg.length / E; n++) {
+      const row = Array.from(lg.subarray(n * E, n * E + E));
+      const mx = Math.max(...row), ex = row.map((x) => Math.exp(x - mx)), z = ex.reduce((p, x) => p + x, 0);
+      const p = ex.map((x) => x / z);
+      p.forEach((x, e) => { probSum[e] += x; });
+      const order = p.map((x, e) => [x, e] as const).sort((a, b) => b[0] - a[0] || a[1] - b[1]);
+      for (let j = 0; j < k; j++) counts[order[j][1]]++;
+      tokens++;
+    }
+  }
+  let want = 0;
+  for (let e = 0; e < E; e++) want += (counts[e] / tokens) * (probSum[e] / tokens);
+  want *= E;
+  const got = (await auxLoss.toF32())[0];
+  assert.ok(Math.abs(got - want) < 1e-5, `aux loss ${got} vs ${want}`);
+  logits.dispose();
+  // With a coefficient, the router weights get a gradient from it: compare with and without.
+  const plain = await gradients(model, batch);
+  const withAux = await gradients(model, batch, { auxCoef: 10 });
+  assert.ok(Math.abs(withAux.loss - plain.loss - 10 * want) < 1e-4, `loss ${withAux.loss} should be ${plain.loss} + 10 × ${want}`);
+  const r0 = await plain.grads.get('layers.0.moe.router.weight')!.toF32(), r1 = await withAux.grads.get('layers.0.moe.router.weight')!.toF32();
+  assert.ok(r0.some((x, i) => Math.abs(x - r1[i]) > 1e-6), 'the auxiliary loss must change the router gradient');
+  const q0 = await plain.grads.get('layers.0.attn.q.weight')!.toF32(), q1 = await withAux.grads.get('layers.0.attn.q.weight')!.toF32();
+  assert.ok(q0.some((x, i) => Math.abs(x - q1[i]) > 1e-7), 'and, through the router input, the layers below');
+});

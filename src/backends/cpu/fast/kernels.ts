@@ -212,6 +212,20 @@ export const FAST_KERNELS: Partial<CpuKernelTable> = {
     for (let i = 0; i < batches; i++) matmulF32(O, A, Bm, M, N, K, transB, i * M * K, (i % bBatches) * K * N, i * M * N);
   },
 
+  sum_to: (out, xs, attrs, outShape) => {
+    // Fast paths: everything to a scalar, or leading axes away (bias and norm-weight gradients).
+    const X = xs[0].data as Float32Array, O = out as Float32Array, n = O.length;
+    const trailing = outShape.length <= xs[0].shape.length && outShape.every((d, i) => d === xs[0].shape[xs[0].shape.length - outShape.length + i]);
+    if (n === 1) {
+      let acc = 0;
+      for (let i = 0; i < X.length; i++) acc += X[i];
+      O[0] = acc;
+    } else if (trailing) {
+      const acc = new Float64Array(n);
+      for (let o = 0; o < X.length; o += n) for (let j = 0; j < n; j++) acc[j] += X[o + j];
+      O.set(acc);
+    } else CPU_KERNELS.sum_to(out, xs, attrs, outShape);
+  },
   attention_grad: (out, [q, k, v, g], { pos0, scale, wrt }) => {
     const [B, T, H, D] = q.shape;
     const [, K, S] = k.shape;

@@ -1,0 +1,65 @@
+// Training throughput, with its peer measured in the same run: tokens/s of full training steps
+// (forward, backward, AdamW) for a GPT-2-small-shaped model (124M parameters, T 1024, fp32) on a
+// backend, against PyTorch + HF GPT2LMHeadModel on the same machine (fp32, TF32 off, dropout off) via
+// bench/peer_train.py. Prints both rates and the ratio.
+//   node --import tsx bench/train.ts [--device webgpu|cpu] [--batch B] [--seq T] [--steps N] [--small] [--peer]
+// --small runs a 4-layer, C 256 model (T 256) for smoke tests on machines without a GPU.
+
+import { execFileSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { AdamW, getBackend, gradients, randomModel, type ModelSpec } from '../src/index.ts';
+
+const arg = (name: string, dflt: string) => {
+  const i = process.argv.indexOf(name);
+  return i >= 0 ? process.argv[i + 1] : dflt;
+};
+const small = process.argv.includes('--small');
+const device = arg('--device', 'webgpu') as 'webgpu' | 'cpu';
+const T = Number(arg('--seq', small ? '256' : '1024'));
+const B = Number(arg('--batch', small ? '2' : '4'));
+const steps = Number(arg('--steps', small ? '3' : '10'));
+const shape = small ? { C: 256, L: 4, H: 4, V: 50257 } : { C: 768, L: 12, H: 12, V: 50257 };
+
+/** GPT-2 small: learned positions, LayerNorm with bias, gelu_tanh MLP 4C, tied embeddings. */
+function gpt2Spec(C: number, L: number, H: number, V: number, ctx: number): ModelSpec {
+  return {
+    format: 'brickwork.spec', version: 1, family: 'gpt2', vocabSize: V, dModel: C, maxContext: ctx,
+    norm: { kind: 'layernorm', eps: 1e-5, bias: true }, learnedPositions: true, tiedEmbeddings: true, finalNorm: true,
+    layers: Array.from({ length: L }, () => ({
+      wiring: 'serial' as const, norm: 'pre' as const, sublayers: [
+        { kind: 'attn' as const, heads: H, kvHeads: H, headDim: C / H, qkvBias: true, outBias: true, rope: false },
+        { kind: 'ffn' as const, hidden: 4 * C, gated: false, activation: 'gelu_tanh' as const, bias: true },
+      ],
+    })),
+  };
+}
+
+const be = await getBackend(device);
+const spec = gpt2Spec(shape.C, shape.L, shape.H, shape.V, Math.max(T, 1024));
+const model = randomModel(spec, be, { seed: 1 });
+console.log(`model: GPT-2-shaped, C ${shape.C}, L ${shape.L}, H ${shape.H}, V ${shape.V}: ${(model.numParams / 1e6).toFixed(1)}M parameters; batch ${B} × ${T} tokens; ${device}`);
+const opt = new AdamW(model, { lr: 1e-4, weightDecay: 0.1, clip: 1 });
+let seed = 1;
+const rnd = () => { seed = (seed * 1103515245 + 12345) % 2147483648; return seed % shape.V; };
+const batch = () => ({ ids: Int32Array.from({ length: B * T }, rnd), targets: Int32Array.from({ length: B * T }, rnd), B, T });
+const step = async () => {
+  const { loss, grads } = await gradients(model, batch());
+  await opt.step(grads);
+  return loss;
+};
+await step(); // warm-up: pipelines, buffer pool
+const t0 = performance.now();
+let last = 0;
+for (let i = 0; i < steps; i++) last = await step();
+const seconds = (performance.now() - t0) / 1000;
+const ours = (B * T * steps) / seconds;
+console.log(`brickwork ${device}: ${ours.toFixed(0)} tokens/s (${(seconds / steps * 1000).toFixed(0)} ms/step, last loss ${last.toFixed(3)})`);
+
+if (process.argv.includes('--peer')) {
+  const script = fileURLToPath(new URL('./peer_train.py', import.meta.url));
+  const out = execFileSync('python3', [script, '--C', String(shape.C), '--L', String(shape.L), '--H', String(shape.H), '--V', String(shape.V), '--T', String(T), '--B', String(B), '--steps', String(steps)], { encoding: 'utf8' });
+  const peer = JSON.parse(out.trim().split('\n').pop()!) as { tokens_per_second: number; device: string };
+  console.log(`pytorch ${peer.device} (fp32, TF32 off): ${peer.tokens_per_second.toFixed(0)} tokens/s`);
+  console.log(`ratio brickwork / pytorch: ${(ours / peer.tokens_per_second).toFixed(3)}`);
+} else console.log('peer: not run (add --peer on a machine with PyTorch + transformers)');
+if ('destroy' in be) (be as { destroy(): void }).destroy();
