@@ -11,7 +11,7 @@ export { GRAD_RULES, type GradRule, type GradArgs } from './tensor/grad.ts';
 export { getBackend, registerBackend, CpuBackend, WebGpuBackend } from './backends/backend.ts';
 export { NoWebGpuError } from './backends/webgpu/device.ts';
 export { WebGpuError } from './backends/webgpu/backend.ts';
-export { validateSpec, specProblems, sublayerNames, SPEC_FORMAT, SPEC_VERSION } from './model/spec.ts';
+export { validateSpec, specProblems, sublayerNames, placementOf, SPEC_FORMAT, SPEC_VERSION } from './model/spec.ts';
 export type { ModelSpec, LayerSpec, SublayerSpec, AttnSpec, FfnSpec, MoeSpec, NormSpec, NormPlacement, Activation } from './model/spec.ts';
 export { Model, KVCache, declareWeights, brickCosts, type BrickCost, type Hook, type ForwardOptions, type ForwardResult, type SublayerGate, type ExitCheck } from './model/assemble.ts';
 export { compilePattern } from './model/points.ts';
@@ -27,6 +27,8 @@ export { perplexity, encodeLong, type PerplexityOptions, type PerplexityResult }
 export { sweep, SWEEP_DEFAULTS, type SweepOptions, type SweepResult, type SweepRow } from './eval/sweep.ts';
 export { svgChart, type Panel, type Series } from './eval/plot.ts';
 export { randomModel, llamaSpec } from './model/init.ts';
+export { zooSpec, NORM_SCHEMES, type ZooOptions, type NormScheme, type FfnVariant } from './model/presets.ts';
+export { sliceMatFormer } from './surgery/matformer.ts';
 
 // Training (the loop and checkpoints, which touch the disk, are in index.ts).
 export { languageModelLoss, gradients, type Batch, type LossOptions, type LossTensors, type GradientResult } from './train/loss.ts';

@@ -1,12 +1,14 @@
 // Attention brick: multi-head causal self-attention with MHA/GQA/MQA, optional rotary positions
 // and biases. With a KV cache the new keys/values are written at each row's position and queries
 // attend over the cache; without one (training, one-shot scoring) over the fresh keys only.
-// Points: `<prefix>.q`, `.k`, `.v` (B,T,·,D) after rope, `.pattern` (B,H,T,S) only when asked, `.z`
-// (B,T,H·D) before the output projection.
+// Optional QK(V)-norm normalises each head's q, k (and v) over D before rope.
+// Points: `<prefix>.q`, `.k`, `.v` (B,T,·,D) after norm and rope, `.pattern` (B,H,T,S) only when asked,
+// `.z` (B,T,H·D) before the output projection.
 
 import * as op from '../tensor/api.ts';
 import type { AttnSpec } from '../model/spec.ts';
 import { linear, linearDecl } from './linear.ts';
+import { applyNorm, normDecl, normFlops } from './norm.ts';
 import type { Tensor } from '../tensor/tensor.ts';
 import type { BrickDef, ForwardContext } from './types.ts';
 
@@ -18,20 +20,23 @@ export const ATTENTION: BrickDef<AttnSpec> = {
       ...linearDecl(`${prefix}.k`, a.kvHeads * a.headDim, C, a.qkvBias),
       ...linearDecl(`${prefix}.v`, a.kvHeads * a.headDim, C, a.qkvBias),
       ...linearDecl(`${prefix}.o`, C, a.heads * a.headDim, a.outBias),
+      ...qkNormed(a).flatMap((w) => normDecl(model, `${prefix}.${w}_norm`, a.headDim)),
     ];
   },
 
   flopsPerToken(model, a, ctxLen) {
     const C = model.dModel;
     const proj = 2 * C * a.headDim * (2 * a.heads + 2 * a.kvHeads);
+    const norms = qkNormed(a).reduce((n, w) => n + (w === 'q' ? a.heads : a.kvHeads) * normFlops(model, a.headDim), 0);
     // Scores and weighted sum over ctxLen keys for every head.
-    return proj + 4 * a.heads * a.headDim * ctxLen;
+    return proj + norms + 4 * a.heads * a.headDim * ctxLen;
   },
 
   async forward(ctx, a, prefix, x) {
     const { B, T, pos0 } = ctx;
     const D = a.headDim;
     let q = linear(ctx, x, `${prefix}.q`, a.qkvBias).reshape([B, T, a.heads, D]);
+    if (a.qkNorm) q = headNorm(ctx, `${prefix}.q_norm`, q);
     if (a.rope) {
       const q2 = op.rope(q, pos0, ctx.invFreq);
       ctx.drop(q);
@@ -67,6 +72,8 @@ async function writeKeysValues(ctx: ForwardContext, a: AttnSpec, prefix: string,
   const D = a.headDim;
   let k = linear(ctx, x, `${prefix}.k`, a.qkvBias).reshape([B, T, a.kvHeads, D]);
   let v = linear(ctx, x, `${prefix}.v`, a.qkvBias).reshape([B, T, a.kvHeads, D]);
+  if (a.qkNorm) k = headNorm(ctx, `${prefix}.k_norm`, k);
+  if (a.qkNorm === 'qkv') v = headNorm(ctx, `${prefix}.v_norm`, v);
   if (a.rope) {
     const k2 = op.rope(k, pos0, ctx.invFreq);
     ctx.drop(k);
@@ -79,4 +86,14 @@ async function writeKeysValues(ctx: ForwardContext, a: AttnSpec, prefix: string,
   const values = op.kvWrite(cache?.v ?? ctx.backend.zeros(shape, 'f32'), v, pos0);
   ctx.drop(k, v);
   return { keys, values };
+}
+
+/** Which of q, k, v an attention sublayer normalises. */
+const qkNormed = (a: AttnSpec): ('q' | 'k' | 'v')[] => (a.qkNorm === 'qkv' ? ['q', 'k', 'v'] : a.qkNorm === 'qk' ? ['q', 'k'] : []);
+
+/** Norm `name` over the head dim of x (B, T, ·, D); x is dropped. */
+function headNorm(ctx: ForwardContext, name: string, x: Tensor): Tensor {
+  const y = applyNorm(ctx, name, x);
+  ctx.drop(x);
+  return y;
 }

@@ -20,3 +20,4 @@ export function brickOf<S extends SublayerSpec>(sub: S): BrickDef<S> {
 
 export type { BrickDef, ForwardContext, WeightDecl } from './types.ts';
 export { applyNorm, normDecl, normFlops } from './norm.ts';
+export { nestedWidth } from './ffn.ts';

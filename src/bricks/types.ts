@@ -30,6 +30,8 @@ export interface ForwardContext {
   wants(name: string): boolean;
   /** Experts per token for MoE sublayers when a request overrides the spec's top-k. */
   readonly moeTopK?: number;
+  /** The width an FFN sublayer (`layers.3.ffn`) is asked to run at (MatFormer); undefined: its full width. */
+  ffnWidth?(prefix: string): number | undefined;
   /** Told by each MoE sublayer its router probabilities (N, E) and tokens per expert (load-balancing loss). */
   moeRouted?(prefix: string, probs: Tensor, counts: number[]): void;
   /** The KV cache slot of an attention sublayer, when this pass uses a cache. */

@@ -2,13 +2,13 @@
 // loaded ones against the declarations, and runs the forward pass layer by layer through the bricks,
 // naming every intermediate (see points.ts) so callers can capture or patch it with hooks.
 
-import { applyNorm, brickOf, normDecl, normFlops, type ForwardContext, type WeightDecl } from '../bricks/index.ts';
+import { applyNorm, brickOf, nestedWidth, normDecl, normFlops, type ForwardContext, type WeightDecl } from '../bricks/index.ts';
 import { ropeHeadDim, ropeInvFreq } from '../bricks/position.ts';
 import * as op from '../tensor/api.ts';
 import type { Backend, Tensor } from '../tensor/tensor.ts';
 import { TensorMismatchError, UsageError } from '../util/errors.ts';
 import { compilePattern, type PointMatcher } from './points.ts';
-import { sublayerNames, validateSpec, type ModelSpec } from './spec.ts';
+import { placementOf, sublayerNames, validateSpec, type LayerSpec, type ModelSpec, type SublayerSpec } from './spec.ts';
 
 /** A hook sees the value at every point its pattern matches; returning a tensor replaces the value. */
 export interface Hook {
@@ -43,6 +43,15 @@ export interface ForwardOptions {
   exit?: ExitCheck;
   /** Also return the MoE load-balancing loss (`ForwardResult.auxLoss`). */
   auxLoss?: boolean;
+  /**
+   * MatFormer: the width (number of neurons) FFN sublayers run at — one number for every FFN, or a
+   * function of (layer index, sublayer prefix like `layers.3.ffn`) returning undefined for full width.
+   * A width must be one of that sublayer's `nested` widths (or its full width); default: full width.
+   * @example
+   *   await model.forward(ids, 1, T, { ffnWidth: 256 });
+   *   await model.forward(ids, 1, T, { ffnWidth: (layer) => (layer < 4 ? 512 : 256) });
+   */
+  ffnWidth?: number | ((layer: number, prefix: string) => number | undefined);
 }
 
 export interface ForwardResult {
@@ -71,6 +80,21 @@ export class KVCache {
   }
 }
 
+/** The norms a sublayer's placement puts around it: an input norm (pre, peri), an output norm (peri), a post norm. */
+function normsOf(layer: LayerSpec, sub: SublayerSpec) {
+  const p = placementOf(layer, sub);
+  return { input: p === 'pre' || p === 'peri', out: p === 'peri', post: p === 'post' };
+}
+
+/** Number of C-wide norms around a sublayer (each has the weights `normDecl` declares). */
+function normCount(layer: LayerSpec, sub: SublayerSpec): number {
+  const n = normsOf(layer, sub);
+  return Number(n.input) + Number(n.out) + Number(n.post);
+}
+
+/** Whether a layer scales its input norms (LayerNorm Scaling). */
+const scalesNorms = (layer: LayerSpec) => layer.normScale !== undefined && layer.normScale !== 1;
+
 /** Every weight a spec needs, in a stable order. */
 export function declareWeights(spec: ModelSpec): WeightDecl[] {
   const C = spec.dModel;
@@ -80,8 +104,9 @@ export function declareWeights(spec: ModelSpec): WeightDecl[] {
     const names = sublayerNames(layer);
     layer.sublayers.forEach((sub, j) => {
       const prefix = `layers.${i}.${names[j]}`;
-      if (layer.norm !== 'none') out.push(...normDecl(spec, `${prefix}.norm`));
-      if (layer.norm === 'peri') out.push(...normDecl(spec, `${prefix}.out_norm`));
+      // NOTE: the input norm (pre/peri) and the post norm share the name `.norm`: a sublayer has one or the other.
+      if (normCount(layer, sub) > 0) out.push(...normDecl(spec, `${prefix}.norm`));
+      if (normsOf(layer, sub).out) out.push(...normDecl(spec, `${prefix}.out_norm`));
       out.push(...brickOf(sub).weights(spec, sub, prefix));
     });
   });
@@ -100,12 +125,13 @@ export function brickCosts(spec: ModelSpec, ctxLen = spec.maxContext): BrickCost
     const names = sublayerNames(layer);
     layer.sublayers.forEach((sub, j) => {
       const prefix = `layers.${i}.${names[j]}`;
-      const nNorms = layer.norm === 'none' ? 0 : layer.norm === 'peri' ? 2 : 1;
+      const nNorms = normCount(layer, sub);
       const norms = nNorms ? normDecl(spec, `${prefix}.norm`).reduce((p, d) => p + numel(d), 0) * nNorms : 0;
+      const scaling = normsOf(layer, sub).input && scalesNorms(layer) ? spec.dModel : 0;
       out.push({
         name: prefix, kind: sub.kind,
         params: brickOf(sub).weights(spec, sub, prefix).reduce((p, d) => p + numel(d), 0) + norms,
-        flopsPerToken: brickOf(sub).flopsPerToken(spec, sub, ctxLen) + nNorms * normFlops(spec),
+        flopsPerToken: brickOf(sub).flopsPerToken(spec, sub, ctxLen) + nNorms * normFlops(spec) + scaling,
       });
     });
   });
@@ -259,10 +285,20 @@ export class Model {
       ctx.skipped.push(prefix);
       const fill = brickOf(sub).fillCache;
       if (!fill || !ctx.kv(prefix)) continue;
-      const h = layer.norm === 'pre' || layer.norm === 'peri' ? applyNorm(ctx, `${prefix}.norm`, x) : x;
+      const h = this.inputNorm(ctx, layer, sub, prefix, x);
       await fill(ctx, sub, prefix, h);
       if (h !== x) ctx.drop(h);
     }
+  }
+
+  /** A sublayer's input: its input norm (pre/peri, times the layer's norm scale) applied to x, or x itself. */
+  private inputNorm(ctx: Ctx, layer: LayerSpec, sub: SublayerSpec, prefix: string, x: Tensor): Tensor {
+    if (!normsOf(layer, sub).input) return x;
+    const h = applyNorm(ctx, `${prefix}.norm`, x);
+    if (!scalesNorms(layer)) return h;
+    const scaled = op.scale(h, layer.normScale!);
+    ctx.drop(h);
+    return scaled;
   }
 
   private async layer(ctx: Ctx, i: number, x: Tensor): Promise<Tensor> {
@@ -273,12 +309,11 @@ export class Model {
     const run = async (j: number, input: Tensor) => {
       const sub = layer.sublayers[j];
       const prefix = `${lp}.${names[j]}`;
-      let h = input;
-      if (layer.norm === 'pre' || layer.norm === 'peri') h = applyNorm(ctx, `${prefix}.norm`, input);
+      let h = this.inputNorm(ctx, layer, sub, prefix, input);
       h = await ctx.point(`${prefix}.in`, h);
       let y = await brickOf(sub).forward(ctx, sub, prefix, h);
       if (h !== input) ctx.drop(h);
-      if (layer.norm === 'peri') {
+      if (normsOf(layer, sub).out) {
         const y2 = applyNorm(ctx, `${prefix}.out_norm`, y);
         ctx.drop(y);
         y = y2;
@@ -308,7 +343,7 @@ export class Model {
         const y = await run(j, x);
         let next = op.add(x, y);
         ctx.drop(y, x);
-        if (layer.norm === 'post') {
+        if (normsOf(layer, layer.sublayers[j]).post) {
           const normed = applyNorm(ctx, `${lp}.${names[j]}.norm`, next);
           ctx.drop(next);
           next = normed;
@@ -329,6 +364,8 @@ class Ctx implements ForwardContext {
   readonly captured = new Map<string, Tensor>();
   readonly skipped: string[] = [];
   readonly moeTopK?: number;
+  /** Resolved MatFormer widths by FFN prefix (only when `ffnWidth` was given). */
+  private readonly widths = new Map<string, number>();
   private readonly kept = new Set<Tensor>();
   private readonly captureMatchers: PointMatcher[];
   private readonly hooks: { match: PointMatcher; hook: Hook }[];
@@ -340,6 +377,20 @@ class Ctx implements ForwardContext {
     this.moeTopK = opts.moeTopK;
     this.captureMatchers = (opts.capture ?? []).map(compilePattern);
     this.hooks = (opts.hooks ?? []).map((hook) => ({ match: compilePattern(hook.point), hook }));
+    // Every asked width is checked before anything runs, so a bad one fails fast and names its sublayer.
+    const fw = opts.ffnWidth;
+    if (fw !== undefined) this.spec.layers.forEach((layer, i) => {
+      const names = sublayerNames(layer);
+      layer.sublayers.forEach((sub, j) => {
+        if (sub.kind !== 'ffn') return;
+        const prefix = `layers.${i}.${names[j]}`;
+        this.widths.set(prefix, nestedWidth(sub, prefix, typeof fw === 'number' ? fw : fw(i, prefix)));
+      });
+    });
+  }
+
+  ffnWidth(prefix: string): number | undefined {
+    return this.widths.get(prefix);
   }
 
   weight(name: string): Tensor {

@@ -33,7 +33,8 @@ export function randomModel(spec: ModelSpec, backend: Backend, opts: { seed?: nu
   for (const d of declareWeights(spec)) {
     const n = d.shape.reduce((p, x) => p * x, 1);
     const data = new Float32Array(n);
-    const isNorm = /(^|\.)(norm|out_norm|final_norm)\.weight$/.test(d.name);
+    // Norm scales: layer norms (`.norm`, `.out_norm`), `final_norm`, and attention's q_norm/k_norm/v_norm.
+    const isNorm = /(^|\.)(norm|out_norm|final_norm|[qkv]_norm)\.weight$/.test(d.name);
     if (isNorm) data.fill(1);
     else if (!d.name.endsWith('.bias')) for (let i = 0; i < n; i++) data[i] = next() * std;
     if (dt === 'f32') { weights.set(d.name, backend.upload(data, d.shape, 'f32')); continue; }

@@ -22,10 +22,16 @@ export interface NormSpec {
 export type NormPlacement = 'pre' | 'post' | 'peri' | 'none';
 export const NORM_PLACEMENTS: readonly NormPlacement[] = ['pre', 'post', 'peri', 'none'];
 
-export interface AttnSpec {
-  kind: 'attn';
+/** Fields every sublayer kind shares. */
+interface SublayerBase {
   /** Point/weight name inside the layer; defaults to the kind. */
   name?: string;
+  /** This sublayer's norm placement; overrides the layer's `norm` (HybridNorm: attention 'none', FFN 'post'). */
+  norm?: NormPlacement;
+}
+
+export interface AttnSpec extends SublayerBase {
+  kind: 'attn';
   heads: number; // H
   kvHeads: number; // K (H % K == 0: MHA when equal, MQA when 1, GQA between)
   headDim: number; // D
@@ -33,21 +39,34 @@ export interface AttnSpec {
   outBias: boolean;
   /** Apply the model's rotary embedding to q and k. */
   rope: boolean;
+  /**
+   * Normalise queries and keys ('qk', Qwen3/OLMo-2 QK-norm) and also values ('qkv', HybridNorm) per head
+   * over D with the model's norm kind, before rope. Weights `<prefix>.q_norm.weight` etc., shape [D].
+   */
+  qkNorm?: 'qk' | 'qkv';
 }
 
-export interface FfnSpec {
+export interface FfnSpec extends SublayerBase {
   kind: 'ffn';
-  name?: string;
   hidden: number; // F
   /** Gated (SwiGLU/GeGLU: down(act(gate(x)) * up(x))) or plain MLP (down(act(up(x)))). */
   gated: boolean;
   activation: Activation;
   bias: boolean;
+  // At most one of rank, blocks, nested (validated).
+  /** Low-rank: every linear W (out, in) is B·A with `<name>.a.weight` (r, in), `<name>.b.weight` (out, r); bias on b. */
+  rank?: number;
+  /** Block-diagonal: every linear is k independent blocks, `<name>.weight` (k, out/k, in/k); k divides C and F. */
+  blocks?: number;
+  /**
+   * MatFormer: ascending widths ending at `hidden`; the FFN can run on its first m neurons for any m listed
+   * (ForwardOptions.ffnWidth picks it; full width by default).
+   */
+  nested?: number[];
 }
 
-export interface MoeSpec {
+export interface MoeSpec extends SublayerBase {
   kind: 'moe';
-  name?: string;
   experts: number; // E
   topK: number;
   hidden: number; // F of each expert
@@ -65,8 +84,21 @@ export interface LayerSpec {
   sublayers: SublayerSpec[];
   /** serial: one sublayer after another; parallel: x + Σ f_i(norm_i(x)) (GPT-J/PaLM style). */
   wiring: 'serial' | 'parallel';
+  /** Norm placement of every sublayer that does not set its own. */
   norm: NormPlacement;
+  /**
+   * LayerNorm Scaling ("The Curse of Depth"): the outputs of this layer's pre/peri input norms are
+   * multiplied by this factor (1/sqrt(l) for 1-based layer l; presets compute it). Absent: 1.
+   */
+  normScale?: number;
 }
+
+/**
+ * The norm placement a sublayer runs with: its own, else its layer's.
+ * @example
+ *   placementOf(spec.layers[0], spec.layers[0].sublayers[1]); // 'post' for a HybridNorm FFN
+ */
+export const placementOf = (layer: LayerSpec, sub: SublayerSpec): NormPlacement => sub.norm ?? layer.norm;
 
 export interface RopeSpec {
   theta: number;
@@ -148,10 +180,19 @@ export function specProblems(spec: unknown): string[] {
     if (l.wiring !== 'serial' && l.wiring !== 'parallel') bad(`${lp}.wiring`, "'serial' or 'parallel'", l.wiring);
     if (!NORM_PLACEMENTS.includes(l.norm)) bad(`${lp}.norm`, NORM_PLACEMENTS.map((x) => `'${x}'`).join(' | '), l.norm);
     if (l.wiring === 'parallel' && l.norm === 'post') bad(`${lp}.norm`, "'pre', 'peri' or 'none' with parallel wiring", l.norm);
+    if (l.normScale !== undefined && !(typeof l.normScale === 'number' && Number.isFinite(l.normScale) && l.normScale > 0)) bad(`${lp}.normScale`, 'a finite number > 0 (or absent)', l.normScale);
     if (!Array.isArray(l.sublayers)) return bad(`${lp}.sublayers`, 'an array', l.sublayers);
     l.sublayers.forEach((sub, j) => {
       const sp = `${lp}.sublayers[${j}]`;
       if (typeof sub !== 'object' || sub === null) return bad(sp, 'an object', sub);
+      if (sub.norm !== undefined) {
+        if (!NORM_PLACEMENTS.includes(sub.norm)) bad(`${sp}.norm`, `${NORM_PLACEMENTS.map((x) => `'${x}'`).join(' | ')} (or absent: the layer's)`, sub.norm);
+        else if (l.wiring === 'parallel' && sub.norm === 'post') bad(`${sp}.norm`, "'pre', 'peri' or 'none' with parallel wiring", sub.norm);
+      }
+      const raw = sub as unknown as Record<string, unknown>;
+      // Variant fields on a kind that would silently ignore them are mistakes: say so.
+      const foreign = sub.kind === 'attn' ? ['rank', 'blocks', 'nested'] : sub.kind === 'moe' ? ['rank', 'blocks', 'nested', 'qkNorm'] : ['qkNorm'];
+      for (const k of foreign) if (raw[k] !== undefined) bad(`${sp}.${k}`, `absent on a '${String(sub.kind)}' sublayer`, raw[k]);
       if (sub.kind === 'attn') {
         if (!isInt(sub.heads)) bad(`${sp}.heads`, 'an integer > 0', sub.heads);
         if (!isInt(sub.kvHeads)) bad(`${sp}.kvHeads`, 'an integer > 0', sub.kvHeads);
@@ -160,10 +201,12 @@ export function specProblems(spec: unknown): string[] {
         if (sub.rope && !s.rope) bad(`${sp}.rope`, 'false, or a model-level `rope` section', sub.rope);
         if (sub.rope && s.rope?.dim !== undefined && isInt(sub.headDim) && s.rope.dim > sub.headDim) bad('rope.dim', `<= headDim ${sub.headDim}`, s.rope.dim);
         for (const k of ['qkvBias', 'outBias', 'rope'] as const) if (typeof sub[k] !== 'boolean') bad(`${sp}.${k}`, 'a boolean', sub[k]);
+        if (sub.qkNorm !== undefined && sub.qkNorm !== 'qk' && sub.qkNorm !== 'qkv') bad(`${sp}.qkNorm`, "'qk' | 'qkv' (or absent)", sub.qkNorm);
       } else if (sub.kind === 'ffn' || sub.kind === 'moe') {
         if (!isInt(sub.hidden)) bad(`${sp}.hidden`, 'an integer > 0', sub.hidden);
         if (!ACTIVATIONS.includes(sub.activation)) bad(`${sp}.activation`, ACTIVATIONS.join(' | '), sub.activation);
         for (const k of ['gated', 'bias'] as const) if (typeof sub[k] !== 'boolean') bad(`${sp}.${k}`, 'a boolean', sub[k]);
+        if (sub.kind === 'ffn') ffnVariantProblems(sub, sp, isInt(s.dModel) ? s.dModel : undefined, p);
         if (sub.kind === 'moe') {
           if (!isInt(sub.experts)) bad(`${sp}.experts`, 'an integer > 0', sub.experts);
           if (!isInt(sub.topK) || (isInt(sub.experts) && sub.topK > sub.experts)) bad(`${sp}.topK`, `an integer in 1..experts`, sub.topK);
@@ -173,6 +216,33 @@ export function specProblems(spec: unknown): string[] {
     });
   });
   return p;
+}
+
+/** Problems of an FFN's variant fields (rank, blocks, nested), appended to `p`. */
+function ffnVariantProblems(f: FfnSpec, sp: string, C: number | undefined, p: string[]): void {
+  const bad = (path: string, expected: string, found: unknown) => p.push(`${path}: expected ${expected}, found ${JSON.stringify(found)}`);
+  const set = (['rank', 'blocks', 'nested'] as const).filter((k) => f[k] !== undefined);
+  if (set.length > 1) p.push(`${sp}: expected at most one of rank | blocks | nested (they do not combine), found ${set.join(' and ')}`);
+  const F = isInt(f.hidden) ? f.hidden : undefined;
+  if (f.rank !== undefined && !isInt(f.rank)) bad(`${sp}.rank`, 'an integer > 0', f.rank);
+  if (f.blocks !== undefined) {
+    if (!isInt(f.blocks)) bad(`${sp}.blocks`, 'an integer > 0', f.blocks);
+    else {
+      if (C !== undefined && C % f.blocks !== 0) bad(`${sp}.blocks`, `a divisor of dModel (${C})`, f.blocks);
+      if (F !== undefined && F % f.blocks !== 0) bad(`${sp}.blocks`, `a divisor of hidden (${F})`, f.blocks);
+    }
+  }
+  if (f.nested !== undefined) {
+    const n = f.nested;
+    if (!Array.isArray(n) || n.length === 0) bad(`${sp}.nested`, 'a non-empty array of widths', n);
+    else {
+      n.forEach((w, i) => {
+        if (!isInt(w)) bad(`${sp}.nested[${i}]`, 'an integer > 0', w);
+        else if (i > 0 && isInt(n[i - 1]) && !(w > n[i - 1])) bad(`${sp}.nested[${i}]`, `a width > nested[${i - 1}] (${n[i - 1]}): widths ascend`, w);
+      });
+      if (F !== undefined && n[n.length - 1] !== F) bad(`${sp}.nested[${n.length - 1}]`, `the full width hidden (${F}) as the last width`, n[n.length - 1]);
+    }
+  }
 }
 
 /** Throw a SpecError listing every problem, or return the spec typed. */
