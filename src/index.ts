@@ -10,4 +10,5 @@ export { openTensors, writeSafetensors, SafetensorsFile } from './io/safetensors
 
 // Node only: training runs with a log and checkpoints on disk.
 export { train, evaluate, brickOfName, CHECKPOINT_DIR, LOG_FILE, type TrainOptions, type TrainIo, type TrainResult, type StepRecord } from './train/loop.ts';
+export { nestedWidthSchedule } from './train/matformer.ts';
 export { saveCheckpoint, readTrainerState, loadOptimizerState, isCheckpoint, type TrainerState } from './train/checkpoint.ts';

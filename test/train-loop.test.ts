@@ -86,3 +86,23 @@ test('bad training input gets clear errors', async () => {
   await assert.rejects(train(fresh(), data, opts, { out: join(tmpdir(), 'bw-none-' + process.pid), resume: true }), /nothing to resume/);
   assert.ok(!existsSync(join(tmpdir(), 'bw-none-' + process.pid, CHECKPOINT_DIR)));
 });
+
+test('MatFormer training: cycling trains the nested widths in turn', async () => {
+  const { nestedWidthSchedule } = await import('../src/index.ts');
+  const nestedSpec = structuredClone(spec);
+  for (const l of nestedSpec.layers) for (const s of l.sublayers) if (s.kind === 'ffn') s.nested = [16, 32, 48];
+  const m = randomModel(nestedSpec, new CpuBackend(), { seed: 5 });
+  const up = () => m.weights.get('layers.0.ffn.up.weight')!.toF32(); // (48, 32): rows are neurons
+  const changedRows = (a: Float32Array, b: Float32Array) => Array.from({ length: 48 }, (_, r) => a.subarray(r * 32, r * 32 + 32).some((x, i) => x !== b[r * 32 + i]));
+  let before = await up();
+  const seen: boolean[][] = [];
+  await train(m, data, { ...opts, steps: 3, evalEvery: 0, saveEvery: 0, weightDecay: 0, forwardAt: nestedWidthSchedule(nestedSpec, 'cycle', 1) }, {
+    onStep: async () => { const now = await up(); seen.push(changedRows(before, now)); before = now; },
+  });
+  // Step 1 trains the first 16 neurons only, step 2 the first 32, step 3 all 48.
+  for (const [k, width] of [[0, 16], [1, 32], [2, 48]]) {
+    assert.ok(seen[k].slice(0, width).every(Boolean), `step ${k + 1}: the first ${width} neurons should change`);
+    assert.ok(seen[k].slice(width).every((c) => !c), `step ${k + 1}: neurons past ${width} must not change`);
+  }
+  assert.throws(() => nestedWidthSchedule(spec, 'cycle', 1), /needs MatFormer FFNs/);
+});

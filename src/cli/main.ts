@@ -13,9 +13,10 @@ import { inspectCommand } from './inspect.ts';
 import { pplCommand } from './ppl.ts';
 import { sweepCommand } from './sweep.ts';
 import { trainCommand } from './train.ts';
+import { compareCommand } from './compare.ts';
 
 /** Every command, in the order `--help` lists them. Adding one: write `<name>.ts` exporting a Command, list it here. */
-const COMMANDS: (() => Command)[] = [generateCommand, pplCommand, sweepCommand, trainCommand, inspectCommand, convertCommand];
+const COMMANDS: (() => Command)[] = [generateCommand, pplCommand, sweepCommand, trainCommand, compareCommand, inspectCommand, convertCommand];
 
 function version(): string {
   try {

@@ -9,7 +9,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import cliProgress from 'cli-progress';
 import {
   BRICK_KINDS, CHECKPOINT_DIR, LOG_FILE, SpecError, Tokenizer, UsageError, encodeLong, loadModel, randomModel, readTrainerState,
-  splitTokens, train, validateSpec, type BrickKind, type Model, type StepRecord, type TrainOptions,
+  nestedWidthSchedule, splitTokens, train, validateSpec, type BrickKind, type Model, type StepRecord, type TrainOptions,
 } from '../index.ts';
 import { deviceOption, displayPath, floatArg, intArg, readText, resolveDevice, type Device } from './common.ts';
 import { fmtDuration, fmtFixed, fmtInt, fmtRate, keyValues } from './format.ts';
@@ -40,6 +40,7 @@ interface TrainFlags {
   evalBatches: number;
   saveEvery: number;
   resume?: boolean;
+  nested?: 'cycle' | 'sample';
   json?: boolean;
 }
 
@@ -55,7 +56,7 @@ function blockLrArg(raw: string): Partial<Record<BrickKind, number>> {
 }
 
 /** Flags that define the run; on --resume they come from the checkpoint and may not be changed. */
-const RUN_FLAGS = ['data', 'valData', 'batch', 'seq', 'lr', 'warmup', 'minLr', 'schedule', 'weightDecay', 'decay', 'clip', 'blockLr', 'auxCoef', 'seed', 'evalEvery', 'evalBatches', 'saveEvery'] as const;
+const RUN_FLAGS = ['data', 'valData', 'nested', 'batch', 'seq', 'lr', 'warmup', 'minLr', 'schedule', 'weightDecay', 'decay', 'clip', 'blockLr', 'auxCoef', 'seed', 'evalEvery', 'evalBatches', 'saveEvery'] as const;
 
 export function trainCommand(): Command {
   const cmd = new Command('train')
@@ -84,6 +85,7 @@ export function trainCommand(): Command {
     .option('--eval-every <n>', 'validation loss every N steps (0: only at the end)', intArg(0), 50)
     .option('--eval-batches <n>', 'validation batches', intArg(1), 8)
     .option('--save-every <n>', 'checkpoint every N steps (0: only at the end)', intArg(0), 100)
+    .addOption(new Option('--nested <mode>', 'MatFormer: train one nested FFN width per step, cycling or sampled').choices(['cycle', 'sample']))
     .option('--resume', 'continue the run in --out from its checkpoint (same options; --steps may grow)')
     .option('--json', 'print the summary as JSON');
   cmd.action(async (f: TrainFlags) => {
@@ -129,14 +131,15 @@ export function trainCommand(): Command {
     const encode = (files: string[], flag: string) => files.flatMap((file) => encodeLong(tokenizer, readText(file, flag)));
     const ids = encode(f.data, '--data');
     const V = model.spec.vocabSize;
-    const bad = ids.find((t) => t >= V);
-    if (bad !== undefined) throw new SpecError([`vocabSize: expected more than the largest token id of the data (${Math.max(...ids)}), found ${V}`]);
+    const top = ids.reduce((m, t) => (t > m ? t : m), 0);
+    if (top >= V) throw new SpecError([`vocabSize: expected more than the largest token id of the data (${top}), found ${V}`]);
     const data = splitTokens(ids, { val: f.valData?.length ? encode(f.valData, '--val-data') : undefined });
 
     const opts: TrainOptions = {
       steps: f.steps, batch: f.batch, seq: f.seq, seed: f.seed, lr: f.lr, warmup: f.warmup, minLr: f.minLr, schedule: f.schedule,
       weightDecay: f.weightDecay, decay: f.decay, clip: f.clip, blockLr: f.blockLr, auxCoef: f.auxCoef,
       evalEvery: f.evalEvery, evalBatches: f.evalBatches, saveEvery: f.saveEvery,
+      forwardAt: f.nested ? nestedWidthSchedule(model.spec, f.nested, f.seed) : undefined,
     };
     const bar = trainProgress(f.steps, f.resume ? readTrainerState(ckpt).step : 0);
     let result;
