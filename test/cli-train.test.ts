@@ -86,3 +86,29 @@ test('train: bad input exits 1 with a hint', () => {
   cleanError(cli(...base, '--out', c), /already holds a checkpoint/);
   assert.ok(!existsSync(join(TMP, 'e1', 'checkpoint')));
 });
+
+test('compare: trains each scheme with the same budget and writes a table, compare.json and compare.svg', () => {
+  const out = join(TMP, 'cmp');
+  const r = cli('compare', '--schemes', 'pre,peri', '--data', DATA, '--width', '32', '--layers', '2', '--heads', '2', '--ffn', '64', '--steps', '4', '--batch', '2', '--seq', '32', '--eval-every', '2', '--eval-batches', '2', '--out', out);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /^scheme\s+params\s+train loss\s+val loss/m);
+  assert.match(r.stdout, /^pre\s/m);
+  assert.match(r.stdout, /^peri\s/m);
+  const report = JSON.parse(readFileSync(join(out, 'compare.json'), 'utf8'));
+  assert.deepEqual(report.results.map((x: { scheme: string }) => x.scheme), ['pre', 'peri']);
+  for (const x of report.results) {
+    assert.deepEqual(x.valCurve.map((p: number[]) => p[0]), [2, 4]);
+    assert.ok(Number.isFinite(x.finalValLoss));
+  }
+  // Peri-LN has two norms per sublayer, so more parameters than Pre-LN.
+  assert.ok(report.results[1].params > report.results[0].params);
+  const svg = readFileSync(join(out, 'compare.svg'), 'utf8');
+  assert.match(svg, /^<svg/);
+  assert.match(svg, /validation loss/);
+  // Run again: finished schemes are read back, not retrained.
+  const again = cli('compare', '--schemes', 'pre,peri', '--data', DATA, '--width', '32', '--layers', '2', '--heads', '2', '--ffn', '64', '--steps', '4', '--batch', '2', '--seq', '32', '--eval-every', '2', '--eval-batches', '2', '--out', out, '--json');
+  assert.equal(again.code, 0, again.stderr);
+  assert.doesNotMatch(again.stderr, /parameters\)/);
+  assert.deepEqual(JSON.parse(again.stdout).results, report.results);
+  cleanError(cli('compare', '--schemes', 'pre,bogus', '--out', out), /unknown scheme 'bogus'/);
+});
