@@ -14,7 +14,13 @@ const ref = new CpuBackend({ reference: true });
 const SKIPS: Partial<Record<OpName, string>> = {};
 
 type Case = { name: string; run: (be: Backend, mk: Maker) => Tensor; tol?: number };
-type Maker = { f: (shape: number[], scale?: number) => Tensor; i: (data: number[], shape: number[]) => Tensor; w: (shape: number[], dtype: 'f32' | 'f16' | 'bf16') => Tensor };
+type Maker = {
+  f: (shape: number[], scale?: number) => Tensor;
+  i: (data: number[], shape: number[]) => Tensor;
+  w: (shape: number[], dtype: 'f32' | 'f16' | 'bf16') => Tensor;
+  /** f32 values gen(u, i) from uniform u in [0, 1) (e.g. a non-negative second moment). */
+  g: (shape: number[], gen: (u: number, i: number) => number) => Tensor;
+};
 
 function makers(seed: number, be: Backend): Maker {
   const r = rand(seed);
@@ -28,6 +34,7 @@ function makers(seed: number, be: Backend): Maker {
       // The CPU reference sees the same (rounded) values in f32.
       return be.supports('matmul', dtype) ? be.upload(bits, shape, dtype) : be.upload(toF32(bits, dtype), shape, 'f32');
     },
+    g: (shape, gen) => be.upload(Float32Array.from({ length: shape.reduce((p, d) => p * d, 1) }, (_, i) => gen(r(), i)), shape, 'f32'),
   };
 }
 
@@ -39,6 +46,16 @@ const CASES: Record<OpName, Case[]> = {
     ] as Case[])),
     { name: 'batched with shared b', run: (_, m) => ops.matmul(m.f([2, 3, 5, 16]), m.w([9, 16], 'f16'), true) },
     { name: 'batched b', run: (_, m) => ops.matmul(m.f([3, 7, 33]), m.f([3, 33, 5])) },
+    // transA (a is (..., K, M)): weight gradients. M <= 8 with transB must not take the GEMV path.
+    ...[[1, 7, 33], [7, 1, 257], [33, 257, 7], [65, 33, 70], [8, 40, 24]].flatMap(([M, N, K]) => [
+      { name: `${M}x${N}x${K} transA`, run: (_, m) => ops.matmulT(m.f([K, M]), m.f([K, N]), { transA: true }) },
+      { name: `${M}x${N}x${K} transA transB`, run: (_, m) => ops.matmulT(m.f([K, M]), m.f([N, K]), { transA: true, transB: true }) },
+    ] as Case[]),
+    { name: 'transA batched b', run: (_, m) => ops.matmulT(m.f([3, 33, 7]), m.f([3, 33, 5]), { transA: true }) },
+    { name: 'transA transB batched b', run: (_, m) => ops.matmulT(m.f([2, 3, 17, 5]), m.f([2, 3, 9, 17]), { transA: true, transB: true }) },
+    { name: 'transA shared b', run: (_, m) => ops.matmulT(m.f([2, 3, 17, 5]), m.f([17, 9]), { transA: true }) },
+    { name: 'transA transB shared b f16', run: (_, m) => ops.matmulT(m.f([2, 3, 16, 5]), m.w([9, 16], 'f16'), { transA: true, transB: true }) },
+    { name: 'transA b broadcast over the leading batch dim', run: (_, m) => ops.matmulT(m.f([2, 3, 65, 4]), m.f([3, 65, 7]), { transA: true }) },
   ],
   add: [{ name: 'same', run: (_, m) => ops.add(m.f([7, 33]), m.f([7, 33])) }, { name: 'row bias', run: (_, m) => ops.add(m.f([3, 7, 33]), m.f([33])) },
     { name: 'general', run: (_, m) => ops.add(m.f([3, 1, 33]), m.f([7, 1])) }, { name: 'left repeat', run: (_, m) => ops.add(m.f([33]), m.f([2, 33])) }],
@@ -69,6 +86,75 @@ const CASES: Record<OpName, Case[]> = {
     })),
   ],
   attention_probs: [{ name: 'B2 T5', run: (_, m) => ops.attentionProbs(m.f([2, 5, 4, 8]), m.f([2, 2, 9, 8]), [4, 1], 0.35) }],
+  permute: [
+    { name: '(2,3,5,7) swap middle', run: (_, m) => ops.permute(m.f([2, 3, 5, 7]), [0, 2, 1, 3]) },
+    { name: '7x33 transpose', run: (_, m) => ops.permute(m.f([7, 33]), [1, 0]) },
+    { name: '5-d', run: (_, m) => ops.permute(m.f([2, 1, 3, 4, 5]), [4, 2, 0, 3, 1]) },
+    { name: '1-d', run: (_, m) => ops.permute(m.f([257]), [0]) },
+  ],
+  sum_to: [
+    { name: '(3,7,33) to (33)', run: (_, m) => ops.sumTo(m.f([3, 7, 33]), [33]) },
+    { name: '(3,7,33) to (3,1,33)', run: (_, m) => ops.sumTo(m.f([3, 7, 33]), [3, 1, 33]) },
+    { name: '(3,7,33) to (7,1)', run: (_, m) => ops.sumTo(m.f([3, 7, 33]), [7, 1]) },
+    { name: '(2,3,5,7) to (1,3,1,7)', run: (_, m) => ops.sumTo(m.f([2, 3, 5, 7]), [1, 3, 1, 7]) },
+    { name: 'to one element', run: (_, m) => ops.sumTo(m.f([7, 257]), [1]) },
+    { name: 'unchanged', run: (_, m) => ops.sumTo(m.f([7, 33]), [7, 33]) },
+    { name: 'size-1 axes between', run: (_, m) => ops.sumTo(m.f([2, 1, 5, 1, 3]), [5, 1, 1]) },
+    // Long sums into few outputs: one workgroup per output.
+    { name: 'to a scalar', run: (_, m) => ops.sumTo(m.f([3, 7, 257]), []) },
+    { name: '(300,5) to (5)', run: (_, m) => ops.sumTo(m.f([300, 5]), [5]) },
+    { name: '(2,300,3) to (2,1,3)', run: (_, m) => ops.sumTo(m.f([2, 300, 3]), [2, 1, 3]) },
+    { name: '(33,4,9,2) to (4,1,2)', run: (_, m) => ops.sumTo(m.f([33, 4, 9, 2]), [4, 1, 2]) },
+  ],
+  slice: [
+    { name: 'last axis', run: (_, m) => ops.slice(m.f([7, 33]), 1, 5, 30) },
+    { name: 'middle axis', run: (_, m) => ops.slice(m.f([2, 9, 3, 5]), 1, 2, 9) },
+    { name: 'first axis', run: (_, m) => ops.slice(m.f([7, 33]), 0, 3, 7) },
+    { name: 'one element', run: (_, m) => ops.slice(m.f([257]), 0, 256, 257) },
+  ],
+  pad: [
+    { name: 'last axis', run: (_, m) => ops.pad(m.f([7, 25]), 1, 5, 3) },
+    { name: 'middle axis', run: (_, m) => ops.pad(m.f([2, 7, 3, 5]), 1, 2, 0) },
+    { name: 'first axis', run: (_, m) => ops.pad(m.f([4, 33]), 0, 0, 3) },
+  ],
+  act_grad: (['silu', 'relu', 'gelu_erf', 'gelu_tanh'] as const).map((fn) => ({ name: fn, run: (_: Backend, m: Maker) => ops.actGrad(m.f([257], 8), m.f([257]), fn) })),
+  norm_grad: [
+    { name: 'rmsnorm 7x33', run: (_, m) => ops.normGrad(m.f([7, 33]), m.f([33]), m.f([7, 33]), 'rmsnorm', 1e-5) },
+    { name: 'rmsnorm 1x257', run: (_, m) => ops.normGrad(m.f([1, 257], 3), m.f([257]), m.f([1, 257]), 'rmsnorm', 1e-6) },
+    { name: 'layernorm 7x33', run: (_, m) => ops.normGrad(m.f([7, 33]), m.f([33]), m.f([7, 33]), 'layernorm', 1e-5) },
+    { name: 'layernorm 2x3x257', run: (_, m) => ops.normGrad(m.f([2, 3, 257], 2), m.f([257]), m.f([2, 3, 257]), 'layernorm', 1e-5) },
+  ],
+  // Offsets pos0 > 0, GQA (H > K), S > T with keys no query sees (zero rows of dk/dv), S > 256 and D > 64.
+  attention_grad: [[1, 1, 1, 1, 1, 1, [0]], [2, 7, 4, 2, 9, 12, [5, 1]], [1, 5, 6, 3, 33, 5, [0]], [2, 3, 2, 1, 8, 9, [0, 4]],
+    [1, 3, 2, 2, 70, 130, [127]], [2, 1, 8, 2, 16, 300, [299, 40]]].flatMap(([B, T, H, K, D, S, pos0]) => (['q', 'k', 'v'] as const).map((wrt) => ({
+    name: `${wrt} B${B} T${T} H${H} K${K} D${D} S${S} pos0 ${pos0}`,
+    run: (_: Backend, m: Maker) => {
+      const [b, t, h, k, d, s] = [B, T, H, K, D, S] as number[];
+      return ops.attentionGrad(m.f([b, t, h, d]), m.f([b, k, s, d]), m.f([b, k, s, d]), m.f([b, t, h, d]), pos0 as number[], 1 / Math.sqrt(d), wrt);
+    },
+  }))),
+  kv_read: [{ name: 'two rows', run: (_, m) => ops.kvRead(m.f([2, 3, 9, 8]), [5, 0], 4) }, { name: 'one', run: (_, m) => ops.kvRead(m.f([1, 1, 1, 1]), [0], 1) }],
+  scatter_add: [
+    { name: 'top-3 of 33, repeats', run: (_, m) => ops.scatterAdd(m.f([7, 3]), m.i(Array.from({ length: 21 }, (_, i) => (i * 7) % 33 % (i % 4 === 0 ? 2 : 33)), [7, 3]), 33) },
+    { name: '3-d', run: (_, m) => ops.scatterAdd(m.f([2, 5, 2]), m.i(Array.from({ length: 20 }, (_, i) => (i * 3) % 7), [2, 5, 2]), 7) },
+  ],
+  cross_entropy: [
+    { name: '7x33 with ignored rows', run: (_, m) => ops.crossEntropy(m.f([7, 33], 5), m.i([0, -1, 32, 5, 5, -100, 17], [7])) },
+    { name: '2x1000', run: (_, m) => ops.crossEntropy(m.f([2, 1000], 8), m.i([999, 3], [2])) },
+    { name: '1x1', run: (_, m) => ops.crossEntropy(m.f([1, 1]), m.i([0], [1])) },
+  ],
+  cross_entropy_grad: [
+    { name: '7x33 with ignored rows', run: (_, m) => ops.crossEntropyGrad(m.f([7, 33], 5), m.i([0, -1, 32, 5, 5, -100, 17], [7]), m.f([7])) },
+    { name: '2x1000', run: (_, m) => ops.crossEntropyGrad(m.f([2, 1000], 8), m.i([999, 3], [2]), m.f([2], 3)) },
+  ],
+  adam_moments: [
+    { name: '257', run: (_, m) => ops.adamMoments(m.g([2, 257], (u, i) => (i < 257 ? u * 2 - 1 : u)), m.f([257], 3), { beta1: 0.9, beta2: 0.999, gradScale: 0.5 }) },
+    { name: '7x33 gradient', run: (_, m) => ops.adamMoments(m.g([2, 231], (u, i) => (i < 231 ? u * 2 - 1 : u)), m.f([7, 33]), { beta1: 0.8, beta2: 0.95, gradScale: 1 }) },
+  ],
+  adam_apply: [
+    { name: '7x33', run: (_, m) => ops.adamApply(m.f([7, 33]), m.g([2, 231], (u, i) => (i < 231 ? u * 2 - 1 : 0.01 + u)), { lr: 1e-3, eps: 1e-8, weightDecay: 0.1, bc1: 1 - 0.9 ** 3, bc2: 1 - 0.999 ** 3 }) },
+    { name: '257, no decay', run: (_, m) => ops.adamApply(m.f([257], 4), m.g([2, 257], (u, i) => (i < 257 ? (u * 2 - 1) * 0.1 : 1e-4 * u)), { lr: 0.05, eps: 1e-6, weightDecay: 0, bc1: 0.1, bc2: 0.001 }) },
+  ],
 };
 
 test('conformance: every op has cases', () => {

@@ -1,7 +1,7 @@
 // WGSL kernels: one entry per primitive op (a `Record<OpName, …>` the compiler keeps complete). Each
 // entry plans a dispatch: the shader variant (key + source, compiled once and cached), the workgroup
 // grid and the parameter words. Bindings: 0 = parameters (uniform, 256 u32 words read via u()/f()),
-// 1..n = inputs (read-only), n+1 = output — or input 0 read-write for in-place ops (kv_write).
+// 1..n = inputs (read-only), n+1 = output — or input 0 read-write for in-place ops (kv_write, adam_*).
 // 16-bit weights (f16/bf16) are stored two per u32 and widened in the shader.
 
 import type { DType } from '../../tensor/dtype.ts';
@@ -49,6 +49,11 @@ function words(...xs: (number | readonly number[])[]): Uint32Array {
 }
 
 const numel = (s: readonly number[]) => s.reduce((p, d) => p * d, 1);
+const MAX_RANK = 8;
+/** Row-major strides of a shape. */
+const stridesOf = (s: readonly number[]) => s.map((_, i) => numel(s.slice(i + 1)));
+/** xs followed by `fill` up to MAX_RANK entries (fixed parameter slots). */
+const padTo = (xs: readonly number[], fill: number) => [...xs, ...new Array(MAX_RANK - xs.length).fill(fill)];
 const last = (s: readonly number[]) => s[s.length - 1];
 const is16 = (d: DType) => d === 'f16' || d === 'bf16';
 
@@ -220,17 +225,19 @@ const NEG_INF = '-3.4e38'; // below any finite score; the f32 maximum itself is 
 export const WGSL_KERNELS: { [O in OpName]: WgslKernel<O> } = {
   matmul: {
     dtypes: (i) => (i === 0 ? ['f32'] : ['f32', 'f16', 'bf16']),
-    plan(ins, { transB }, outShape) {
+    plan(ins, { transB, transA = false }, outShape) {
       const [A, B] = ins;
-      const M = A.shape[A.shape.length - 2], K = last(A.shape), N = last(outShape);
+      const M = outShape[outShape.length - 2], K = A.shape[A.shape.length - (transA ? 2 : 1)], N = last(outShape);
       const batches = numel(outShape) / (M * N);
       const bBatches = numel(B.shape) / (K * N);
       const bt = B.dtype;
       // NOTE: with shared weights (bBatches = 1) batch rows fold into M, so decode of a batch is one GEMV.
-      const Mf = bBatches === 1 ? batches * M : M;
-      const nb = bBatches === 1 ? 1 : batches;
-      if (Mf <= 8 && transB) return gemvT(Mf, N, K, nb, bBatches, bt);
-      return tiledMatmul(Mf, N, K, nb, bBatches, transB, bt);
+      // A transposed a (..., K, M) has no such fold: its rows of one batch are not contiguous with the next's.
+      const fold = bBatches === 1 && !transA;
+      const Mf = fold ? batches * M : M;
+      const nb = fold ? 1 : batches;
+      if (Mf <= 8 && transB && !transA) return gemvT(Mf, N, K, nb, bBatches, bt);
+      return tiledMatmul(Mf, N, K, nb, bBatches, transB, transA, bt);
     },
   },
   add: binary('add', 'x + y'),
@@ -548,6 +555,299 @@ var<workgroup> red: array<f32, 64>;
       };
     },
   },
+  // ---- Ops that autograd and training need. ----
+  permute: {
+    dtypes: () => ['f32'],
+    plan(ins, { perm }, outShape) {
+      const R = outShape.length;
+      if (R > MAX_RANK) throw new ShapeError('permute', `${R} axes (at most ${MAX_RANK} on WebGPU)`);
+      const inSt = stridesOf(ins[0].shape);
+      const n = numel(outShape);
+      const g = grid(n, 256);
+      // params: n, nx, R, _, out dims at 4.., the input stride of each out axis at 4 + MAX_RANK..
+      return {
+        key: 'permute', workgroups: g.workgroups, params: words(n, g.nx, R, 0, padTo(outShape, 1), padTo(perm.map((p) => inSt[p]), 0)),
+        wgsl: () => `${header(['f32'], 'f32')}
+@compute @workgroup_size(256) fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  ${IDX}
+  if (i >= u(0u)) { return; }
+  var rem = i; var src = 0u;
+  for (var d = i32(u(2u)) - 1; d >= 0; d--) {
+    let dim = u(4u + u32(d));
+    src += (rem % dim) * u(${4 + MAX_RANK}u + u32(d)); rem = rem / dim;
+  }
+  o[i] = a[src];
+}`,
+      };
+    },
+  },
+  sum_to: {
+    dtypes: () => ['f32'],
+    plan(ins, { shape }) {
+      const X = ins[0].shape;
+      const R = X.length;
+      const xs = stridesOf(X);
+      const target = [...new Array(R - shape.length).fill(1), ...shape];
+      // Kept axes index the output; reduced axes (target 1, input > 1) are walked by each thread.
+      // Adjacent reduced axes that are contiguous in x merge into one, so a sum over leading axes is one loop.
+      const keep: { dim: number; st: number }[] = [], red: { dim: number; st: number }[] = [];
+      for (let d = 0; d < R; d++) {
+        if (X[d] === 1) continue;
+        if (target[d] !== 1) { keep.push({ dim: X[d], st: xs[d] }); continue; }
+        const prev = red[red.length - 1];
+        if (prev && prev.st === X[d] * xs[d]) { prev.dim *= X[d]; prev.st = xs[d]; }
+        else red.push({ dim: X[d], st: xs[d] });
+      }
+      if (keep.length > MAX_RANK || red.length > MAX_RANK) throw new ShapeError('sum_to', `${R} axes of [${X.join(', ')}] (at most ${MAX_RANK} kept and ${MAX_RANK} summed axes on WebGPU)`);
+      const n = numel(shape);
+      const total = numel(red.map((r) => r.dim));
+      // NOTE: few outputs over long sums (a bias gradient, a squared norm to []) would leave the GPU idle
+      // with one thread per output, so those get one 256-thread workgroup per output and a tree reduction.
+      const wide = total >= 256 && n <= 16384;
+      const g = wide ? grid(n * 256, 256) : grid(n, 256);
+      // params: n, nx, kept, summed, count, _, _, _, kept dims/strides at 8.., summed dims/strides after
+      const K0 = 8, R0 = 8 + 2 * MAX_RANK;
+      const walk = (j: string) => `var r = ${j}; var off = base;
+    for (var d = nr - 1; d >= 0; d--) {
+      let dim = u(${R0}u + u32(d));
+      off += (r % dim) * u(${R0 + MAX_RANK}u + u32(d)); r = r / dim;
+    }
+    s += a[off];`;
+      return {
+        key: `sum_to:${wide}`, workgroups: g.workgroups,
+        params: words(n, g.nx, keep.length, red.length, total, 0, 0, 0, padTo(keep.map((k) => k.dim), 1), padTo(keep.map((k) => k.st), 0),
+          padTo(red.map((r) => r.dim), 1), padTo(red.map((r) => r.st), 0)),
+        wgsl: () => `${header(['f32'], 'f32')}
+${wide ? 'var<workgroup> red: array<f32, 256>;' : ''}
+@compute @workgroup_size(256) fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lv: vec3<u32>) {
+  ${wide ? 'let i = wid.x + wid.y * u(1u); let lid = lv.x;' : IDX}
+  if (i >= u(0u)) { return; }
+  var rem = i; var base = 0u;
+  for (var d = i32(u(2u)) - 1; d >= 0; d--) {
+    let dim = u(${K0}u + u32(d));
+    base += (rem % dim) * u(${K0 + MAX_RANK}u + u32(d)); rem = rem / dim;
+  }
+  let nr = i32(u(3u));
+  var s = 0.0;
+  for (var j = ${wide ? 'lid' : '0u'}; j < u(4u); j += ${wide ? '256u' : '1u'}) {
+    ${walk('j')}
+  }
+  ${wide ? `red[lid] = s; workgroupBarrier();
+  for (var st = 128u; st > 0u; st = st >> 1u) { if (lid < st) { red[lid] += red[lid + st]; } workgroupBarrier(); }
+  if (lid == 0u) { o[i] = red[0]; }` : 'o[i] = s;'}
+}`,
+      };
+    },
+  },
+  slice: {
+    dtypes: () => ['f32'],
+    plan(ins, { axis, start, end }, outShape) {
+      const X = ins[0].shape;
+      const inner = numel(X.slice(axis + 1)), n = numel(outShape);
+      const g = grid(n, 256);
+      return {
+        key: 'slice', workgroups: g.workgroups, params: words(n, g.nx, inner, end - start, X[axis], start),
+        wgsl: () => `${header(['f32'], 'f32')}
+@compute @workgroup_size(256) fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  ${IDX}
+  if (i >= u(0u)) { return; }
+  let inner = u(2u); let m = u(3u);
+  let k = i % inner; let j = (i / inner) % m; let outer = i / (inner * m);
+  o[i] = a[(outer * u(4u) + u(5u) + j) * inner + k];
+}`,
+      };
+    },
+  },
+  pad: {
+    dtypes: () => ['f32'],
+    plan(ins, { axis, before }, outShape) {
+      const X = ins[0].shape;
+      const inner = numel(X.slice(axis + 1)), n = numel(outShape);
+      const g = grid(n, 256);
+      return {
+        key: 'pad', workgroups: g.workgroups, params: words(n, g.nx, inner, outShape[axis], X[axis], before),
+        wgsl: () => `${header(['f32'], 'f32')}
+@compute @workgroup_size(256) fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  ${IDX}
+  if (i >= u(0u)) { return; }
+  let inner = u(2u); let m = u(3u); let len = u(4u); let before = u(5u);
+  let k = i % inner; let j = (i / inner) % m; let outer = i / (inner * m);
+  if (j < before || j >= before + len) { o[i] = 0.0; return; }
+  o[i] = a[(outer * len + j - before) * inner + k];
+}`,
+      };
+    },
+  },
+  act_grad: {
+    dtypes: () => ['f32'],
+    plan(ins, { fn }) {
+      const n = numel(ins[0].shape);
+      const g = grid(n, 256);
+      const deriv: Record<typeof fn, string> = {
+        silu: 'let s = 1.0 / (1.0 + exp(-x)); return s * (1.0 + x * (1.0 - s));',
+        relu: 'return select(0.0, 1.0, x > 0.0);',
+        gelu_erf: 'return 0.5 * (1.0 + erf_(x * 0.70710678118654752)) + x * 0.3989422804014327 * exp(-0.5 * x * x);',
+        // NOTE: tanh is clamped as in the forward kernel (some drivers overflow exp inside tanh).
+        gelu_tanh: `let th = tanh(clamp(0.7978845608028654 * (x + 0.044715 * x * x * x), -15.0, 15.0));
+  return 0.5 * (1.0 + th) + 0.5 * x * (1.0 - th * th) * 0.7978845608028654 * (1.0 + 3.0 * 0.044715 * x * x);`,
+      };
+      return {
+        key: `act_grad:${fn}`, workgroups: g.workgroups, params: words(n, g.nx),
+        wgsl: () => `${header(['f32', 'f32'], 'f32')}${fn === 'gelu_erf' ? ERF_WGSL : ''}
+fn deriv(x: f32) -> f32 {
+  ${deriv[fn]}
+}
+@compute @workgroup_size(256) fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  ${IDX}
+  if (i >= u(0u)) { return; }
+  o[i] = b[i] * deriv(a[i]);
+}`,
+      };
+    },
+  },
+  norm_grad: {
+    dtypes: () => ['f32'],
+    plan(ins, { kind, eps }) {
+      const C = last(ins[0].shape);
+      const ln = kind === 'layernorm';
+      // With x̂ = (x − mean)·rstd and ĝ = g·w: dx = rstd·(ĝ − mean(ĝ) − x̂·mean(ĝ·x̂)); rmsnorm has no mean terms.
+      return rowKernel(`norm_grad:${kind}`, ['f32', 'f32', 'f32'], numel(ins[0].shape) / C, C, [f(eps)], `
+  var mean = 0.0;
+  ${ln ? `var s = 0.0;
+  for (var j = lid; j < C; j += 256u) { s += a[base + j]; }
+  mean = reduce_sum(lid, s) / f32(C);` : ''}
+  var v = 0.0;
+  for (var j = lid; j < C; j += 256u) { let d = a[base + j] - mean; v += d * d; }
+  let rstd = inverseSqrt(reduce_sum(lid, v) / f32(C) + f(3u));
+  var mg = 0.0; var mgx = 0.0;
+  for (var j = lid; j < C; j += 256u) { let gh = c[base + j] * b[j]; mg += gh; mgx += gh * (a[base + j] - mean) * rstd; }
+  ${ln ? 'mg = reduce_sum(lid, mg) / f32(C);' : 'mg = 0.0;'}
+  mgx = reduce_sum(lid, mgx) / f32(C);
+  for (var j = lid; j < C; j += 256u) {
+    let gh = c[base + j] * b[j]; let xh = (a[base + j] - mean) * rstd;
+    o[base + j] = rstd * (gh - mg - xh * mgx);
+  }`);
+    },
+  },
+  attention_grad: {
+    dtypes: () => ['f32'],
+    plan(ins, { pos0, scale, wrt }) {
+      const [B, T, H, D] = ins[0].shape;
+      const [, K, S] = ins[1].shape;
+      if (D > 256) throw new ShapeError('attention_grad', `head dim ${D} > 256 is not supported on WebGPU`);
+      return wrt === 'q' ? attentionGradQ(B, T, H, K, S, D, scale, pos0) : attentionGradKV(B, T, H, K, S, D, scale, pos0, wrt);
+    },
+  },
+  kv_read: {
+    dtypes: () => ['f32'],
+    plan(ins, { pos0, T }) {
+      const [B, K, S, D] = ins[0].shape;
+      const n = B * T * K * D;
+      const g = grid(n, 256);
+      return {
+        key: 'kv_read', workgroups: g.workgroups, params: words(n, g.nx, T, K, S, D, 0, 0, pos0),
+        wgsl: () => `${header(['f32'], 'f32')}
+@compute @workgroup_size(256) fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  ${IDX}
+  if (i >= u(0u)) { return; }
+  let T = u(2u); let K = u(3u); let S = u(4u); let D = u(5u);
+  let d = i % D; let h = (i / D) % K; let t = (i / (D * K)) % T; let bb = i / (D * K * T);
+  o[i] = a[((bb * K + h) * S + u(8u + bb) + t) * D + d];
+}`,
+      };
+    },
+  },
+  scatter_add: {
+    dtypes: (i) => (i === 1 ? ['i32'] : ['f32']),
+    plan(ins, { size }, outShape) {
+      const k = last(ins[1].shape);
+      const n = numel(outShape);
+      const g = grid(n, 256);
+      // One thread per output element scans its row's k indices (k is small: the top-k of a router).
+      return {
+        key: 'scatter_add', workgroups: g.workgroups, params: words(n, g.nx, size, k),
+        wgsl: () => `${header(['f32', 'i32'], 'f32')}
+@compute @workgroup_size(256) fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  ${IDX}
+  if (i >= u(0u)) { return; }
+  let size = u(2u); let k = u(3u);
+  let e = i32(i % size); let r = i / size;
+  var s = 0.0;
+  for (var j = 0u; j < k; j++) { if (b[r * k + j] == e) { s += a[r * k + j]; } }
+  o[i] = s;
+}`,
+      };
+    },
+  },
+  cross_entropy: {
+    dtypes: (i) => (i === 1 ? ['i32'] : ['f32']),
+    plan(ins) {
+      const [N, V] = ins[0].shape;
+      return rowKernel('cross_entropy', ['f32', 'i32'], N, V, [], `
+  let y = b[row];
+  var m = ${NEG_INF};
+  for (var j = lid; j < C; j += 256u) { m = max(m, a[base + j]); }
+  m = reduce_max(lid, m);
+  var z = 0.0;
+  for (var j = lid; j < C; j += 256u) { z += exp(a[base + j] - m); }
+  z = reduce_sum(lid, z);
+  if (lid == 0u) { o[row] = select(m + log(z) - a[base + u32(max(y, 0))], 0.0, y < 0); }`);
+    },
+  },
+  cross_entropy_grad: {
+    dtypes: (i) => (i === 1 ? ['i32'] : ['f32']),
+    plan(ins) {
+      const [N, V] = ins[0].shape;
+      return rowKernel('cross_entropy_grad', ['f32', 'i32', 'f32'], N, V, [], `
+  let y = b[row];
+  let gr = select(c[row], 0.0, y < 0);
+  var m = ${NEG_INF};
+  for (var j = lid; j < C; j += 256u) { m = max(m, a[base + j]); }
+  m = reduce_max(lid, m);
+  var z = 0.0;
+  for (var j = lid; j < C; j += 256u) { z += exp(a[base + j] - m); }
+  z = reduce_sum(lid, z);
+  for (var j = lid; j < C; j += 256u) { o[base + j] = (exp(a[base + j] - m) / z - select(0.0, 1.0, i32(j) == y)) * gr; }`);
+    },
+  },
+  adam_moments: {
+    dtypes: () => ['f32'],
+    plan(ins, { beta1, beta2, gradScale }) {
+      const n = numel(ins[1].shape);
+      const g = grid(n, 256);
+      return {
+        key: 'adam_moments', inPlace: true, workgroups: g.workgroups, params: words(n, g.nx, f(beta1), f(1 - beta1), f(beta2), f(1 - beta2), f(gradScale)),
+        wgsl: () => `${header(['f32', 'f32'], undefined)}
+@compute @workgroup_size(256) fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  ${IDX}
+  let n = u(0u);
+  if (i >= n) { return; }
+  let gi = b[i] * f(6u);
+  a[i] = f(2u) * a[i] + f(3u) * gi;
+  a[n + i] = f(4u) * a[n + i] + f(5u) * gi * gi;
+}`,
+      };
+    },
+  },
+  adam_apply: {
+    dtypes: () => ['f32'],
+    plan(ins, { lr, eps, weightDecay, bc1, bc2 }) {
+      const n = numel(ins[0].shape);
+      const g = grid(n, 256);
+      return {
+        key: 'adam_apply', inPlace: true, workgroups: g.workgroups,
+        params: words(n, g.nx, f(1 - lr * weightDecay), f(lr / bc1), f(Math.sqrt(bc2)), f(eps)),
+        wgsl: () => `${header(['f32', 'f32'], undefined)}
+@compute @workgroup_size(256) fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  ${IDX}
+  let n = u(0u);
+  if (i >= n) { return; }
+  let decayed = a[i] * f(2u);
+  a[i] = decayed - f(3u) * b[i] / (sqrt(b[n + i]) / f(4u) + f(5u));
+}`,
+      };
+    },
+  },
 };
 
 /**
@@ -612,10 +912,11 @@ var<workgroup> red: array<f32, ${WG * M}>;
 }
 
 /** Tiled matmul: 64×64 output tiles per 256-thread workgroup, 4×4 outputs per thread, K in steps of 16. */
-function tiledMatmul(M: number, N: number, K: number, batches: number, bBatches: number, transB: boolean, bt: DType): KernelPlan {
+function tiledMatmul(M: number, N: number, K: number, batches: number, bBatches: number, transB: boolean, transA: boolean, bt: DType): KernelPlan {
   const tilesN = Math.ceil(N / 64), tilesM = Math.ceil(M / 64);
+  if (batches > MAX_WG) throw new ShapeError('matmul', `${batches} batches exceed the ${MAX_WG} workgroups a grid dimension allows on WebGPU`);
   return {
-    key: `tiled:${bt}:${transB}`, workgroups: [tilesN, tilesM, batches], params: words(M, N, K, bBatches),
+    key: `tiled:${bt}:${transB}:${transA}`, workgroups: [tilesN, tilesM, batches], params: words(M, N, K, bBatches),
     wgsl: () => `${header(['f32', storageType(bt)], 'f32')}${loader('ldb', 'b', bt)}
 var<workgroup> As: array<array<f32, 64>, 16>;
 var<workgroup> Bs: array<array<f32, 64>, 16>;
@@ -631,9 +932,10 @@ var<workgroup> Bs: array<array<f32, 64>, 16>;
   for (var k0 = 0u; k0 < K; k0 += 16u) {
     for (var e = tid; e < 1024u; e += 256u) {
       let kk = e % 16u; let r = e / 16u;
-      let gr = row0 + r; let gk = k0 + kk;
-      As[kk][r] = select(0.0, a[ao + gr * K + gk], gr < M && gk < K);
-      let gc = col0 + r;
+      let gr = row0 + r; let gc = col0 + r; let gk = k0 + kk;
+      ${transA
+        ? 'let ka = e / 64u; let ra = e % 64u; let gra = row0 + ra; let gka = k0 + ka; As[ka][ra] = select(0.0, a[ao + gka * M + gra], gra < M && gka < K);'
+        : 'As[kk][r] = select(0.0, a[ao + gr * K + gk], gr < M && gk < K);'}
       ${transB
         ? 'Bs[kk][r] = select(0.0, ldb(bo + gc * K + gk), gc < N && gk < K);'
         : 'let kb = e / 64u; let cb = e % 64u; let gkb = k0 + kb; let gcb = col0 + cb; Bs[kb][cb] = select(0.0, ldb(bo + gkb * N + gcb), gcb < N && gkb < K);'}
@@ -650,6 +952,136 @@ var<workgroup> Bs: array<array<f32, 64>, 16>;
     let r = row0 + ty * 4u + i;
     if (r >= M) { continue; }
     for (var j = 0u; j < 4u; j++) { let c = col0 + tx * 4u + j; if (c < N) { o[oo + r * N + c] = acc[i][j]; } }
+  }
+}`,
+  };
+}
+
+
+/** Shared pieces of the attention gradients: q·k (scaled) and g·v of key s, with q and g staged in workgroup memory. */
+const ATTN_GRAD_COMMON = `
+var<workgroup> qs: array<f32, 256>;
+var<workgroup> gs: array<f32, 256>;
+fn score(ko: u32, D: u32, scale: f32) -> f32 { var x = 0.0; for (var j = 0u; j < D; j++) { x += qs[j] * b[ko + j]; } return x * scale; }
+fn gdotv(ko: u32, D: u32) -> f32 { var x = 0.0; for (var j = 0u; j < D; j++) { x += gs[j] * c[ko + j]; } return x; }
+`;
+
+/**
+ * d loss / d q: one 64-thread workgroup per query row (b, t, h). Two passes over the visible keys give the
+ * softmax max, its sum and Σ p·(g·v); a third forms dScore = p (g·v − Σ p·(g·v)) · scale for 64 keys at a
+ * time and each thread accumulates up to 4 output dims (d = lid + 64 j) from those keys' rows.
+ */
+function attentionGradQ(B: number, T: number, H: number, K: number, S: number, D: number, scale: number, pos0: number[]): KernelPlan {
+  const rows = B * T * H;
+  const g = grid(rows * 64, 64);
+  return {
+    key: 'attention_grad:q', workgroups: g.workgroups, params: words(rows, g.nx, T, H, K, S, D, f(scale), pos0),
+    wgsl: () => `${header(['f32', 'f32', 'f32', 'f32'], 'f32')}${ATTN_GRAD_COMMON}
+var<workgroup> ps: array<f32, 64>;
+var<workgroup> red: array<f32, 64>;
+fn reduce64(lid: u32, v: f32, isMax: bool) -> f32 {
+  red[lid] = v; workgroupBarrier();
+  for (var st = 32u; st > 0u; st = st >> 1u) {
+    if (lid < st) { red[lid] = select(red[lid] + red[lid + st], max(red[lid], red[lid + st]), isMax); }
+    workgroupBarrier();
+  }
+  let r = red[0]; workgroupBarrier(); return r;
+}
+@compute @workgroup_size(64) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lv: vec3<u32>) {
+  let row = wid.x + wid.y * u(1u); // (b, t, h), the layout of q
+  if (row >= u(0u)) { return; }
+  let lid = lv.x;
+  let T = u(2u); let H = u(3u); let K = u(4u); let S = u(5u); let D = u(6u); let scale = f(7u);
+  let h = row % H; let t = (row / H) % T; let bb = row / (H * T);
+  let kh = h / (H / K);
+  let visible = u(8u + bb) + t + 1u;
+  let qo = row * D;
+  for (var x = lid; x < D; x += 64u) { qs[x] = a[qo + x]; gs[x] = d[qo + x]; }
+  workgroupBarrier();
+  let kvBase = (bb * K + kh) * S * D;
+  var m = ${NEG_INF};
+  for (var s = lid; s < visible; s += 64u) { m = max(m, score(kvBase + s * D, D, scale)); }
+  m = reduce64(lid, m, true);
+  var z = 0.0; var w = 0.0;
+  for (var s = lid; s < visible; s += 64u) { let ko = kvBase + s * D; let e = exp(score(ko, D, scale) - m); z += e; w += e * gdotv(ko, D); }
+  z = reduce64(lid, z, false);
+  let dot = reduce64(lid, w, false) / z;
+  var acc = vec4<f32>(0.0);
+  for (var s0 = 0u; s0 < visible; s0 += 64u) {
+    let s = s0 + lid;
+    var ds = 0.0;
+    if (s < visible) { let ko = kvBase + s * D; ds = exp(score(ko, D, scale) - m) / z * (gdotv(ko, D) - dot) * scale; }
+    ps[lid] = ds; workgroupBarrier();
+    let n = min(64u, visible - s0);
+    for (var j = 0u; j < n; j++) {
+      let ko = kvBase + (s0 + j) * D;
+      let pj = ps[j];
+      for (var q = 0u; q < 4u; q++) { let x = lid + 64u * q; if (x < D) { acc[q] += pj * b[ko + x]; } }
+    }
+    workgroupBarrier();
+  }
+  for (var q = 0u; q < 4u; q++) { let x = lid + 64u * q; if (x < D) { o[qo + x] = acc[q]; } }
+}`,
+  };
+}
+
+/**
+ * d loss / d k or v: one 256-thread workgroup per (b, kv head) owns that head's whole (S, D) output, so no
+ * two workgroups write one element. It walks the query rows (t, then the H/K query heads sharing the kv
+ * head) in the CPU reference's order; per row, the threads split the visible keys for the softmax
+ * statistics, then each thread adds p·g (dv) or dScore·q (dk) into the key rows it owns (s = lid + 256 j).
+ * Keys no query sees stay zero.
+ */
+function attentionGradKV(B: number, T: number, H: number, K: number, S: number, D: number, scale: number, pos0: number[], wrt: 'k' | 'v'): KernelPlan {
+  const jobs = B * K;
+  const g = grid(jobs * 256, 256);
+  const isK = wrt === 'k';
+  return {
+    key: `attention_grad:${wrt}`, workgroups: g.workgroups, params: words(jobs, g.nx, T, H, K, S, D, f(scale), pos0),
+    wgsl: () => `${header(['f32', 'f32', 'f32', 'f32'], 'f32')}${ATTN_GRAD_COMMON}
+var<workgroup> red: array<f32, 256>;
+fn reduce256(lid: u32, v: f32, isMax: bool) -> f32 {
+  red[lid] = v; workgroupBarrier();
+  for (var st = 128u; st > 0u; st = st >> 1u) {
+    if (lid < st) { red[lid] = select(red[lid] + red[lid + st], max(red[lid], red[lid + st]), isMax); }
+    workgroupBarrier();
+  }
+  let r = red[0]; workgroupBarrier(); return r;
+}
+@compute @workgroup_size(256) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lv: vec3<u32>) {
+  let job = wid.x + wid.y * u(1u); // (b, kv head)
+  if (job >= u(0u)) { return; }
+  let lid = lv.x;
+  let T = u(2u); let H = u(3u); let K = u(4u); let S = u(5u); let D = u(6u); let scale = f(7u);
+  let kh = job % K; let bb = job / K;
+  let G = H / K;
+  let kvBase = job * S * D;
+  for (var s = lid; s < S; s += 256u) { for (var x = 0u; x < D; x++) { o[kvBase + s * D + x] = 0.0; } }
+  for (var t = 0u; t < T; t++) {
+    let visible = u(8u + bb) + t + 1u;
+    for (var hh = 0u; hh < G; hh++) {
+      let qo = ((bb * T + t) * H + kh * G + hh) * D;
+      workgroupBarrier();
+      for (var x = lid; x < D; x += 256u) { qs[x] = a[qo + x]; gs[x] = d[qo + x]; }
+      workgroupBarrier();
+      var m = ${NEG_INF};
+      for (var s = lid; s < visible; s += 256u) { m = max(m, score(kvBase + s * D, D, scale)); }
+      m = reduce256(lid, m, true);
+      var z = 0.0;${isK ? ' var w = 0.0;' : ''}
+      for (var s = lid; s < visible; s += 256u) {
+        let ko = kvBase + s * D;
+        let e = exp(score(ko, D, scale) - m); z += e;${isK ? ' w += e * gdotv(ko, D);' : ''}
+      }
+      z = reduce256(lid, z, false);
+      ${isK ? 'let dot = reduce256(lid, w, false) / z;' : ''}
+      for (var s = lid; s < visible; s += 256u) {
+        let ko = kvBase + s * D;
+        let p = exp(score(ko, D, scale) - m) / z;
+        ${isK
+          ? 'let ds = p * (gdotv(ko, D) - dot) * scale;\n        for (var x = 0u; x < D; x++) { o[ko + x] += ds * qs[x]; }'
+          : 'for (var x = 0u; x < D; x++) { o[ko + x] += p * gs[x]; }'}
+      }
+    }
   }
 }`,
   };

@@ -1,0 +1,110 @@
+// Whole-model gradients on WebGPU: for micro-llama and micro-mixtral the loss and every d loss / d weight
+// of `gradients` match PyTorch's (grads.safetensors) within 1e-4, as train-grads.test.ts checks on the CPU.
+// micro-gpt2's fixture was taken with dropout on, so its WebGPU gradients are checked against the CPU
+// reference instead, and along random directions by finite differences. Skips where no adapter exists.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { CpuBackend, type Backend, type Tensor } from '../src/index.ts';
+import { gradients } from '../src/train/loss.ts';
+import { AdamW } from '../src/train/optimizer.ts';
+import * as op from '../src/tensor/api.ts';
+import { compareGrads, loadMicro, microSkip } from './micro.ts';
+import { withGpu } from './gpu-helpers.ts';
+
+const disposeAll = (m: Map<string, Tensor>) => { for (const t of m.values()) op.dispose(t); };
+
+/** Max |x| of a tensor. */
+const maxAbs = async (t: Tensor) => (await t.toF32()).reduce((m, x) => Math.max(m, Math.abs(x)), 0);
+
+// NOTE: d loss / d (key bias) is exactly zero: adding q·b to every score of a softmax row changes nothing.
+// Both backends return rounding noise there (about 1e-11 against 1e-4 for the key weights), so a
+// relative comparison of two noises means nothing; those are checked to be zero on their layer's scale.
+const ZERO_GRAD = /^(.*\.attn)\.k\.bias$/;
+
+for (const name of ['micro-llama', 'micro-mixtral']) {
+  test(`${name}: loss and every parameter's gradient match PyTorch (WebGPU)`, { skip: microSkip(name) }, (t) => withGpu(t, async (gpu) => {
+    const { model, batch, reference, json } = await loadMicro(name, gpu);
+    const { loss, grads } = await gradients(model, batch);
+    assert.ok(Math.abs(loss - json.loss) < 1e-4, `webgpu: loss ${loss} vs PyTorch ${json.loss}`);
+    assert.equal(grads.size, model.weights.size);
+    const worst = await compareGrads(grads, reference);
+    assert.ok(worst.rel < 1e-4, `webgpu: gradient of ${worst.name} differs by ${worst.rel} relative`);
+    disposeAll(grads);
+    disposeAll(model.weights);
+  }));
+}
+
+test('micro-gpt2: loss and every parameter\'s gradient on WebGPU match the CPU reference', { skip: microSkip('micro-gpt2') }, (t) => withGpu(t, async (gpu) => {
+  // The CPU reference is itself checked against finite differences (train-grads.test.ts); this covers the
+  // GPT-2 paths (LayerNorm with bias, gelu_tanh, learned positions, tied embeddings) on the WGSL kernels.
+  const cpu = await loadMicro('micro-gpt2', new CpuBackend({ reference: true }));
+  const want = await gradients(cpu.model, cpu.batch);
+  const { model, batch } = await loadMicro('micro-gpt2', gpu);
+  const got = await gradients(model, batch);
+  assert.ok(Math.abs(got.loss - want.loss) < 1e-4, `webgpu: loss ${got.loss} vs CPU ${want.loss}`);
+  assert.equal(got.grads.size, model.weights.size);
+  const compared = new Map([...want.grads].filter(([name]) => !ZERO_GRAD.test(name)));
+  const worst = await compareGrads(got.grads, { weights: compared } as Parameters<typeof compareGrads>[1]);
+  assert.ok(worst.rel < 1e-4, `webgpu: gradient of ${worst.name} differs from the CPU reference by ${worst.rel} relative`);
+  let zeros = 0;
+  for (const name of want.grads.keys()) {
+    const m = ZERO_GRAD.exec(name);
+    if (!m) continue;
+    const scale = await maxAbs(want.grads.get(`${m[1]}.k.weight`)!);
+    for (const [be, g] of [['webgpu', got.grads], ['cpu', want.grads]] as const)
+      assert.ok((await maxAbs(g.get(name)!)) < 1e-4 * scale, `${be}: gradient of ${name} should be zero on the scale of its key weight's (${scale})`);
+    zeros++;
+  }
+  assert.ok(zeros > 0, 'expected GPT-2 key biases');
+  disposeAll(got.grads);
+  disposeAll(want.grads);
+  disposeAll(model.weights);
+}));
+
+test('micro-gpt2: the WebGPU gradient agrees with finite differences along random directions', { skip: microSkip('micro-gpt2') }, (t) => withGpu(t, async (gpu) => {
+  // d/dh loss(w + h·u) against ⟨∇loss, u⟩ for random u, as train-grads.test.ts does on the CPU.
+  const be: Backend = gpu;
+  const { model, batch } = await loadMicro('micro-gpt2', be);
+  const { grads } = await gradients(model, batch);
+  let seed = 7;
+  const rnd = () => { seed = (seed * 1103515245 + 12345) % 2147483648; return seed / 2147483648 - 0.5; };
+  for (let trial = 0; trial < 3; trial++) {
+    const dirs = new Map<string, Float32Array>();
+    let dot = 0;
+    for (const [name, w] of model.weights) {
+      const u = Float32Array.from({ length: w.size }, rnd);
+      dirs.set(name, u);
+      const g = await grads.get(name)!.toF32();
+      for (let i = 0; i < u.length; i++) dot += g[i] * u[i];
+    }
+    const h = 1e-3;
+    const lossAt = async (sign: number) => {
+      const saved = new Map(model.weights);
+      for (const [name, w] of saved) {
+        const base = await w.toF32(), u = dirs.get(name)!;
+        model.weights.set(name, be.upload(base.map((x, i) => x + sign * h * u[i]), w.shape, 'f32'));
+      }
+      const { loss } = await gradients(model, batch, { params: ['final_norm.bias'] });
+      for (const [name, w] of saved) { model.weights.get(name)!.dispose(); model.weights.set(name, w); }
+      return loss;
+    };
+    const num = ((await lossAt(1)) - (await lossAt(-1))) / (2 * h);
+    assert.ok(Math.abs(num - dot) / Math.abs(dot) < 2e-3, `trial ${trial}: finite difference ${num} vs gradient ${dot}`);
+  }
+  disposeAll(grads);
+  disposeAll(model.weights);
+}));
+
+for (const name of ['micro-llama', 'micro-mixtral']) {
+  test(`${name}: five AdamW steps give PyTorch's losses (WebGPU)`, { skip: microSkip(name) }, (t) => withGpu(t, async (gpu) => {
+    const { model, batch, json } = await loadMicro(name, gpu);
+    const a = json.adamw;
+    const opt = new AdamW(model, { lr: a.lr, betas: a.betas, eps: a.eps, weightDecay: a.weight_decay, decay: 'all' });
+    for (let i = 0; i < json.adamw_losses.length; i++) {
+      const { loss, grads } = await gradients(model, batch);
+      assert.ok(Math.abs(loss - json.adamw_losses[i]) < 1e-4, `step ${i}: loss ${loss} vs PyTorch ${json.adamw_losses[i]}`);
+      await opt.step(grads);
+    }
+  }));
+}
