@@ -5,7 +5,9 @@
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { CpuBackend, loadModel, type Backend, type Model } from '../src/index.ts';
+import { CpuBackend, loadModel, type Backend, type Model, type Tensor } from '../src/index.ts';
+import { gradients, type Batch } from '../src/train/loss.ts';
+import { AdamW } from '../src/train/optimizer.ts';
 import { assembleModel, readSpec } from '../src/io/load-files.ts';
 import { folderFiles } from '../src/io/files.ts';
 import { SafetensorsReader, type TensorSource } from '../src/io/safetensors-read.ts';
@@ -86,5 +88,51 @@ export function dropoutSignature(name: string): string | undefined {
     return zeros > 0 ? `${zeros} of the ${T * C} position-embedding gradients of used positions are exactly zero` : undefined;
   } finally {
     r.close();
+  }
+}
+
+/**
+ * d/dh loss(w + h·u) by central differences against ⟨∇loss, u⟩, for `trials` random directions u over
+ * every weight (the model's weights are restored afterwards).
+ */
+export async function directionalDerivatives(model: Model, batch: Batch, grads: Map<string, Tensor>, trials = 3): Promise<{ fd: number; grad: number }[]> {
+  const be = model.backend;
+  let seed = 7;
+  const rnd = () => { seed = (seed * 1103515245 + 12345) % 2147483648; return seed / 2147483648 - 0.5; };
+  const out: { fd: number; grad: number }[] = [];
+  for (let trial = 0; trial < trials; trial++) {
+    const dirs = new Map<string, Float32Array>();
+    let dot = 0;
+    for (const [name, w] of model.weights) {
+      const u = Float32Array.from({ length: w.size }, rnd);
+      dirs.set(name, u);
+      const g = await grads.get(name)!.toF32();
+      for (let i = 0; i < u.length; i++) dot += g[i] * u[i];
+    }
+    const h = 1e-3;
+    const lossAt = async (sign: number) => {
+      const saved = new Map(model.weights);
+      for (const [name, w] of saved) {
+        const base = await w.toF32(), u = dirs.get(name)!;
+        model.weights.set(name, be.upload(base.map((x, i) => x + sign * h * u[i]), w.shape, 'f32'));
+      }
+      const { loss } = await gradients(model, batch, { params: ['final_norm.bias'] });
+      for (const [name, w] of saved) { model.weights.get(name)!.dispose(); model.weights.set(name, w); }
+      return loss;
+    };
+    out.push({ fd: ((await lossAt(1)) - (await lossAt(-1))) / (2 * h), grad: dot });
+  }
+  return out;
+}
+
+/** Five AdamW steps with the fixture's hyperparameters: the loss before each step must match PyTorch's. */
+export async function checkAdamWLosses(name: string, backend: Backend): Promise<void> {
+  const { model, batch, json } = await loadMicro(name, backend);
+  const a = json.adamw;
+  const opt = new AdamW(model, { lr: a.lr, betas: a.betas, eps: a.eps, weightDecay: a.weight_decay, decay: 'all' });
+  for (let i = 0; i < json.adamw_losses.length; i++) {
+    const { loss, grads } = await gradients(model, batch);
+    assert.ok(Math.abs(loss - json.adamw_losses[i]) < 1e-4, `${backend.name} step ${i}: loss ${loss} vs PyTorch ${json.adamw_losses[i]}`);
+    await opt.step(grads);
   }
 }

@@ -3,12 +3,10 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { CpuBackend } from '../src/index.ts';
 import { gradients } from '../src/train/loss.ts';
-import { MICRO, compareGrads, dropoutSignature, loadMicro, microSkip } from './micro.ts';
-import { CpuBackend as Cpu } from '../src/index.ts';
+import { MICRO, compareGrads, directionalDerivatives, checkAdamWLosses, dropoutSignature, loadMicro, microSkip } from './micro.ts';
+import { CpuBackend, CpuBackend as Cpu } from '../src/index.ts';
 import * as op from '../src/tensor/api.ts';
-import { AdamW } from '../src/train/optimizer.ts';
 
 /** micro-gpt2's fixture was computed in train mode (dropout 0.1, torch's random masks); say so. */
 function trainModeSkip(name: string): string | undefined {
@@ -31,35 +29,12 @@ for (const name of MICRO) {
 
 test('micro-gpt2: the whole-model gradient agrees with finite differences along random directions', { skip: microSkip('micro-gpt2') }, async () => {
   // GPT-2 specific paths (LayerNorm with bias, gelu_tanh, learned positions, tied embeddings, biases)
-  // checked without the fixture's dropout: d/dh loss(w + h·u) against ⟨∇loss, u⟩ for random u.
+  // checked without the fixture's dropout.
   const be = new Cpu({ reference: true });
   const { model, batch } = await loadMicro('micro-gpt2', be);
   const { grads } = await gradients(model, batch);
-  let seed = 7;
-  const rnd = () => { seed = (seed * 1103515245 + 12345) % 2147483648; return seed / 2147483648 - 0.5; };
-  for (let trial = 0; trial < 3; trial++) {
-    const dirs = new Map<string, Float32Array>();
-    let dot = 0;
-    for (const [name, w] of model.weights) {
-      const u = Float32Array.from({ length: w.size }, rnd);
-      dirs.set(name, u);
-      const g = await grads.get(name)!.toF32();
-      for (let i = 0; i < u.length; i++) dot += g[i] * u[i];
-    }
-    const h = 1e-3;
-    const lossAt = async (sign: number) => {
-      const saved = new Map(model.weights);
-      for (const [name, w] of saved) {
-        const base = await w.toF32(), u = dirs.get(name)!;
-        model.weights.set(name, be.upload(base.map((x, i) => x + sign * h * u[i]), w.shape, 'f32'));
-      }
-      const { loss } = await gradients(model, batch, { params: ['final_norm.bias'] });
-      for (const [name, w] of saved) { model.weights.get(name)!.dispose(); model.weights.set(name, w); }
-      return loss;
-    };
-    const num = ((await lossAt(1)) - (await lossAt(-1))) / (2 * h);
-    assert.ok(Math.abs(num - dot) / Math.abs(dot) < 2e-3, `trial ${trial}: finite difference ${num} vs gradient ${dot}`);
-  }
+  for (const [trial, { fd, grad }] of (await directionalDerivatives(model, batch, grads)).entries())
+    assert.ok(Math.abs(fd - grad) / Math.abs(grad) < 2e-3, `trial ${trial}: finite difference ${fd} vs gradient ${grad}`);
   for (const g of grads.values()) op.dispose(g);
 });
 
@@ -72,14 +47,7 @@ test('the micro-gpt2 fixture shows the dropout signature the skip above reports'
 
 for (const name of ['micro-llama', 'micro-mixtral', 'micro-gpt2']) {
   test(`${name}: five AdamW steps give PyTorch's losses`, { skip: microSkip(name) ?? trainModeSkip(name) }, async () => {
-    const { model, batch, json } = await loadMicro(name, new Cpu());
-    const a = json.adamw;
-    const opt = new AdamW(model, { lr: a.lr, betas: a.betas, eps: a.eps, weightDecay: a.weight_decay, decay: 'all' });
-    for (let i = 0; i < json.adamw_losses.length; i++) {
-      const { loss, grads } = await gradients(model, batch);
-      assert.ok(Math.abs(loss - json.adamw_losses[i]) < 1e-4, `step ${i}: loss ${loss} vs PyTorch ${json.adamw_losses[i]}`);
-      await opt.step(grads);
-    }
+    await checkAdamWLosses(name, new Cpu());
   });
 }
 

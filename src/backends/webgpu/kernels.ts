@@ -220,6 +220,19 @@ ${body}
   };
 }
 
+/** WGSL for `reduce<n>(lid, v, isMax)`: a sum or max over a workgroup of n threads (shared array `red`). */
+function workgroupReduce(n: number): string {
+  return `var<workgroup> red: array<f32, ${n}>;
+fn reduce${n}(lid: u32, v: f32, isMax: bool) -> f32 {
+  red[lid] = v; workgroupBarrier();
+  for (var st = ${n / 2}u; st > 0u; st = st >> 1u) {
+    if (lid < st) { red[lid] = select(red[lid] + red[lid + st], max(red[lid], red[lid + st]), isMax); }
+    workgroupBarrier();
+  }
+  let r = red[0]; workgroupBarrier(); return r;
+}`;
+}
+
 const NEG_INF = '-3.4e38'; // below any finite score; the f32 maximum itself is not a valid WGSL literal
 
 export const WGSL_KERNELS: { [O in OpName]: WgslKernel<O> } = {
@@ -978,15 +991,7 @@ function attentionGradQ(B: number, T: number, H: number, K: number, S: number, D
     key: 'attention_grad:q', workgroups: g.workgroups, params: words(rows, g.nx, T, H, K, S, D, f(scale), pos0),
     wgsl: () => `${header(['f32', 'f32', 'f32', 'f32'], 'f32')}${ATTN_GRAD_COMMON}
 var<workgroup> ps: array<f32, 64>;
-var<workgroup> red: array<f32, 64>;
-fn reduce64(lid: u32, v: f32, isMax: bool) -> f32 {
-  red[lid] = v; workgroupBarrier();
-  for (var st = 32u; st > 0u; st = st >> 1u) {
-    if (lid < st) { red[lid] = select(red[lid] + red[lid + st], max(red[lid], red[lid + st]), isMax); }
-    workgroupBarrier();
-  }
-  let r = red[0]; workgroupBarrier(); return r;
-}
+${workgroupReduce(64)}
 @compute @workgroup_size(64) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lv: vec3<u32>) {
   let row = wid.x + wid.y * u(1u); // (b, t, h), the layout of q
   if (row >= u(0u)) { return; }
@@ -1039,15 +1044,7 @@ function attentionGradKV(B: number, T: number, H: number, K: number, S: number, 
   return {
     key: `attention_grad:${wrt}`, workgroups: g.workgroups, params: words(jobs, g.nx, T, H, K, S, D, f(scale), pos0),
     wgsl: () => `${header(['f32', 'f32', 'f32', 'f32'], 'f32')}${ATTN_GRAD_COMMON}
-var<workgroup> red: array<f32, 256>;
-fn reduce256(lid: u32, v: f32, isMax: bool) -> f32 {
-  red[lid] = v; workgroupBarrier();
-  for (var st = 128u; st > 0u; st = st >> 1u) {
-    if (lid < st) { red[lid] = select(red[lid] + red[lid + st], max(red[lid], red[lid + st]), isMax); }
-    workgroupBarrier();
-  }
-  let r = red[0]; workgroupBarrier(); return r;
-}
+${workgroupReduce(256)}
 @compute @workgroup_size(256) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lv: vec3<u32>) {
   let job = wid.x + wid.y * u(1u); // (b, kv head)
   if (job >= u(0u)) { return; }

@@ -17,6 +17,20 @@ function buf(name: keyof typeof bufs, n: number): Float32Array {
   return bufs[name];
 }
 
+/** Scores (G·T, Sv) of stacked query rows → softmax probabilities; row (g, t) sees keys 0 ..= p0 + t. */
+function causalSoftmaxRows(ps: Float32Array, G: number, T: number, Sv: number, p0: number, scale: number) {
+  for (let g = 0; g < G; g++) for (let t = 0; t < T; t++) {
+    const o = (g * T + t) * Sv, visible = p0 + t + 1;
+    let mx = -Infinity;
+    for (let s = 0; s < visible; s++) { const x = ps[o + s] * scale; ps[o + s] = x; if (x > mx) mx = x; }
+    let z = 0;
+    for (let s = 0; s < visible; s++) { const e = Math.exp(ps[o + s] - mx); ps[o + s] = e; z += e; }
+    const inv = 1 / z;
+    for (let s = 0; s < visible; s++) ps[o + s] *= inv;
+    for (let s = visible; s < Sv; s++) ps[o + s] = 0;
+  }
+}
+
 /**
  * Attention as two matmuls per (batch row, kv head), reading the head-major cache in place: the G = H/K
  * query heads sharing a kv head are stacked into one (G·T, D) block, scores = Q Kᵀ, masked softmax, P V.
@@ -34,16 +48,7 @@ function attentionByMatmul(out: Float32Array | Int32Array, Q: Float32Array, Kd: 
         qs.set(Q.subarray(src, src + D), (g * T + t) * D);
       }
       matmulF32(ps, qs, Kd, G * T, Sv, D, true, 0, kvOff, 0);
-      for (let g = 0; g < G; g++) for (let t = 0; t < T; t++) {
-        const o = (g * T + t) * Sv, visible = pos0[b] + t + 1;
-        let mx = -Infinity;
-        for (let s = 0; s < visible; s++) { const x = ps[o + s] * scale; ps[o + s] = x; if (x > mx) mx = x; }
-        let z = 0;
-        for (let s = 0; s < visible; s++) { const e = Math.exp(ps[o + s] - mx); ps[o + s] = e; z += e; }
-        const inv = 1 / z;
-        for (let s = 0; s < visible; s++) ps[o + s] *= inv;
-        for (let s = visible; s < Sv; s++) ps[o + s] = 0;
-      }
+      causalSoftmaxRows(ps, G, T, Sv, pos0[b], scale);
       matmulF32(os, ps, Vd, G * T, D, Sv, false, 0, kvOff, 0);
       for (let g = 0; g < G; g++) for (let t = 0; t < T; t++) {
         const dst = ((b * T + t) * H + kh * G + g) * D;
@@ -75,16 +80,7 @@ function attentionGradByMatmul(out: Float32Array, Q: Float32Array, Kd: Float32Ar
         gs.set(G_.subarray(src, src + D), (g * T + t) * D);
       }
       matmulF32(ps, qs, Kd, R, Sv, D, true, 0, kvOff, 0);
-      for (let g = 0; g < G; g++) for (let t = 0; t < T; t++) {
-        const o = (g * T + t) * Sv, visible = pos0[b] + t + 1;
-        let mx = -Infinity;
-        for (let s = 0; s < visible; s++) { const x = ps[o + s] * scale; ps[o + s] = x; if (x > mx) mx = x; }
-        let z = 0;
-        for (let s = 0; s < visible; s++) { const e = Math.exp(ps[o + s] - mx); ps[o + s] = e; z += e; }
-        const inv = 1 / z;
-        for (let s = 0; s < visible; s++) ps[o + s] *= inv;
-        for (let s = visible; s < Sv; s++) ps[o + s] = 0;
-      }
+      causalSoftmaxRows(ps, G, T, Sv, pos0[b], scale);
       if (wrt === 'v') {
         const pt = buf('t', Sv * R), dv = buf('d', Sv * D);
         for (let r = 0; r < R; r++) for (let s = 0; s < Sv; s++) pt[s * R + r] = ps[r * Sv + s];
