@@ -3,7 +3,7 @@
 // parameters and FLOPs per token, and totals. Attention FLOPs depend on the context length (--ctx).
 
 import { Command } from 'commander';
-import { brickCosts, readModelSource, sublayerNames, UsageError, type BrickCost, type ModelSource, type ModelSpec, type SublayerSpec } from '../index.ts';
+import { brickCosts, placementOf, readModelSource, sublayerNames, UsageError, type BrickCost, type ModelSource, type ModelSpec, type SublayerSpec } from '../index.ts';
 import { displayPath, intArg, modelOption } from './common.ts';
 import { fmtCompact, fmtFixed, fmtInt, keyValues, table, type Row } from './format.ts';
 
@@ -12,9 +12,10 @@ export function shapeOf(sub: SublayerSpec): string {
   const act = (s: { gated: boolean; activation: string }) => (s.gated ? `gated ${s.activation}` : s.activation);
   switch (sub.kind) {
     case 'attn':
-      return [`H=${sub.heads} K=${sub.kvHeads} D=${sub.headDim}`, sub.rope && 'rope', (sub.qkvBias || sub.outBias) && 'bias'].filter(Boolean).join(' ');
+      return [`H=${sub.heads} K=${sub.kvHeads} D=${sub.headDim}`, sub.rope && 'rope', (sub.qkvBias || sub.outBias) && 'bias', sub.qkNorm && `${sub.qkNorm}-norm`].filter(Boolean).join(' ');
     case 'ffn':
-      return [`F=${sub.hidden}`, act(sub), sub.bias && 'bias'].filter(Boolean).join(' ');
+      return [`F=${sub.hidden}`, act(sub), sub.bias && 'bias', sub.rank && `rank ${sub.rank}`, sub.blocks && `${sub.blocks} blocks`,
+        sub.nested && `nested ${sub.nested.join('/')}`].filter(Boolean).join(' ');
     case 'moe':
       return [`E=${sub.experts} top${sub.topK} F=${sub.hidden}`, act(sub), sub.bias && 'bias'].filter(Boolean).join(' ');
   }
@@ -30,7 +31,8 @@ function brickShape(spec: ModelSpec, cost: BrickCost): string {
   const sub = layer.sublayers[sublayerNames(layer).indexOf(m[2])];
   if (!sub) return '';
   // Only say what departs from the usual serial pre-norm layer, so the common case stays short.
-  const notes = [layer.wiring === 'parallel' && 'parallel', layer.norm !== 'pre' && `${layer.norm}-norm`].filter(Boolean);
+  const placement = placementOf(layer, sub);
+  const notes = [layer.wiring === 'parallel' && 'parallel', placement !== 'pre' && `${placement}-norm`, layer.normScale !== undefined && `norm x${fmtFixed(layer.normScale, 3)}`].filter(Boolean);
   return [shapeOf(sub), ...notes].join(' ');
 }
 
@@ -45,7 +47,7 @@ function positions(spec: ModelSpec): string {
 }
 
 function normSummary(spec: ModelSpec): string {
-  const placements = [...new Set(spec.layers.map((l) => l.norm))];
+  const placements = [...new Set(spec.layers.flatMap((l) => l.sublayers.map((sub) => placementOf(l, sub))))];
   const where = placements.length === 1 ? `${placements[0]}-norm` : `mixed placement (${placements.join(', ')})`;
   return `${spec.norm.kind} (eps ${spec.norm.eps < 1e-3 ? spec.norm.eps.toExponential() : spec.norm.eps}${spec.norm.kind === 'layernorm' ? `, ${spec.norm.bias ? 'with' : 'no'} bias` : ''}), ${where}${spec.finalNorm ? ', final norm' : ''}`;
 }
@@ -96,10 +98,11 @@ export function inspectCommand(): Command {
   return new Command('inspect')
     .description('show a model\'s bricks, shapes, parameters and FLOPs (reads the config only, no weights)')
     .addOption(modelOption())
-    .option('--ctx <n>', 'context length at which attention FLOPs are counted', intArg(1), 256)
+    .option('--ctx <n>', "context length at which attention FLOPs are counted (default: 256, or the model's context if shorter)", intArg(1))
     .option('--json', 'print { spec, bricks, totals } as JSON')
-    .action((f: { model: string; ctx: number; json?: boolean }) => {
+    .action((f: { model: string; ctx?: number; json?: boolean }) => {
       const source = readModelSource(f.model);
+      f.ctx ??= Math.min(256, source.spec.maxContext);
       if (f.ctx > source.spec.maxContext)
         throw new UsageError(`--ctx ${f.ctx} exceeds the model's context of ${source.spec.maxContext} tokens`, `use --ctx ${source.spec.maxContext} or less`);
       process.stdout.write(f.json ? JSON.stringify(inspectData(source.spec, f.ctx), null, 2) + '\n' : inspectReport(source, f.ctx, displayPath(f.model)));
