@@ -1,11 +1,15 @@
 // Whole-model gradients on WebGPU: for micro-llama and micro-mixtral the loss and every d loss / d weight
 // of `gradients` match PyTorch's (grads.safetensors) within 1e-4, as train-grads.test.ts checks on the CPU.
 // micro-gpt2's fixture was taken with dropout on, so its WebGPU gradients are checked against the CPU
-// reference instead, and along random directions by finite differences. Skips where no adapter exists.
+// reference instead, and along random directions by finite differences. AdamW steps and the training loop
+// follow PyTorch / the CPU run. Skips where no adapter exists.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { CpuBackend, type Backend, type Tensor } from '../src/index.ts';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { CHECKPOINT_DIR, CpuBackend, llamaSpec, loadModel, randomModel, splitTokens, train, type Backend, type Tensor } from '../src/index.ts';
 import { gradients } from '../src/train/loss.ts';
 import * as op from '../src/tensor/api.ts';
 import { compareGrads, directionalDerivatives, checkAdamWLosses, loadMicro, microSkip } from './micro.ts';
@@ -77,3 +81,22 @@ for (const name of ['micro-llama', 'micro-mixtral']) {
     await checkAdamWLosses(name, gpu);
   }));
 }
+
+test('the training loop on WebGPU follows the CPU run (losses, validation, checkpoint)', (t) => withGpu(t, async (gpu) => {
+  const spec = llamaSpec({ vocab: 64, width: 32, layers: 2, heads: 4, kvHeads: 2, ffn: 48, context: 32 });
+  const data = splitTokens(Array.from({ length: 3000 }, (_, i) => (i * 5 + (i >> 3)) % 64));
+  const opts = { steps: 4, batch: 2, seq: 16, seed: 3, lr: 3e-3, warmup: 1, evalEvery: 2, evalBatches: 2, clip: 1 };
+  const dir = mkdtempSync(join(tmpdir(), 'bw-gpu-train-'));
+  try {
+    const onCpu = await train(randomModel(spec, new CpuBackend(), { seed: 5 }), data, opts);
+    const onGpu = await train(randomModel(spec, gpu, { seed: 5 }), data, opts, { out: dir });
+    onGpu.records.forEach((r, i) => {
+      assert.ok(Math.abs(r.loss - onCpu.records[i].loss) < 1e-4, `step ${r.step}: webgpu loss ${r.loss} vs cpu ${onCpu.records[i].loss}`);
+      if (r.valLoss !== undefined) assert.ok(Math.abs(r.valLoss - onCpu.records[i].valLoss!) < 1e-4, `step ${r.step}: validation`);
+    });
+    const { model } = await loadModel(join(dir, CHECKPOINT_DIR), { backend: new CpuBackend() });
+    assert.equal(model.numParams, randomModel(spec, new CpuBackend()).numParams);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}));
