@@ -106,3 +106,24 @@ test('MatFormer training: cycling trains the nested widths in turn', async () =>
   }
   assert.throws(() => nestedWidthSchedule(spec, 'cycle', 1), /needs MatFormer FFNs/);
 });
+
+test('blockwise learning rates scale each brick kind; the schedule warms up then decays', async () => {
+  const { AdamW, brickKindOf, gradients, warmupCosine } = await import('../src/index.ts');
+  assert.deepEqual(['embed.weight', 'lm_head.weight', 'layers.0.attn.q.weight', 'layers.0.attn.k_norm.weight', 'layers.0.attn.v.weight', 'layers.0.attn.o.weight',
+    'layers.1.ffn.up.weight', 'layers.1.moe.router.weight', 'layers.1.ffn.norm.weight', 'final_norm.weight'].map(brickKindOf),
+  ['embed', 'embed', 'attn_qk', 'attn_qk', 'attn_vo', 'attn_vo', 'ffn', 'ffn', 'norm', 'norm']);
+  const m = fresh();
+  const before = new Map(await Promise.all([...m.weights].map(async ([n, w]) => [n, await w.toF32()] as const)));
+  const opt = new AdamW(m, { lr: 1e-2, weightDecay: 0, blockLr: { ffn: 0, attn_qk: 2 } });
+  const { grads } = await gradients(m, trainBatch(data.train, 1, 0, 2, 16));
+  await opt.step(grads);
+  const moved = async (n: string) => { const a = before.get(n)!, b = await m.weights.get(n)!.toF32(); return Math.max(...a.map((x, i) => Math.abs(x - b[i]))); };
+  assert.equal(await moved('layers.0.ffn.up.weight'), 0, 'ffn × 0 must not move');
+  // Adam's first step moves every weight by about lr (its sign), so the multiplier shows directly.
+  assert.ok(Math.abs((await moved('layers.0.attn.q.weight')) - 2e-2) < 2e-3);
+  assert.ok(Math.abs((await moved('layers.0.attn.v.weight')) - 1e-2) < 1e-3);
+  assert.throws(() => new AdamW(m, { lr: 1, blockLr: { bogus: 1 } as never }), /unknown brick kind 'bogus'/);
+  const lr = warmupCosine({ lr: 1, warmup: 4, total: 14, minLr: 0.1 });
+  assert.deepEqual([0, 1, 3].map(lr), [0.25, 0.5, 1]);
+  assert.ok(Math.abs(lr(9) - 0.55) < 1e-12 && lr(14) === 0.1 && lr(100) === 0.1);
+});
