@@ -66,7 +66,7 @@ export class Tape implements OpRecorder {
     this.entries.push({ op: opName, inputs, attrs, out });
   }
 
-  /** Run fn with this tape recording (nested calls restore the previous recorder). */
+  /** Run fn with this tape recording (refused while another Tape is recording). */
   async run<T>(fn: () => Promise<T> | T): Promise<T> {
     const prev = activeRecorder();
     // NOTE: ops report to one process-wide recorder, so two recordings in flight at once (two
