@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
 import {
   CHECKPOINT_DIR, NORM_SCHEMES, Tokenizer, UsageError, encodeLong, loadModel, randomModel, readTrainerState, splitTokens, svgChart, train,
-  writeFileAtomic, zooSpec, declareWeights, type ModelSpec, type Model, type NormScheme, type StepRecord, type TrainOptions,
+  writeFileAtomic, zooSpec, brickCosts, isCheckpoint, type Model, type NormScheme, type StepRecord, type TrainOptions,
 } from '../index.ts';
 import { deviceOption, displayPath, floatArg, intArg, readText, resolveDevice, DEFAULT_MODEL, type Device } from './common.ts';
 import { fmtDuration, fmtFixed, fmtInt, fmtRate, table } from './format.ts';
@@ -95,7 +95,7 @@ export function compareCommand(): Command {
         const ckpt = join(dir, CHECKPOINT_DIR);
         const opts: TrainOptions = { steps: f.steps, batch: f.batch, seq: f.seq, seed: f.seed, lr: f.lr, warmup: f.warmup, clip: 1, evalEvery: f.evalEvery, evalBatches: f.evalBatches, saveEvery: f.evalEvery * 4 };
         // A finished scheme is read back from its log; an interrupted one resumes.
-        const prior = existsSync(join(ckpt, 'trainer.json')) ? readTrainerState(ckpt).step : 0;
+        const prior = isCheckpoint(ckpt) ? readTrainerState(ckpt).step : 0;
         let records: StepRecord[];
         if (prior >= f.steps) records = readLog(dir);
         else {
@@ -110,7 +110,7 @@ export function compareCommand(): Command {
         const vals = records.filter((r) => r.valLoss !== undefined);
         const lastRec = records[records.length - 1];
         results.push({
-          scheme, params: randomModelParams(spec),
+          scheme, params: brickCosts(spec).reduce((p, b) => p + b.params, 0),
           finalTrainLoss: lastRec.loss, finalValLoss: vals[vals.length - 1].valLoss!, bestValLoss: Math.min(...vals.map((r) => r.valLoss!)),
           tokensPerSecond: records.reduce((p, r) => p + r.tokensPerSecond, 0) / records.length, seconds: records.reduce((p, r) => p + (f.batch * f.seq) / r.tokensPerSecond, 0),
           valCurve: vals.map((r) => [r.step, r.valLoss!]), trainCurve: records.map((r) => [r.step, r.loss]),
@@ -138,11 +138,6 @@ export function compareCommand(): Command {
 
 function readLog(dir: string): StepRecord[] {
   return readFileSync(join(dir, 'log.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as StepRecord);
-}
-
-/** Parameters a spec declares (without building a model). */
-function randomModelParams(spec: ModelSpec): number {
-  return declareWeights(spec).reduce((p, d) => p + d.shape.reduce((a, b) => a * b, 1), 0);
 }
 
 /** Trailing mean over `k` points, so the noisy per-step training loss reads as a curve. */

@@ -8,7 +8,7 @@ import { dirname, join, resolve } from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import cliProgress from 'cli-progress';
 import {
-  BRICK_KINDS, CHECKPOINT_DIR, LOG_FILE, SpecError, Tokenizer, UsageError, encodeLong, loadModel, randomModel, readTrainerState,
+  BRICK_KINDS, CHECKPOINT_DIR, LOG_FILE, isCheckpoint, type TrainerState, SpecError, Tokenizer, UsageError, encodeLong, loadModel, randomModel, readTrainerState,
   nestedWidthSchedule, splitTokens, train, validateSpec, type BrickKind, type Model, type StepRecord, type TrainOptions,
 } from '../index.ts';
 import { deviceOption, displayPath, floatArg, intArg, readText, resolveDevice, type Device } from './common.ts';
@@ -91,9 +91,11 @@ export function trainCommand(): Command {
   cmd.action(async (f: TrainFlags) => {
     const out = resolve(f.out);
     const ckpt = join(out, CHECKPOINT_DIR);
+    let resumedAt: TrainerState | undefined;
     if (f.resume) {
-      if (!existsSync(join(ckpt, 'trainer.json'))) throw new UsageError(`--resume: ${displayPath(ckpt)} holds no checkpoint`, 'start the run without --resume');
-      const stored = readTrainerState(ckpt).options as Partial<TrainFlags> & { steps?: number };
+      if (!isCheckpoint(ckpt)) throw new UsageError(`--resume: ${displayPath(ckpt)} holds no checkpoint`, 'start the run without --resume');
+      resumedAt = readTrainerState(ckpt);
+      const stored = resumedAt.options as Partial<TrainFlags> & { steps?: number };
       for (const k of RUN_FLAGS) {
         const given = cmd.getOptionValueSource(k) === 'cli';
         if (given && JSON.stringify(f[k]) !== JSON.stringify(stored[k])) throw new UsageError(`--resume: --${k.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())} was ${JSON.stringify(stored[k])} in this run, not ${JSON.stringify(f[k])}`, 'a resumed run keeps its options (only --steps may change); start a new --out to change them');
@@ -103,7 +105,7 @@ export function trainCommand(): Command {
     } else {
       if (!!f.spec === !!f.model) throw new UsageError('train needs exactly one of --spec FILE (new model) or --model DIR (continue one)', 'e.g. brickwork train --spec my.json --data corpus.txt --out runs/a');
       if (!f.data?.length) throw new UsageError('train needs --data FILE…', 'pass one or more UTF-8 text files');
-      if (existsSync(join(ckpt, 'trainer.json'))) throw new UsageError(`${displayPath(ckpt)} already holds a checkpoint`, 'add --resume to continue it, or pick another --out');
+      if (isCheckpoint(ckpt)) throw new UsageError(`${displayPath(ckpt)} already holds a checkpoint`, 'add --resume to continue it, or pick another --out');
     }
     const { backend, name } = await resolveDevice(f.device);
     let model: Model, tokenizer: Tokenizer, tokenizerDir: string;
@@ -141,7 +143,7 @@ export function trainCommand(): Command {
       evalEvery: f.evalEvery, evalBatches: f.evalBatches, saveEvery: f.saveEvery,
       forwardAt: f.nested ? nestedWidthSchedule(model.spec, f.nested, f.seed) : undefined,
     };
-    const bar = trainProgress(f.steps, f.resume ? readTrainerState(ckpt).step : 0);
+    const bar = trainProgress(f.steps, resumedAt?.step ?? 0);
     let result;
     try {
       result = await train(model, data, opts, {

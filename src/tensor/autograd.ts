@@ -47,11 +47,6 @@ export class Tape implements OpRecorder {
     for (const p of this.watched) this.live.add(p);
   }
 
-  /** Whether t depends on a watched tensor (so far in the recording). */
-  requiresGrad(t: Tensor): boolean {
-    return this.live.has(root(t));
-  }
-
   record<O extends OpName>(opName: O, inputs: readonly Tensor[], attrs: OpAttrs[O], out: Tensor): void {
     if (this.done) return;
     if (!inputs.some((x) => this.live.has(root(x)))) return;

@@ -40,7 +40,7 @@ export interface TrainOptions {
   evalBatches?: number;
   /** Save a checkpoint every N steps (0: only at the end); needs `out`. */
   saveEvery?: number;
-  /** Extra forward options per step (e.g. a MatFormer width chosen for the step). */
+  /** Extra forward options per step (e.g. a MatFormer width chosen for the step); called with -1 for validation. */
   forwardAt?: (step: number) => Omit<ForwardOptions, 'auxLoss' | 'cache' | 'pos0' | 'logitRows'>;
 }
 
@@ -161,8 +161,7 @@ export async function train(model: Model, data: TokenData, o: TrainOptions, io: 
 
   const save = async (step: number) => {
     if (!ckpt) return;
-    const options = { ...o, forwardAt: undefined, steps: o.steps };
-    await saveCheckpoint(ckpt, model, opt, { step, options: { ...options, ...io.describe } }, io.tokenizerDir);
+    await saveCheckpoint(ckpt, model, opt, { step, options: { ...o, forwardAt: undefined, ...io.describe } }, io.tokenizerDir);
   };
 
   const records: StepRecord[] = [];

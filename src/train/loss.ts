@@ -87,10 +87,11 @@ export async function gradients(model: Model, batch: Batch, opts: LossOptions & 
   }
   const tape = new Tape(byTensor.keys());
   const t = await tape.run(() => languageModelLoss(model, batch, opts));
-  const [loss, ce, aux] = await Promise.all([t.loss.toF32(), t.ce.toF32(), t.aux?.toF32()]);
+  // NOTE: without an auxiliary loss, loss and ce are one tensor: one read-back per step, not two.
+  const [loss, ce, aux] = await Promise.all([t.loss.toF32(), t.ce === t.loss ? undefined : t.ce.toF32(), t.aux?.toF32()]);
   const g = tape.backward(t.loss);
   op.dispose(t.loss, t.ce, t.aux);
   const grads = new Map<string, Tensor>();
   for (const [w, grad] of g) grads.set(byTensor.get(w)!, grad);
-  return { loss: loss[0], ce: ce[0], aux: aux?.[0], grads };
+  return { loss: loss[0], ce: (ce ?? loss)[0], aux: aux?.[0], grads };
 }
