@@ -155,6 +155,18 @@ const CASES: Record<OpName, Case[]> = {
     { name: '7x33', run: (_, m) => ops.adamApply(m.f([7, 33]), m.g([2, 231], (u, i) => (i < 231 ? u * 2 - 1 : 0.01 + u)), { lr: 1e-3, eps: 1e-8, weightDecay: 0.1, bc1: 1 - 0.9 ** 3, bc2: 1 - 0.999 ** 3 }) },
     { name: '257, no decay', run: (_, m) => ops.adamApply(m.f([257], 4), m.g([2, 257], (u, i) => (i < 257 ? (u * 2 - 1) * 0.1 : 1e-4 * u)), { lr: 0.05, eps: 1e-6, weightDecay: 0, bc1: 0.1, bc2: 0.001 }) },
   ],
+  // Each case against the CPU reference, which composes the primitives; rows > 8 run in chunks, K not a
+  // multiple of the load width takes the scalar path, R < D/2 is partial rotary (pass-through columns).
+  fused_linear: [
+    { name: 'rmsnorm + rope, f16, vector path', run: (_, m) => ops.fusedLinear({ x: m.f([2, 3, 24]), w: m.w([16, 24], 'f16'), norm: { kind: 'rmsnorm', eps: 1e-5, w: m.f([24]) }, rope: { pos0: [5, 900], invFreq: [1, 0.3, 0.05, 0.001], headDim: 8 } }) },
+    { name: 'partial rope + bias, f32, scalar path', run: (_, m) => ops.fusedLinear({ x: m.f([1, 2, 7]), w: m.w([12, 7], 'f32'), bias: m.f([12]), rope: { pos0: [3], invFreq: [1, 0.2], headDim: 6 } }) },
+    { name: 'layernorm + scale + bias + gelu_tanh, bf16, 11 rows', run: (_, m) => ops.fusedLinear({ x: m.f([11, 16], 3), w: m.w([33, 16], 'bf16'), norm: { kind: 'layernorm', eps: 1e-5, w: m.f([16]), b: m.f([16]), scale: 0.5 }, bias: m.f([33]), act: 'gelu_tanh' }) },
+    { name: 'GLU silu with rmsnorm, f16', run: (_, m) => ops.fusedLinear({ x: m.f([1, 1, 32]), w: m.w([19, 32], 'f16'), up: { w: m.w([19, 32], 'f16') }, norm: { kind: 'rmsnorm', eps: 1e-6, w: m.f([32]) }, act: 'silu' }) },
+    { name: 'GLU gelu_erf with biases, f32', run: (_, m) => ops.fusedLinear({ x: m.f([3, 12]), w: m.w([9, 12], 'f32'), up: { w: m.w([9, 12], 'f32'), bias: m.f([9]) }, bias: m.f([9]), act: 'gelu_erf' }) },
+    { name: 'bias + residual, f32, scalar path, 9 rows', run: (_, m) => ops.fusedLinear({ x: m.f([9, 33]), w: m.w([7, 33], 'f32'), bias: m.f([7]), residual: m.f([9, 7]) }) },
+    { name: 'layernorm without bias + residual, bf16 scalar path', run: (_, m) => ops.fusedLinear({ x: m.f([2, 12]), w: m.w([5, 12], 'bf16'), norm: { kind: 'layernorm', eps: 1e-5, w: m.f([12]) }, residual: m.f([2, 5]) }) },
+    { name: 'relu, bf16, one row', run: (_, m) => ops.fusedLinear({ x: m.f([1, 8]), w: m.w([3, 8], 'bf16'), act: 'relu' }) },
+  ],
 };
 
 test('conformance: every op has cases', () => {

@@ -2,6 +2,7 @@
 // and biases. With a KV cache the new keys/values are written at each row's position and queries
 // attend over the cache; without one (training, one-shot scoring) over the fresh keys only.
 // Optional QK(V)-norm normalises each head's q, k (and v) over D before rope.
+// A fused form (decode on WebGPU) folds the input norm, rope and the residual add into the projections.
 // Points: `<prefix>.q`, `.k`, `.v` (B,T,·,D) after norm and rope, `.pattern` (B,H,T,S) only when asked,
 // `.z` (B,T,H·D) before the output projection.
 
@@ -61,6 +62,31 @@ export const ATTENTION: BrickDef<AttnSpec> = {
     const cache = ctx.kv(prefix);
     if (cache) await writeKeysValues(ctx, a, prefix, x, cache);
   },
+
+  points: ['q', 'k', 'v', 'pattern', 'z'],
+
+  // Five dispatches and two cache writes: q, k, v each with the input norm (and rope) folded in, the
+  // attention, and the output projection with the residual add. QK-norm needs whole heads: unfused.
+  async fused(ctx, a, prefix, x, { norm, residual }) {
+    if (a.qkNorm) return undefined;
+    const { B, T, pos0 } = ctx;
+    const D = a.headDim;
+    const rope = a.rope ? { pos0, invFreq: ctx.invFreq, headDim: D } : undefined;
+    const proj = (w: 'q' | 'k' | 'v', heads: number) => op.fusedLinear({
+      x, w: ctx.weight(`${prefix}.${w}.weight`), bias: a.qkvBias ? ctx.weight(`${prefix}.${w}.bias`) : undefined,
+      norm, rope: w === 'v' ? undefined : rope,
+    }).reshape([B, T, heads, D]);
+    const q = proj('q', a.heads);
+    const cache = ctx.kv(prefix);
+    if (!cache && pos0.some((p) => p !== 0)) throw new Error(`${prefix}: positions start after 0 but no KV cache was given`);
+    const { keys, values } = storeKeysValues(ctx, a, proj('k', a.kvHeads), proj('v', a.kvHeads), cache);
+    const z = op.attention(q, keys, values, pos0, 1 / Math.sqrt(D)).reshape([B, T, a.heads * D]);
+    ctx.drop(q);
+    if (!cache) ctx.drop(keys, values);
+    const y = op.fusedLinear({ x: z, w: ctx.weight(`${prefix}.o.weight`), bias: a.outBias ? ctx.weight(`${prefix}.o.bias`) : undefined, residual });
+    ctx.drop(z);
+    return y;
+  },
 };
 
 /**
@@ -81,7 +107,13 @@ async function writeKeysValues(ctx: ForwardContext, a: AttnSpec, prefix: string,
   }
   k = await ctx.point(`${prefix}.k`, k);
   v = await ctx.point(`${prefix}.v`, v);
-  const shape = [B, a.kvHeads, T, D];
+  return storeKeysValues(ctx, a, k, v, cache);
+}
+
+/** Write k, v (B, T, K, D) into the cache, or into a fresh head-major (B, K, T, D) pair; k and v are dropped. */
+function storeKeysValues(ctx: ForwardContext, a: AttnSpec, k: Tensor, v: Tensor, cache: { k: Tensor; v: Tensor } | undefined) {
+  const { B, T, pos0 } = ctx;
+  const shape = [B, a.kvHeads, T, a.headDim];
   const keys = op.kvWrite(cache?.k ?? ctx.backend.zeros(shape, 'f32'), k, pos0);
   const values = op.kvWrite(cache?.v ?? ctx.backend.zeros(shape, 'f32'), v, pos0);
   ctx.drop(k, v);

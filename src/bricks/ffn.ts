@@ -7,7 +7,7 @@ import type { Tensor } from '../tensor/tensor.ts';
 import * as op from '../tensor/api.ts';
 import type { FfnSpec, ModelSpec } from '../model/spec.ts';
 import { UsageError } from '../util/errors.ts';
-import { ACTIVATION_OPS } from './activation.ts';
+import { ACTIVATION_FUSED, ACTIVATION_OPS } from './activation.ts';
 import { linear, linearDecl } from './linear.ts';
 import type { BrickDef, ForwardContext, WeightDecl } from './types.ts';
 
@@ -136,4 +136,19 @@ export const FFN: BrickDef<FfnSpec> = {
   weights: (model, sub, prefix) => ffnBodyDecl(model, sub, prefix),
   flopsPerToken: (model, sub) => ffnBodyFlops(model, sub),
   forward: (ctx, sub, prefix, x) => ffnBody(ctx, sub, prefix, x, `${prefix}.act`, nestedWidth(sub, prefix, ctx.ffnWidth?.(prefix))),
+  points: ['act'],
+  // Two dispatches: norm + gate/up + activation (+ GLU product), then down + residual. Dense full-width
+  // FFNs only; the low-rank, block-diagonal and narrowed nested variants run unfused.
+  async fused(ctx, f, prefix, x, { norm, residual }) {
+    if (f.rank || f.blocks || nestedWidth(f, prefix, ctx.ffnWidth?.(prefix)) !== f.hidden) return undefined;
+    const w = (name: string) => ctx.weight(`${prefix}.${name}.weight`);
+    const b = (name: string) => (f.bias ? ctx.weight(`${prefix}.${name}.bias`) : undefined);
+    const act = ACTIVATION_FUSED[f.activation];
+    const h = f.gated
+      ? op.fusedLinear({ x, w: w('gate'), bias: b('gate'), up: { w: w('up'), bias: b('up') }, norm, act })
+      : op.fusedLinear({ x, w: w('up'), bias: b('up'), norm, act });
+    const y = op.fusedLinear({ x: h, w: w('down'), bias: b('down'), residual });
+    ctx.drop(h);
+    return y;
+  },
 };

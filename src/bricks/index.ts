@@ -18,6 +18,6 @@ export function brickOf<S extends SublayerSpec>(sub: S): BrickDef<S> {
   return BRICKS[sub.kind] as unknown as BrickDef<S>;
 }
 
-export type { BrickDef, ForwardContext, WeightDecl } from './types.ts';
-export { applyNorm, normDecl, normFlops } from './norm.ts';
+export type { BrickDef, ForwardContext, FusedIo, WeightDecl } from './types.ts';
+export { applyNorm, normDecl, normFlops, normParts } from './norm.ts';
 export { nestedWidth } from './ffn.ts';

@@ -3,6 +3,7 @@
 // with bias); their width is the model width unless a caller declares another (head dim for QK-norm).
 
 import * as op from '../tensor/api.ts';
+import type { FusedLinearParts } from '../tensor/api.ts';
 import type { Tensor } from '../tensor/tensor.ts';
 import type { ModelSpec } from '../model/spec.ts';
 import type { ForwardContext, WeightDecl } from './types.ts';
@@ -21,6 +22,14 @@ export function applyNorm(ctx: Pick<ForwardContext, 'spec' | 'weight'>, name: st
   const n = ctx.spec.norm;
   if (n.kind === 'rmsnorm') return op.rmsnorm(x, ctx.weight(`${name}.weight`), n.eps);
   return op.layernorm(x, ctx.weight(`${name}.weight`), n.bias ? ctx.weight(`${name}.bias`) : undefined, n.eps);
+}
+
+/** Norm `name` as the `norm` part of a fused linear, times `scale` (LayerNorm Scaling). */
+export function normParts(ctx: Pick<ForwardContext, 'spec' | 'weight'>, name: string, scale = 1): NonNullable<FusedLinearParts['norm']> {
+  const n = ctx.spec.norm;
+  const w = ctx.weight(`${name}.weight`);
+  if (n.kind === 'rmsnorm') return { kind: 'rmsnorm', eps: n.eps, w, scale };
+  return { kind: 'layernorm', eps: n.eps, w, b: n.bias ? ctx.weight(`${name}.bias`) : undefined, scale };
 }
 
 /** FLOPs per token of one norm over `width` features (a handful per element; counted so tables add up). */

@@ -3,6 +3,7 @@
 // reads weights and names activation points only through the ForwardContext.
 
 import type { Tensor, Backend } from '../tensor/tensor.ts';
+import type { FusedLinearParts } from '../tensor/api.ts';
 import type { ModelSpec, SublayerSpec } from '../model/spec.ts';
 
 /** A weight a brick needs: canonical name and shape. */
@@ -52,4 +53,19 @@ export interface BrickDef<S extends SublayerSpec> {
    * when an early exit skips the brick but later tokens will still attend to these positions.
    */
   fillCache?(ctx: ForwardContext, sub: S, prefix: string, x: Tensor): Promise<void>;
+  /** The points `forward` names under its prefix (`q` for `layers.3.attn.q`): a fused pass produces none. */
+  points?: readonly string[];
+  /**
+   * The sublayer with its input norm and residual add in as few dispatches as it can (`fused_linear`):
+   * returns residual + forward(norm(x)) as `forward` computes it, or undefined when this variant has no
+   * fused form (the model then runs `forward`). The model calls it only outside a Tape, when fusion
+   * is on and none of the sublayer's points is captured or hooked.
+   */
+  fused?(ctx: ForwardContext, sub: S, prefix: string, x: Tensor, io: FusedIo): Promise<Tensor | undefined>;
+}
+
+/** What a fused sublayer folds in: its input norm (absent: none) and the residual its output is added to. */
+export interface FusedIo {
+  norm?: FusedLinearParts['norm'];
+  residual: Tensor;
 }

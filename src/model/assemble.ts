@@ -2,7 +2,8 @@
 // loaded ones against the declarations, and runs the forward pass layer by layer through the bricks,
 // naming every intermediate (see points.ts) so callers can capture or patch it with hooks.
 
-import { applyNorm, brickOf, nestedWidth, normDecl, normFlops, type ForwardContext, type WeightDecl } from '../bricks/index.ts';
+import { applyNorm, brickOf, nestedWidth, normDecl, normFlops, normParts, type ForwardContext, type WeightDecl } from '../bricks/index.ts';
+import { activeRecorder } from '../tensor/record.ts';
 import { ropeHeadDim, ropeInvFreq } from '../bricks/position.ts';
 import * as op from '../tensor/api.ts';
 import type { Backend, Tensor } from '../tensor/tensor.ts';
@@ -52,6 +53,14 @@ export interface ForwardOptions {
    *   await model.forward(ids, 1, T, { ffnWidth: (layer) => (layer < 4 ? 512 : 256) });
    */
   ffnWidth?: number | ((layer: number, prefix: string) => number | undefined);
+  /**
+   * Run sublayers as fused ops (norm, projection, rope, activation and residual add in fewer
+   * dispatches; see `BrickDef.fused`). Default: when the backend prefers it (WebGPU) and the pass has
+   * at most 8 rows (decoding). Never while a Tape records; sublayers whose points are captured or
+   * hooked, and variants without a fused form, run unfused. The values agree with the unfused pass
+   * (bit for bit on the CPU).
+   */
+  fuse?: boolean;
 }
 
 export interface ForwardResult {
@@ -234,6 +243,14 @@ export class Model {
       return { logits: await ctx.point('logits', exitLogits), captured: ctx.captured, skipped: ctx.skipped, exitLayer: i + 1, auxLoss: ctx.auxLoss() };
     }
 
+    if (ctx.fusing && spec.finalNorm && !ctx.wants('final.norm')) {
+      // The final norm folds into the head (rows picked first: both are per row).
+      const rows = opts.logitRows ? this.pickRows(x, opts.logitRows, B, T) : x;
+      const logits = await ctx.point('logits', op.fusedLinear({ x: rows, w: this.headWeight(), norm: normParts(ctx, 'final_norm') }));
+      ctx.drop(x);
+      if (rows !== x) ctx.drop(rows);
+      return { logits, captured: ctx.captured, skipped: ctx.skipped, exitLayer: L, auxLoss: ctx.auxLoss() };
+    }
     let h = x;
     if (spec.finalNorm) {
       h = await ctx.point('final.norm', applyNorm(ctx, 'final_norm', x));
@@ -320,6 +337,17 @@ export class Model {
       }
       return ctx.point(`${prefix}.out`, y);
     };
+    // The fused form of sublayer j: residual + sublayer(input), or undefined (run it unfused).
+    const fused = async (j: number, input: Tensor, residual: Tensor): Promise<Tensor | undefined> => {
+      const sub = layer.sublayers[j];
+      const brick = brickOf(sub);
+      const prefix = `${lp}.${names[j]}`;
+      const n = normsOf(layer, sub);
+      if (!ctx.fusing || !brick.fused || n.out || n.post) return undefined;
+      if (['in', 'out', ...(brick.points ?? [])].some((p) => ctx.wants(`${prefix}.${p}`))) return undefined;
+      const norm = n.input ? normParts(ctx, `${prefix}.norm`, scalesNorms(layer) ? layer.normScale : 1) : undefined;
+      return brick.fused(ctx, sub, prefix, input, { norm, residual });
+    };
     const gate = ctx.opts.gate;
     const active = layer.sublayers.map((_, j) => !gate || gate(`${lp}.${names[j]}`, i));
     active.forEach((on, j) => { if (!on) ctx.skipped.push(`${lp}.${names[j]}`); });
@@ -328,9 +356,12 @@ export class Model {
       let acc = x;
       for (let j = 0; j < layer.sublayers.length; j++) {
         if (!active[j]) continue;
-        const y = await run(j, x);
-        const next = op.add(acc, y);
-        ctx.drop(y);
+        let next = await fused(j, x, acc);
+        if (!next) {
+          const y = await run(j, x);
+          next = op.add(acc, y);
+          ctx.drop(y);
+        }
         if (acc !== x) ctx.drop(acc);
         acc = next;
       }
@@ -340,14 +371,18 @@ export class Model {
 
     for (let j = 0; j < layer.sublayers.length; j++) {
       if (active[j]) {
-        const y = await run(j, x);
-        let next = op.add(x, y);
-        ctx.drop(y, x);
-        if (normsOf(layer, layer.sublayers[j]).post) {
-          const normed = applyNorm(ctx, `${lp}.${names[j]}.norm`, next);
-          ctx.drop(next);
-          next = normed;
+        let next = await fused(j, x, x);
+        if (!next) {
+          const y = await run(j, x);
+          next = op.add(x, y);
+          ctx.drop(y);
+          if (normsOf(layer, layer.sublayers[j]).post) {
+            const normed = applyNorm(ctx, `${lp}.${names[j]}.norm`, next);
+            ctx.drop(next);
+            next = normed;
+          }
         }
+        ctx.drop(x);
         x = next;
       }
       if (j < layer.sublayers.length - 1) x = await ctx.point(layer.sublayers.length === 2 ? `${lp}.resid.mid` : `${lp}.resid.mid.${j}`, x);
@@ -364,6 +399,8 @@ class Ctx implements ForwardContext {
   readonly captured = new Map<string, Tensor>();
   readonly skipped: string[] = [];
   readonly moeTopK?: number;
+  /** Whether sublayers may run fused (ForwardOptions.fuse). */
+  readonly fusing: boolean;
   /** Resolved MatFormer widths by FFN prefix (only when `ffnWidth` was given). */
   private readonly widths = new Map<string, number>();
   private readonly kept = new Set<Tensor>();
@@ -375,6 +412,7 @@ class Ctx implements ForwardContext {
     this.backend = model.backend;
     this.invFreq = model.invFreq;
     this.moeTopK = opts.moeTopK;
+    this.fusing = !activeRecorder() && (opts.fuse ?? (model.backend.prefersFusion === true && B * T <= 8));
     this.captureMatchers = (opts.capture ?? []).map(compilePattern);
     this.hooks = (opts.hooks ?? []).map((hook) => ({ match: compilePattern(hook.point), hook }));
     // Every asked width is checked before anything runs, so a bad one fails fast and names its sublayer.

@@ -60,6 +60,42 @@ export const crossEntropyGrad = (logits: Tensor, targets: Tensor, g: Tensor) => 
 export const adamMoments = (state: Tensor, g: Tensor, a: OpAttrs['adam_moments']) => run('adam_moments', [state, g], a);
 export const adamApply = (p: Tensor, state: Tensor, a: OpAttrs['adam_apply']) => run('adam_apply', [p, state], a);
 
+/** The pieces of a `fused_linear` (see OpAttrs.fused_linear); absent pieces are not applied. */
+export interface FusedLinearParts {
+  /** Input (..., K); (B, T, K) with rope. */
+  x: Tensor;
+  /** Weight (N, K), stored (out, in). */
+  w: Tensor;
+  /** Normalise x first: weight (K), LayerNorm bias (K), and a factor applied after the norm (default 1). */
+  norm?: { kind: 'rmsnorm' | 'layernorm'; eps: number; w: Tensor; b?: Tensor; scale?: number };
+  bias?: Tensor;
+  act?: OpAttrs['fused_linear']['act'];
+  /** GLU: the up weight (N, K) (and its bias); the result is act(x Wᵀ + b) ⊙ (x Uᵀ + bu). */
+  up?: { w: Tensor; bias?: Tensor };
+  rope?: OpAttrs['fused_linear']['rope'];
+  /** Added to the result (..., N). */
+  residual?: Tensor;
+}
+
+/**
+ * One dispatch for a brick's linear and what surrounds it: residual + post(norm(x) Wᵀ + b).
+ * @example
+ *   const y = fusedLinear({ x, w: wDown, residual: x0 }); // x0 + x W_downᵀ
+ */
+export function fusedLinear(p: FusedLinearParts): Tensor {
+  if (p.up && (p.up.bias === undefined) !== (p.bias === undefined)) throw new Error('fusedLinear: the gate and up projections must both have a bias or neither');
+  const attrs: OpAttrs['fused_linear'] = {
+    norm: p.norm && { kind: p.norm.kind, eps: p.norm.eps, bias: p.norm.b !== undefined, scale: p.norm.scale ?? 1 },
+    bias: p.bias !== undefined, act: p.act, glu: p.up !== undefined, rope: p.rope, residual: p.residual !== undefined,
+  };
+  const xs = [p.x, p.w];
+  if (p.norm) { xs.push(p.norm.w); if (p.norm.b) xs.push(p.norm.b); }
+  if (p.up) xs.push(p.up.w);
+  if (p.bias) { xs.push(p.bias); if (p.up?.bias) xs.push(p.up.bias); }
+  if (p.residual) xs.push(p.residual);
+  return run('fused_linear', xs, attrs);
+}
+
 /** Dispose every tensor given (undefined entries are skipped). */
 export function dispose(...ts: (Tensor | undefined)[]): void {
   for (const t of ts) t?.dispose();

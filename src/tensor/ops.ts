@@ -76,6 +76,25 @@ export interface OpAttrs {
   adam_moments: { beta1: number; beta2: number; gradScale: number };
   /** In place on p (n) with state (2, n): p = p·(1 − lr·wd) − lr/bc1 · m / (sqrt(v)/sqrt(bc2) + eps) (torch AdamW). */
   adam_apply: { lr: number; eps: number; weightDecay: number; bc1: number; bc2: number };
+
+  // ---- Fused inference ops (decode on WebGPU is bound by the number of dispatches, not by FLOPs). ----
+  /**
+   * One linear with what surrounds it in a brick, as one dispatch:
+   *   y = residual + post(pre(x) Wᵀ + bias), with pre(x) = norm(x)·normScale and post = rope or act (GLU: act(·) ⊙ (pre(x) Uᵀ + biasUp)).
+   * Inputs, in this order, each only when its attribute asks for it: x (..., K), w (N, K),
+   * [normW (K), [normB (K)]], [wUp (N, K) when glu], [bias (N), [biasUp (N) when glu]], [residual (..., N)].
+   * With rope, x is (B, T, K), the output columns are heads of `headDim`, and row t of batch b sits at
+   * position pos0[b] + t. Defined as the composition of the primitives (CPU reference); no gradient:
+   * bricks use it only outside a Tape.
+   */
+  fused_linear: {
+    norm?: { kind: 'rmsnorm' | 'layernorm'; eps: number; bias: boolean; scale: number };
+    bias: boolean;
+    act?: 'silu' | 'relu' | 'gelu_erf' | 'gelu_tanh';
+    glu: boolean;
+    rope?: { pos0: number[]; invFreq: number[]; headDim: number };
+    residual: boolean;
+  };
 }
 
 export type OpName = keyof OpAttrs;
@@ -90,4 +109,19 @@ export const OP_NAMES = Object.keys({
   topk: 1, gather: 1, kv_write: 1, attention: 1, attention_probs: 1,
   permute: 1, sum_to: 1, slice: 1, pad: 1, act_grad: 1, norm_grad: 1, attention_grad: 1, kv_read: 1,
   scatter_add: 1, cross_entropy: 1, cross_entropy_grad: 1, adam_moments: 1, adam_apply: 1,
+  fused_linear: 1,
 } satisfies Record<OpName, 1>) as OpName[];
+
+/** Where each input of a `fused_linear` sits (undefined: not an input under these attributes). */
+export interface FusedLinearSlots { x: 0; w: 1; normW?: number; normB?: number; wUp?: number; bias?: number; biasUp?: number; residual?: number; count: number }
+
+export function fusedLinearSlots(a: OpAttrs['fused_linear']): FusedLinearSlots {
+  let n = 2;
+  const s: FusedLinearSlots = { x: 0, w: 1, count: 0 };
+  if (a.norm) { s.normW = n++; if (a.norm.bias) s.normB = n++; }
+  if (a.glu) s.wUp = n++;
+  if (a.bias) { s.bias = n++; if (a.glu) s.biasUp = n++; }
+  if (a.residual) s.residual = n++;
+  s.count = n;
+  return s;
+}

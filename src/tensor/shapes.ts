@@ -2,7 +2,7 @@
 // Backends call `inferShape` before running a kernel, so kernels can trust their inputs.
 
 import { ShapeError } from '../util/errors.ts';
-import type { OpAttrs, OpName } from './ops.ts';
+import { fusedLinearSlots, type OpAttrs, type OpName } from './ops.ts';
 
 type Shape = readonly number[];
 type Rule<O extends OpName> = (s: Shape[], a: OpAttrs[O]) => number[];
@@ -213,6 +213,32 @@ export const SHAPE_RULES: { [O in OpName]: Rule<O> } = {
     const n = numel(s[0]);
     if (s[1].length !== 2 || s[1][0] !== 2 || s[1][1] !== n) throw new ShapeError('adam_apply', `state must be [2, ${n}] for a parameter of ${n} values, found ${fmt(s[1])}`);
     return [...s[0]];
+  },
+  fused_linear: (s, a) => {
+    const slot = fusedLinearSlots(a);
+    need('fused_linear', s, slot.count);
+    const x = s[0], w = s[1];
+    const K = x[x.length - 1];
+    if (x.length < 2 || w.length !== 2 || w[1] !== K) throw new ShapeError('fused_linear', `expected x (..., K) and w (N, K), found ${fmt(x)} and ${fmt(w)}`);
+    const N = w[0];
+    const out = [...x.slice(0, -1), N];
+    const vec = (i: number | undefined, n: number, what: string) => {
+      if (i !== undefined && (s[i].length !== 1 || s[i][0] !== n)) throw new ShapeError('fused_linear', `${what} ${fmt(s[i])} must be [${n}]`);
+    };
+    vec(slot.normW, K, 'norm weight'); vec(slot.normB, K, 'norm bias'); vec(slot.bias, N, 'bias'); vec(slot.biasUp, N, 'up bias');
+    if (slot.wUp !== undefined && fmt(s[slot.wUp]) !== fmt(w)) throw new ShapeError('fused_linear', `up weight ${fmt(s[slot.wUp])} must match w ${fmt(w)}`);
+    if (slot.residual !== undefined && fmt(s[slot.residual]) !== fmt(out)) throw new ShapeError('fused_linear', `residual ${fmt(s[slot.residual])} must be the output shape ${fmt(out)}`);
+    if (a.glu && !a.act) throw new ShapeError('fused_linear', 'glu needs an activation for the gate');
+    if (a.glu && a.residual) throw new ShapeError('fused_linear', 'glu and residual do not combine (a GLU output feeds the down projection)');
+    if (a.rope && (a.act || a.glu)) throw new ShapeError('fused_linear', 'rope does not combine with an activation');
+    if (a.rope) {
+      const { pos0, invFreq, headDim } = a.rope;
+      if (x.length !== 3) throw new ShapeError('fused_linear', `with rope x must be (B, T, K), found ${fmt(x)}`);
+      if (pos0.length !== x[0]) throw new ShapeError('fused_linear', `pos0 has ${pos0.length} entries, expected B = ${x[0]}`);
+      if (!(headDim > 0) || N % headDim !== 0) throw new ShapeError('fused_linear', `${N} outputs are not whole heads of ${headDim}`);
+      if (invFreq.length * 2 > headDim) throw new ShapeError('fused_linear', `${invFreq.length} frequencies rotate more than head dim ${headDim}`);
+    }
+    return out;
   },
 };
 

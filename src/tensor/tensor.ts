@@ -28,6 +28,11 @@ export interface Backend {
   /** Return a tensor's storage to the backend (it may be reused). */
   release(t: Tensor): void;
   readonly stats: BackendStats;
+  /**
+   * Whether small-batch passes should use fused ops (`fused_linear`): true where each dispatch has a
+   * fixed cost that dominates decoding (WebGPU). Models read it; it changes speed, not results.
+   */
+  readonly prefersFusion?: boolean;
 }
 
 /** A tensor on some backend. Create with `backend.upload`/`zeros` or as an op result. */

@@ -2,7 +2,7 @@
 // loops, accumulation in JS doubles — not speed; faster implementations live in fast/ and are
 // tested against these. Kernels receive inputs already shape-checked by tensor/shapes.ts.
 
-import type { OpAttrs, OpName } from '../../tensor/ops.ts';
+import { fusedLinearSlots, type OpAttrs, type OpName } from '../../tensor/ops.ts';
 
 /** A host view of an input tensor. f32 tensors are Float32Array, i32 tensors Int32Array. */
 export interface HostTensor {
@@ -429,4 +429,43 @@ export const CPU_KERNELS: CpuKernelTable = {
       out[i] = decayed - stepSize * state.data[i] / (Math.sqrt(state.data[n + i]) / sq + eps);
     }
   },
+  fused_linear: (out, xs, a, outShape) => composeFusedLinear(CPU_KERNELS)(out, xs, a, outShape),
 };
+
+/**
+ * `fused_linear` as the composition of the primitives of `k`, in the order the bricks run them
+ * unfused (norm, scale, matmul, bias, activation / GLU, rope, residual add), so a fused forward pass
+ * on the CPU gives exactly the unfused pass's values.
+ */
+export function composeFusedLinear(k: CpuKernelTable): CpuKernel<'fused_linear'> {
+  return (out, xs, a, outShape) => {
+    const slot = fusedLinearSlots(a);
+    const x = xs[0], K = last(x.shape), rows = numel(x.shape) / K, N = last(outShape);
+    const step = <O extends OpName>(op: O, ins: HostTensor[], attrs: OpAttrs[O], shape: readonly number[]): HostTensor => {
+      const data = new Float32Array(numel(shape));
+      (k[op] as CpuKernel<O>)(data, ins, attrs, shape);
+      return { data, shape };
+    };
+    let h = x;
+    if (a.norm) {
+      h = a.norm.kind === 'rmsnorm'
+        ? step('rmsnorm', [x, xs[slot.normW!]], { eps: a.norm.eps }, x.shape)
+        : step('layernorm', slot.normB === undefined ? [x, xs[slot.normW!]] : [x, xs[slot.normW!], xs[slot.normB]], { eps: a.norm.eps }, x.shape);
+      if (a.norm.scale !== 1) h = step('scale', [h], { s: a.norm.scale }, x.shape);
+    }
+    const affine = (w: HostTensor, b: number | undefined) => {
+      const y = step('matmul', [h, w], { transB: true }, [rows, N]);
+      return b === undefined ? y : step('add', [y, xs[b]], {}, [rows, N]);
+    };
+    let y = affine(xs[1], slot.bias);
+    const none = {} as Record<string, never>;
+    if (a.act) y = step(a.act, [y], none, [rows, N]);
+    if (a.glu) y = step('mul', [y, affine(xs[slot.wUp!], slot.biasUp)], none, [rows, N]);
+    if (a.rope) {
+      const [B, T] = x.shape, D = a.rope.headDim;
+      y = step('rope', [{ data: y.data, shape: [B, T, N / D, D] }], { pos0: a.rope.pos0, invFreq: a.rope.invFreq }, [B, T, N / D, D]);
+    }
+    if (slot.residual !== undefined) y = step('add', [xs[slot.residual], { data: y.data, shape: outShape }], none, outShape);
+    out.set(y.data);
+  };
+}

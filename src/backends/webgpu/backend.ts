@@ -43,6 +43,7 @@ export interface WebGpuStats extends BackendStats {
 
 export class WebGpuBackend implements Backend {
   readonly name = 'webgpu';
+  readonly prefersFusion = true;
   readonly stats: WebGpuStats = { dispatches: 0, perOp: {}, submits: 0, readbacks: 0, allocatedBytes: 0, pipelines: 0 };
   readonly device: GPUDevice;
   readonly info: GpuContext['adapterInfo'];

@@ -5,7 +5,7 @@
 // 16-bit weights (f16/bf16) are stored two per u32 and widened in the shader.
 
 import type { DType } from '../../tensor/dtype.ts';
-import type { OpAttrs, OpName } from '../../tensor/ops.ts';
+import { fusedLinearSlots, type OpAttrs, type OpName } from '../../tensor/ops.ts';
 import { ShapeError } from '../../util/errors.ts';
 
 export interface KernelInput {
@@ -94,6 +94,14 @@ fn erf_(x: f32) -> f32 {
   return select(r - 1.0, 1.0 - r, x >= 0.0);
 }
 `;
+
+/** The elementwise activations as WGSL expressions of `x` (gelu_erf needs ERF_WGSL). */
+const ACT_WGSL: Record<'silu' | 'relu' | 'gelu_erf' | 'gelu_tanh', string> = {
+  silu: 'x / (1.0 + exp(-x))',
+  relu: 'max(x, 0.0)',
+  gelu_erf: '0.5 * x * (1.0 + erf_(x * 0.70710678118654752))',
+  gelu_tanh: '0.5 * x * (1.0 + tanh(clamp(0.7978845608028654 * (x + 0.044715 * x * x * x), -15.0, 15.0)))',
+};
 
 const IDX = 'let i = gid.x + gid.y * u(1u) * 256u;';
 
@@ -258,10 +266,10 @@ export const WGSL_KERNELS: { [O in OpName]: WgslKernel<O> } = {
   mul: binary('mul', 'x * y'),
   div: binary('div', 'x / y'),
   scale: { dtypes: () => ['f32'], plan: (ins, { s }) => elementwisePlan('scale', ins, 'x * f(2u)', '', s) },
-  silu: unary('silu', 'x / (1.0 + exp(-x))'),
-  relu: unary('relu', 'max(x, 0.0)'),
-  gelu_erf: unary('gelu_erf', '0.5 * x * (1.0 + erf_(x * 0.70710678118654752))', ERF_WGSL),
-  gelu_tanh: unary('gelu_tanh', '0.5 * x * (1.0 + tanh(clamp(0.7978845608028654 * (x + 0.044715 * x * x * x), -15.0, 15.0)))'),
+  silu: unary('silu', ACT_WGSL.silu),
+  relu: unary('relu', ACT_WGSL.relu),
+  gelu_erf: unary('gelu_erf', ACT_WGSL.gelu_erf, ERF_WGSL),
+  gelu_tanh: unary('gelu_tanh', ACT_WGSL.gelu_tanh),
   softmax: {
     dtypes: () => ['f32'],
     plan(ins) {
@@ -861,7 +869,19 @@ fn deriv(x: f32) -> f32 {
       };
     },
   },
+  fused_linear: {
+    dtypes: (i) => (i >= 1 && i <= 4 ? ['f32', 'f16', 'bf16'] : ['f32']), // w, and wUp at 2..4; plan checks which
+    plan: (ins, a, outShape) => fusedLinearPlan(ins, a, outShape),
+  },
 };
+
+/** WGSL that widens the 8 packed halves of the vec4<u32> `src` into two vec4<f32>, `lo` and `hi`. */
+function widen8(bt: DType, src: string, lo: string, hi: string): string {
+  if (bt === 'f16') return `let ${lo}a = unpack2x16float(${src}.x); let ${lo}b = unpack2x16float(${src}.y); let ${hi}a = unpack2x16float(${src}.z); let ${hi}b = unpack2x16float(${src}.w);
+      let ${lo} = vec4<f32>(${lo}a, ${lo}b); let ${hi} = vec4<f32>(${hi}a, ${hi}b);`;
+  const pair = (c: string) => `bitcast<f32>(${src}.${c} << 16u), bitcast<f32>(${src}.${c} & 0xffff0000u)`;
+  return `let ${lo} = vec4<f32>(${pair('x')}, ${pair('y')}); let ${hi} = vec4<f32>(${pair('z')}, ${pair('w')});`;
+}
 
 /**
  * Matrix-vector product for M <= 8 rows against weights stored (N, K) (transB): one workgroup of 64
@@ -873,11 +893,7 @@ function gemvT(M: number, N: number, K: number, batches: number, bBatches: numbe
   const WG = 64;
   const g = grid(N * batches * WG, WG);
   const bType = vec ? (is16(bt) ? 'vec4<u32>' : 'vec4<f32>') : storageType(bt);
-  const widen = bt === 'f16'
-    ? `let p0 = unpack2x16float(w.x); let p1 = unpack2x16float(w.y); let p2 = unpack2x16float(w.z); let p3 = unpack2x16float(w.w);
-      let w0 = vec4<f32>(p0.x, p0.y, p1.x, p1.y); let w1 = vec4<f32>(p2.x, p2.y, p3.x, p3.y);`
-    : `let w0 = vec4<f32>(bitcast<f32>(w.x << 16u), bitcast<f32>(w.x & 0xffff0000u), bitcast<f32>(w.y << 16u), bitcast<f32>(w.y & 0xffff0000u));
-      let w1 = vec4<f32>(bitcast<f32>(w.z << 16u), bitcast<f32>(w.z & 0xffff0000u), bitcast<f32>(w.w << 16u), bitcast<f32>(w.w & 0xffff0000u));`;
+  const widen = widen8(bt, 'w', 'w0', 'w1');
   const inner = !vec
     ? `for (var k = lid; k < K; k += ${WG}u) { let w = ldb(bo + k); for (var m = 0u; m < ${M}u; m++) { acc[m] += a[ao + m * K + k] * w; } }`
     : is16(bt)
@@ -922,6 +938,127 @@ var<workgroup> red: array<f32, ${WG * M}>;
   if (lid < ${M}u) { o[(batch * ${M}u + lid) * N + n] = red[lid * ${WG}u]; }
 }`,
   };
+}
+
+/**
+ * `fused_linear` as one GEMV-style dispatch: one 64-thread workgroup per job and chunk of up to 8 rows.
+ * A job is one output column; with rope, a rotary pair of columns (d, d + R) of one head (or one
+ * pass-through column d >= 2R); with glu, the gate and up rows of one column. The workgroup first
+ * reduces its rows' norm statistics over K, then walks K once, normalising x as it loads it, and
+ * applies bias, activation / GLU, rope and the residual to the reduced sums. Weight loads are as in
+ * `gemvT` (vec4, eight halves per load when packed).
+ */
+function fusedLinearPlan(ins: KernelInput[], a: OpAttrs['fused_linear'], outShape: readonly number[]): KernelPlan {
+  const slot = fusedLinearSlots(a);
+  const bt = ins[1].dtype;
+  ins.forEach((x, i) => {
+    const weight = i === 1 || i === slot.wUp;
+    if (weight ? x.dtype !== bt : x.dtype !== 'f32')
+      throw new ShapeError('fused_linear', `input ${i} is ${x.dtype}; expected ${weight ? `${bt} like the first weight` : 'f32'}`);
+  });
+  const K = last(ins[0].shape), N = last(outShape), M = numel(outShape) / N;
+  const MC = Math.min(M, 8), chunks = Math.ceil(M / MC);
+  const E = is16(bt) ? 8 : 4; // elements per weight load in the vector path
+  const vec = K % E === 0;
+  const D = a.rope?.headDim ?? 1, R = a.rope?.invFreq.length ?? 0;
+  const J = a.rope ? (N / D) * (D - R) : N;
+  const two = !!a.rope || a.glu; // two accumulators per row: the rotary partner column, or the up row
+  const g = grid(J * chunks * 64, 64);
+  const B = a.rope ? ins[0].shape[0] : 1, T = a.rope ? ins[0].shape[1] : 1;
+  const params = words(J * chunks, g.nx, M, N, K, J, T, f(a.norm?.eps ?? 0), f(a.norm?.scale ?? 1), R, D, B,
+    a.rope?.pos0 ?? [], (a.rope?.invFreq ?? []).map(f));
+  const key = `fused_linear:${bt}:${vec}:${MC}:${a.norm ? a.norm.kind + a.norm.bias : '-'}:${a.bias}:${a.act ?? '-'}:${a.glu}:${!!a.rope}:${a.residual}`;
+
+  const wgsl = () => {
+    const xType = vec ? 'vec4<f32>' : 'f32';
+    const wType = vec ? (is16(bt) ? 'vec4<u32>' : 'vec4<f32>') : storageType(bt);
+    const bind: [string, string, number | undefined][] = [
+      ['inp', xType, 0], ['w', wType, 1], ['nw', xType, slot.normW], ['nb', xType, slot.normB], ['wu', wType, slot.wUp],
+      ['bias', 'f32', slot.bias], ['biasu', 'f32', slot.biasUp], ['res', 'f32', slot.residual],
+    ];
+    const decls = bind.filter(([, , i]) => i !== undefined)
+      .map(([name, type, i]) => `@group(0) @binding(${i! + 1}) var<storage, read> ${name}: array<${type}>;`).join('\n');
+    // The normalised input: v is raw x (f32 or vec4), i indexes the norm weights alike.
+    const nrm = !a.norm ? 'v'
+      : a.norm.kind === 'rmsnorm' ? '(nw[i] * (v * inv)) * s'
+        : `(((v - mu) * inv) * nw[i]${a.norm.bias ? ' + nb[i]' : ''}) * s`;
+    const raw = vec ? 'inp[k / 4u][k % 4u]' : 'inp[k]'; // element k (flat) of x, for the statistics
+    const stats = !a.norm ? '' : `
+  for (var m = 0u; m < ${MC}u; m++) {
+    let r = min(m0 + m, M - 1u);
+    var s1 = 0.0;
+    for (var k = r * K + lid; k < (r + 1u) * K; k += 64u) { let v = ${raw}; s1 += ${a.norm.kind === 'rmsnorm' ? 'v * v' : 'v'}; }
+    let t1 = reduce64(lid, s1, false);
+    ${a.norm.kind === 'rmsnorm' ? `ivs[m] = inverseSqrt(t1 / f32(K) + eps);` : `let mean = t1 / f32(K);
+    var s2 = 0.0;
+    for (var k = r * K + lid; k < (r + 1u) * K; k += 64u) { let v = ${raw} - mean; s2 += v * v; }
+    mus[m] = mean; ivs[m] = inverseSqrt(reduce64(lid, s2, false) / f32(K) + eps);`}
+  }`;
+    // Loads: weight row `row` at step `st` → wN0 (and wN1 for packed halves); x of row r normalised.
+    const wLoad = (arr: string, row: string, out: string) => !vec ? `let ${out}0 = ld_${arr}(${row} * K + st);`
+      : is16(bt) ? `let ${out}p = ${arr}[${row} * (K / 8u) + st]; ${widen8(bt, `${out}p`, `${out}0`, `${out}1`)}`
+        : `let ${out}0 = ${arr}[${row} * (K / 4u) + st];`;
+    const xLoad = !vec ? `let x0 = xn(r * K + st, st, mu, inv);`
+      : is16(bt) ? `let x0 = xn(r * (K / 4u) + 2u * st, 2u * st, mu, inv); let x1 = xn(r * (K / 4u) + 2u * st + 1u, 2u * st + 1u, mu, inv);`
+        : `let x0 = xn(r * (K / 4u) + st, st, mu, inv);`;
+    const mac = (w: string) => !vec ? `x0 * ${w}0` : is16(bt) ? `dot(x0, ${w}0) + dot(x1, ${w}1)` : `dot(x0, ${w}0)`;
+    const steps = !vec ? 'K' : `K / ${E}u`;
+    return `struct Params { w: array<vec4<u32>, 64> };
+@group(0) @binding(0) var<uniform> p: Params;
+fn u(i: u32) -> u32 { return p.w[i / 4u][i % 4u]; }
+fn f(i: u32) -> f32 { return bitcast<f32>(u(i)); }
+${decls}
+@group(0) @binding(${slot.count + 1}) var<storage, read_write> o: array<f32>;
+${vec ? '' : loader('ld_w', 'w', bt) + (a.glu ? loader('ld_wu', 'wu', bt) : '')}
+${a.act === 'gelu_erf' ? ERF_WGSL : ''}${a.rope ? SINCOS_WGSL : ''}${workgroupReduce(64)}
+var<workgroup> part: array<f32, ${64 * MC * (two ? 2 : 1)}>;
+fn xn(j: u32, i: u32, mu: f32, inv: f32) -> ${xType} { let s = f(8u); let v = inp[j]; return ${nrm}; }
+@compute @workgroup_size(64) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lv: vec3<u32>) {
+  let job = wid.x + wid.y * u(1u);
+  if (job >= u(0u)) { return; }
+  let lid = lv.x;
+  let M = u(2u); let N = u(3u); let K = u(4u); let J = u(5u); let eps = f(7u);
+  let jn = job % J; let m0 = (job / J) * ${MC}u;
+  ${a.rope ? `let R = u(9u); let D = u(10u);
+  let hd = jn / (D - R); let j = jn % (D - R); let paired = j < R;
+  let colA = hd * D + select(j + R, j, paired); let colB = select(colA, colA + R, paired);` : 'let colA = jn; let colB = jn;'}
+  var mus: array<f32, ${MC}>; var ivs: array<f32, ${MC}>;${stats}
+  var acc0: array<f32, ${MC}>; var acc1: array<f32, ${MC}>;
+  for (var st = lid; st < ${steps}; st += 64u) {
+    ${wLoad('w', 'colA', 'wa')}
+    ${a.rope ? wLoad('w', 'colB', 'wb') : a.glu ? wLoad('wu', 'colA', 'wb') : ''}
+    for (var m = 0u; m < ${MC}u; m++) {
+      let r = min(m0 + m, M - 1u); let mu = mus[m]; let inv = ivs[m];
+      ${xLoad}
+      acc0[m] += ${mac('wa')};${two ? `\n      acc1[m] += ${mac('wb')};` : ''}
+    }
+  }
+  for (var m = 0u; m < ${MC}u; m++) { part[m * 64u + lid] = acc0[m];${two ? ` part[(${MC}u + m) * 64u + lid] = acc1[m];` : ''} }
+  workgroupBarrier();
+  for (var h = 32u; h > 0u; h = h >> 1u) {
+    if (lid < h) { for (var m = 0u; m < ${MC * (two ? 2 : 1)}u; m++) { part[m * 64u + lid] += part[m * 64u + lid + h]; } }
+    workgroupBarrier();
+  }
+  if (lid >= ${MC}u || m0 + lid >= M) { return; }
+  let r = m0 + lid;
+  var ya = part[lid * 64u];
+  var yb = ${two ? `part[(${MC}u + lid) * 64u]` : '0.0'};
+  ${a.bias ? `ya += bias[colA]; yb += ${a.glu ? 'biasu[colA]' : a.rope ? 'bias[colB]' : '0.0'};` : ''}
+  ${a.act ? `{ let x = ya; ya = ${ACT_WGSL[a.act]}; }` : ''}
+  ${a.glu ? 'ya = ya * yb;' : ''}
+  ${a.rope ? `if (paired) {
+    let B = u(11u);
+    let pos = f32(u(12u + r / u(6u)) + r % u(6u));
+    let sc = sincos_(f(12u + B + j) * pos);
+    let ra = ya * sc.y - yb * sc.x; let rb = yb * sc.y + ya * sc.x;
+    ya = ra; yb = rb;
+  }` : ''}
+  ${a.residual ? `ya = res[r * N + colA] + ya;${a.rope ? ' yb = res[r * N + colB] + yb;' : ''}` : ''}
+  o[r * N + colA] = ya;
+  ${a.rope ? 'if (paired) { o[r * N + colB] = yb; }' : ''}
+}`;
+  };
+  return { key, workgroups: g.workgroups, params, wgsl };
 }
 
 /** Tiled matmul: 64×64 output tiles per 256-thread workgroup, 4×4 outputs per thread, K in steps of 16. */
