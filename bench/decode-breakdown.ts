@@ -1,29 +1,48 @@
 // Where a decode step's time goes on WebGPU: recording the ops (JS + Dawn calls), waiting for the GPU,
-// and reading the logits back, for a random-weight Llama-shaped model (default ~125M, f16).
-//   node --import tsx bench/decode-breakdown.ts [--1b]
+// and reading the logits back, for a random-weight Llama-shaped model (default ~125M, f16), unfused,
+// fused (ForwardOptions.fuse), and fused with submits during recording, in the same run.
+//   node --import tsx bench/decode-breakdown.ts [--1b] [--narrow] [--tokens N]
+// --narrow keeps the layer count and every dispatch but shrinks the widths (C 64, F 128, V 512): the
+// host half (recording) depends only on the dispatches, so it can be measured on an emulated GPU.
 
 import { WebGpuBackend, llamaSpec, randomModel } from '../src/index.ts';
 
-const big = process.argv.includes('--1b');
+const args = process.argv.slice(2);
+const big = args.includes('--1b');
+const narrow = args.includes('--narrow');
+const ti = args.indexOf('--tokens');
+const N = ti >= 0 ? Number(args[ti + 1]) : 64;
 const be = await WebGpuBackend.create();
-const dims = big ? { vocab: 32000, width: 2048, layers: 16, heads: 32, kvHeads: 8, ffn: 8192 } : { vocab: 32000, width: 768, layers: 12, heads: 12, ffn: 2048 };
+let dims = big ? { vocab: 32000, width: 2048, layers: 16, heads: 32, kvHeads: 8, ffn: 8192 } : { vocab: 32000, width: 768, layers: 12, heads: 12, kvHeads: 12, ffn: 2048 };
+if (narrow) dims = { ...dims, vocab: 512, width: 64 * (dims.heads / dims.kvHeads), heads: dims.heads / dims.kvHeads * 2, kvHeads: 2, ffn: 128 };
+const label = `${big ? '1B' : '125M'}${narrow ? ' (narrow widths)' : ''}`;
 const model = randomModel(llamaSpec({ ...dims, context: 2048 }), be, { seed: 1, dtype: 'f16' });
-const cache = model.newCache(1, 512);
-const prompt = Int32Array.from({ length: 32 }, (_, i) => i * 7 + 1);
-await (await model.forward(prompt, 1, 32, { cache, logitRows: [31] })).logits.toF32();
-let rec = 0, gpu = 0, read = 0;
-const N = 64;
-for (let i = 0; i < N + 8; i++) {
-  const t0 = performance.now();
-  const { logits } = await model.forward(Int32Array.from([5 + i]), 1, 1, { cache, pos0: [32 + i], logitRows: [0] });
-  const t1 = performance.now();
-  await be.sync();
-  const t2 = performance.now();
-  await logits.toF32();
-  const t3 = performance.now();
-  logits.dispose();
-  if (i >= 8) { rec += t1 - t0; gpu += t2 - t1; read += t3 - t2; }
+console.log(`${label}: ${be.info.vendor} ${be.info.architecture} ${be.info.description}`.trim());
+console.log('| path | dispatches/token | record ms | GPU wait ms | readback ms | total ms | tok/s |');
+console.log('|---|---:|---:|---:|---:|---:|---:|');
+// The third path also submits every 24 dispatches, so the GPU runs while the host records (see WebGpuBackend.submitEvery).
+for (const [fuse, submitEvery] of [[false, 0], [true, 0], [true, 24]] as const) {
+  be.submitEvery = submitEvery;
+  const cache = model.newCache(1, 512);
+  const prompt = Int32Array.from({ length: 32 }, (_, i) => (i * 7 + 1) % dims.vocab);
+  await (await model.forward(prompt, 1, 32, { cache, logitRows: [31] })).logits.toF32();
+  let rec = 0, gpu = 0, read = 0, dispatches = 0;
+  const W = 4;
+  for (let i = 0; i < N + W; i++) {
+    const d0 = be.stats.dispatches;
+    const t0 = performance.now();
+    const { logits } = await model.forward(Int32Array.from([5 + i]), 1, 1, { cache, pos0: [32 + i], logitRows: [0], fuse });
+    const t1 = performance.now();
+    await be.sync();
+    const t2 = performance.now();
+    await logits.toF32();
+    const t3 = performance.now();
+    logits.dispose();
+    if (i >= W) { rec += t1 - t0; gpu += t2 - t1; read += t3 - t2; dispatches += be.stats.dispatches - d0; }
+  }
+  cache.dispose();
+  const total = (rec + gpu + read) / N;
+  console.log(`| ${fuse ? 'fused' : 'unfused'}${submitEvery ? `, submit every ${submitEvery}` : ''} | ${dispatches / N} | ${(rec / N).toFixed(3)} | ${(gpu / N).toFixed(3)} | ${(read / N).toFixed(3)} | ${total.toFixed(3)} | ${(1000 / total).toFixed(1)} |`);
 }
-console.log(`${big ? '1B' : '125M'} decode per token: record ${(rec / N).toFixed(3)} ms, GPU wait ${(gpu / N).toFixed(3)} ms, readback ${(read / N).toFixed(3)} ms; ${be.stats.dispatches} dispatches, ${be.stats.submits} submits`);
 be.destroy();
 process.exit(0);

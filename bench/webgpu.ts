@@ -61,24 +61,28 @@ function weightBytes(m: Model): number {
   return n;
 }
 
-interface Row { name: string; params: number; decode: number; prefill: number; dispatchesPerToken: number; weightBytes: number }
+interface Row { name: string; params: number; decode: number; prefill: number; dispatchesPerToken: number; weightBytes: number; unfused: { decode: number; dispatchesPerToken: number } }
 async function measure(name: string, model: Model): Promise<Row> {
   const V = model.spec.vocabSize;
   const prompt = Array.from({ length: 32 }, (_, i) => (i * 7919 + 11) % V);
   await generate(model, [prompt], { maxNewTokens: 8, stopTokens: [] }); // warm-up: pipelines, pools
   const NEW = quick ? 32 : 128;
-  const d0 = be.stats.dispatches;
-  const r = await generate(model, [prompt], { maxNewTokens: NEW, stopTokens: [] });
-  const perToken = (be.stats.dispatches - d0) / (r.decodeSteps + 1);
-  const decode = r.decodeSteps / (r.decodeMs / 1e3);
+  // Decode as shipped (fused on WebGPU), and unfused for comparison.
+  const run = async (fuse?: boolean) => {
+    const d0 = be.stats.dispatches;
+    const r = await generate(model, [prompt], { maxNewTokens: NEW, stopTokens: [], fuse });
+    return { decode: r.decodeSteps / (r.decodeMs / 1e3), dispatchesPerToken: (be.stats.dispatches - d0) / (r.decodeSteps + 1) };
+  };
+  const unfused = await run(false);
+  const { decode, dispatchesPerToken: perToken } = await run();
   const long = Int32Array.from({ length: 512 }, (_, i) => (i * 104729 + 7) % V);
   const pre = async () => { const { logits } = await model.forward(long, 1, 512, { logitRows: [511] }); await logits.toF32(); logits.dispose(); };
   await pre();
   t0 = performance.now();
   for (let i = 0; i < 3; i++) await pre();
   const prefill = (3 * 512) / ((performance.now() - t0) / 1e3);
-  const row = { name, params: model.numParams, decode, prefill, dispatchesPerToken: perToken, weightBytes: weightBytes(model) };
-  log(`${name}: decode ${decode.toFixed(1)} tok/s, prefill ${prefill.toFixed(0)} tok/s, ${perToken.toFixed(0)} dispatches/token`);
+  const row = { name, params: model.numParams, decode, prefill, dispatchesPerToken: perToken, weightBytes: weightBytes(model), unfused };
+  log(`${name}: decode ${decode.toFixed(1)} tok/s (unfused ${unfused.decode.toFixed(1)}), prefill ${prefill.toFixed(0)} tok/s, ${perToken.toFixed(0)} dispatches/token (unfused ${unfused.dispatchesPerToken.toFixed(0)})`);
   return row;
 }
 
@@ -115,11 +119,12 @@ const fmt = (x: number | undefined, d = 1) => (x === undefined ? '—' : x.toFix
 log(`\n${new Date().toISOString().slice(0, 10)} · ${be.info.description || be.info.vendor}${hf ? ` · peer: ${hf.device}, PyTorch + HF transformers eager` : ''}`);
 log('\nfp32 matmul (TFLOP/s)      brickwork   torch (TF32 off)   ratio');
 for (const n of Object.keys(matmul)) log(`  ${`${n}³`.padEnd(24)} ${fmt(matmul[n], 2).padStart(9)}   ${fmt(hf?.matmul_tflops[n], 2).padStart(16)}   ${hf?.matmul_tflops[n] ? (100 * matmul[n] / hf.matmul_tflops[n]).toFixed(0) + '%' : '—'}`);
-log('\nmodel        params   decode tok/s (HF, ×)        prefill tok/s (HF, ×)       dispatches/token');
+log('\nmodel        params   decode tok/s (HF, ×)        prefill tok/s (HF, ×)       dispatches/token   unfused: decode tok/s, dispatches/token');
 for (const r of rows) {
   const p = hf?.models[r.name];
   log(`  ${r.name.padEnd(10)} ${(r.params / 1e6).toFixed(0).padStart(5)}M   ${fmt(r.decode).padStart(8)} (${fmt(p?.decode_tok_s)}, ${p ? (r.decode / p.decode_tok_s).toFixed(2) + '×' : '—'})`.padEnd(58) +
-    `${fmt(r.prefill, 0).padStart(8)} (${fmt(p?.prefill_tok_s, 0)}, ${p ? (r.prefill / p.prefill_tok_s).toFixed(2) + '×' : '—'})`.padEnd(30) + `${r.dispatchesPerToken.toFixed(0).padStart(6)}`);
+    `${fmt(r.prefill, 0).padStart(8)} (${fmt(p?.prefill_tok_s, 0)}, ${p ? (r.prefill / p.prefill_tok_s).toFixed(2) + '×' : '—'})`.padEnd(30) + `${r.dispatchesPerToken.toFixed(0).padStart(6)}` +
+    `             ${fmt(r.unfused.decode).padStart(8)}, ${r.unfused.dispatchesPerToken.toFixed(0)}`);
 }
 const big = rows.find((r) => r.name === '1B');
 if (big) {

@@ -167,6 +167,12 @@ const CASES: Record<OpName, Case[]> = {
     { name: 'layernorm without bias + residual, bf16 scalar path', run: (_, m) => ops.fusedLinear({ x: m.f([2, 12]), w: m.w([5, 12], 'bf16'), norm: { kind: 'layernorm', eps: 1e-5, w: m.f([12]) }, residual: m.f([2, 5]) }) },
     { name: 'relu, bf16, one row', run: (_, m) => ops.fusedLinear({ x: m.f([1, 8]), w: m.w([3, 8], 'bf16'), act: 'relu' }) },
   ],
+  // The whole cache comes back: rows outside the written positions must be untouched.
+  fused_kv_write: [
+    { name: 'rmsnorm + rope, f16, GQA, two batch rows', run: (_, m) => ops.fusedKvWrite(m.f([2, 2, 9, 8]), { x: m.f([2, 3, 24]), w: m.w([16, 24], 'f16'), norm: { kind: 'rmsnorm', eps: 1e-5, w: m.f([24]) }, rope: { pos0: [5, 1], invFreq: [1, 0.3, 0.05, 0.001], headDim: 8 } }, [5, 1]) },
+    { name: 'bias only, bf16, scalar path', run: (_, m) => ops.fusedKvWrite(m.f([1, 3, 4, 2]), { x: m.f([1, 1, 7]), w: m.w([6, 7], 'bf16'), bias: m.f([6]) }, [2]) },
+    { name: 'layernorm + partial rope, f32, 11 rows', run: (_, m) => ops.fusedKvWrite(m.f([1, 2, 12, 6]), { x: m.f([1, 11, 16]), w: m.w([12, 16], 'f32'), norm: { kind: 'layernorm', eps: 1e-5, w: m.f([16]), b: m.f([16]) }, rope: { pos0: [1], invFreq: [1, 0.1], headDim: 6 } }, [1]) },
+  ],
 };
 
 test('conformance: every op has cases', () => {

@@ -21,9 +21,13 @@ test('WebGPU: a static skip removes its dispatches; speculative greedy equals de
     r.logits.dispose();
     return gpu.stats.dispatches - d0;
   };
-  const dense = await count({});
-  const skip = await count((await createPolicy(model, 'static:layers.2-3.ffn')).session().plan('prefill'));
-  assert.equal(dense - skip, 2 * 7, 'two gated FFNs: norm, three matmuls, silu, product, residual add each');
+  const plan = (await createPolicy(model, 'static:layers.2-3.ffn')).session().plan('prefill');
+  for (const fuse of [false, true]) {
+    const dense = await count({ fuse });
+    const skip = await count({ ...plan, fuse });
+    if (fuse) assert.equal(dense - skip, 2 * 2, 'two fused gated FFNs: norm·gate·up·silu·product, then down·residual each');
+    else assert.equal(dense - skip, 2 * 7, 'two gated FFNs: norm, three matmuls, silu, product, residual add each');
+  }
 
   for (const [spec, k] of [['static:layers.4-7', 2], ['early-exit:0.5', 3]] as [string, number][]) {
     const draft = await createPolicy(model, spec);

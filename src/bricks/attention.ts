@@ -65,21 +65,23 @@ export const ATTENTION: BrickDef<AttnSpec> = {
 
   points: ['q', 'k', 'v', 'pattern', 'z'],
 
-  // Five dispatches and two cache writes: q, k, v each with the input norm (and rope) folded in, the
-  // attention, and the output projection with the residual add. QK-norm needs whole heads: unfused.
+  // Five dispatches: q, and k and v straight into the cache, each with the input norm (and rope) folded
+  // in; the attention; the output projection with the residual add. QK-norm needs whole heads: unfused.
   async fused(ctx, a, prefix, x, { norm, residual }) {
     if (a.qkNorm) return undefined;
     const { B, T, pos0 } = ctx;
     const D = a.headDim;
     const rope = a.rope ? { pos0, invFreq: ctx.invFreq, headDim: D } : undefined;
-    const proj = (w: 'q' | 'k' | 'v', heads: number) => op.fusedLinear({
+    const parts = (w: 'q' | 'k' | 'v') => ({
       x, w: ctx.weight(`${prefix}.${w}.weight`), bias: a.qkvBias ? ctx.weight(`${prefix}.${w}.bias`) : undefined,
       norm, rope: w === 'v' ? undefined : rope,
-    }).reshape([B, T, heads, D]);
-    const q = proj('q', a.heads);
+    });
+    const q = op.fusedLinear(parts('q')).reshape([B, T, a.heads, D]);
     const cache = ctx.kv(prefix);
     if (!cache && pos0.some((p) => p !== 0)) throw new Error(`${prefix}: positions start after 0 but no KV cache was given`);
-    const { keys, values } = storeKeysValues(ctx, a, proj('k', a.kvHeads), proj('v', a.kvHeads), cache);
+    const shape = [B, a.kvHeads, T, D];
+    const keys = op.fusedKvWrite(cache?.k ?? ctx.backend.zeros(shape, 'f32'), parts('k'), pos0);
+    const values = op.fusedKvWrite(cache?.v ?? ctx.backend.zeros(shape, 'f32'), parts('v'), pos0);
     const z = op.attention(q, keys, values, pos0, 1 / Math.sqrt(D)).reshape([B, T, a.heads * D]);
     ctx.drop(q);
     if (!cache) ctx.drop(keys, values);

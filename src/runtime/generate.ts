@@ -16,6 +16,8 @@ export interface GenerateOptions {
   onToken?: (row: number, token: number) => void;
   /** Skip / exit policy (see runtime/policies); dense when absent. */
   policy?: Policy;
+  /** Fused sublayers (ForwardOptions.fuse); default: the backend's preference for small passes. */
+  fuse?: boolean;
 }
 
 export interface GenerateResult {
@@ -71,7 +73,7 @@ export async function generate(model: Model, prompts: number[][], opts: Generate
     const t0 = performance.now();
     const ids = new Int32Array(B * Tmax);
     prompts.forEach((p, b) => ids.set(p, b * Tmax));
-    const pre = await policyPass(model, session, meter, 'prefill', ids, B, Tmax, { cache, logitRows: lens.map((l) => l - 1) }, lens.reduce((p, l) => p + l, 0), (b, t) => t < lens[b]);
+    const pre = await policyPass(model, session, meter, 'prefill', ids, B, Tmax, { cache, logitRows: lens.map((l) => l - 1), fuse: opts.fuse }, lens.reduce((p, l) => p + l, 0), (b, t) => t < lens[b]);
     let logits = await pre.logits.toF32();
     pre.logits.dispose();
     const t1 = performance.now();
@@ -90,7 +92,7 @@ export async function generate(model: Model, prompts: number[][], opts: Generate
       }
       if (done.every(Boolean)) break;
       // Finished rows still ride along (their outputs are ignored) so the batch stays rectangular.
-      const out = await policyPass(model, session, meter, 'decode', step, B, 1, { cache, pos0: pos, logitRows: new Array(B).fill(0) }, B);
+      const out = await policyPass(model, session, meter, 'decode', step, B, 1, { cache, pos0: pos, logitRows: new Array(B).fill(0), fuse: opts.fuse }, B);
       logits = await out.logits.toF32();
       out.logits.dispose();
       for (let b = 0; b < B; b++) pos[b]++; // stays below capacity: at most maxNewTokens - 1 steps

@@ -83,6 +83,22 @@ export interface FusedLinearParts {
  *   const y = fusedLinear({ x, w: wDown, residual: x0 }); // x0 + x W_downᵀ
  */
 export function fusedLinear(p: FusedLinearParts): Tensor {
+  const { xs, attrs } = fusedLinearCall(p);
+  return run('fused_linear', xs, attrs);
+}
+
+/**
+ * A fused linear (norm, bias, rope) on x (B, T, C) whose rows go straight into a KV cache (B, K, S, D)
+ * at positions pos0[b]..; returns the cache.
+ * @example
+ *   fusedKvWrite(cache.k, { x, w: wk, norm, rope: { pos0, invFreq, headDim: D } }, pos0);
+ */
+export function fusedKvWrite(cache: Tensor, p: FusedLinearParts, pos0: number[]): Tensor {
+  const { xs, attrs } = fusedLinearCall(p);
+  return run('fused_kv_write', [cache, ...xs], { linear: attrs, pos0 });
+}
+
+function fusedLinearCall(p: FusedLinearParts): { xs: Tensor[]; attrs: OpAttrs['fused_linear'] } {
   if (p.up && (p.up.bias === undefined) !== (p.bias === undefined)) throw new Error('fusedLinear: the gate and up projections must both have a bias or neither');
   const attrs: OpAttrs['fused_linear'] = {
     norm: p.norm && { kind: p.norm.kind, eps: p.norm.eps, bias: p.norm.b !== undefined, scale: p.norm.scale ?? 1 },
@@ -93,7 +109,7 @@ export function fusedLinear(p: FusedLinearParts): Tensor {
   if (p.up) xs.push(p.up.w);
   if (p.bias) { xs.push(p.bias); if (p.up?.bias) xs.push(p.up.bias); }
   if (p.residual) xs.push(p.residual);
-  return run('fused_linear', xs, attrs);
+  return { xs, attrs };
 }
 
 /** Dispose every tensor given (undefined entries are skipped). */

@@ -95,12 +95,18 @@ export interface OpAttrs {
     rope?: { pos0: number[]; invFreq: number[]; headDim: number };
     residual: boolean;
   };
+  /**
+   * In place on cache (B, K, S, D): the rows of a `fused_linear` on x (B, T, C) (norm, bias and rope
+   * only; its N outputs are K heads of D) written at positions pos0[b].. as `kv_write` writes them.
+   * Inputs: the cache, then the fused linear's. Returns the cache; no gradient (inference only).
+   */
+  fused_kv_write: { linear: OpAttrs['fused_linear']; pos0: number[] };
 }
 
 export type OpName = keyof OpAttrs;
 
 /** Ops that update their input 0 in place and return it (every other op returns a new tensor). */
-export const IN_PLACE_OPS: ReadonlySet<OpName> = new Set<OpName>(['kv_write', 'adam_moments', 'adam_apply']);
+export const IN_PLACE_OPS: ReadonlySet<OpName> = new Set<OpName>(['kv_write', 'adam_moments', 'adam_apply', 'fused_kv_write']);
 
 /** Every op name, in a fixed order (derived from a table so it cannot miss one). */
 export const OP_NAMES = Object.keys({
@@ -109,7 +115,7 @@ export const OP_NAMES = Object.keys({
   topk: 1, gather: 1, kv_write: 1, attention: 1, attention_probs: 1,
   permute: 1, sum_to: 1, slice: 1, pad: 1, act_grad: 1, norm_grad: 1, attention_grad: 1, kv_read: 1,
   scatter_add: 1, cross_entropy: 1, cross_entropy_grad: 1, adam_moments: 1, adam_apply: 1,
-  fused_linear: 1,
+  fused_linear: 1, fused_kv_write: 1,
 } satisfies Record<OpName, 1>) as OpName[];
 
 /** Where each input of a `fused_linear` sits (undefined: not an input under these attributes). */

@@ -240,6 +240,18 @@ export const SHAPE_RULES: { [O in OpName]: Rule<O> } = {
     }
     return out;
   },
+  fused_kv_write: (s, { linear, pos0 }) => {
+    const c = s[0];
+    if (linear.act || linear.glu || linear.residual) throw new ShapeError('fused_kv_write', 'only norm, bias and rope fold into a cache write');
+    const [B, T, N] = SHAPE_RULES.fused_linear(s.slice(1), linear);
+    if (s[1].length !== 3 || c.length !== 4 || c[0] !== B || c[1] * c[3] !== N)
+      throw new ShapeError('fused_kv_write', `expected cache (B, K, S, D) with K·D = ${N} for x ${fmt(s[1])}, found ${fmt(c)}`);
+    if (linear.rope && linear.rope.headDim !== c[3]) throw new ShapeError('fused_kv_write', `rope head dim ${linear.rope.headDim} differs from the cache's ${c[3]}`);
+    if (linear.rope && linear.rope.pos0.join() !== pos0.join()) throw new ShapeError('fused_kv_write', 'rope and cache positions differ');
+    if (pos0.length !== B) throw new ShapeError('fused_kv_write', `pos0 has ${pos0.length} entries, expected B = ${B}`);
+    for (const p of pos0) if (p < 0 || p + T > c[2]) throw new ShapeError('fused_kv_write', `rows ${p}..${p + T} do not fit the cache length ${c[2]}`);
+    return [...c];
+  },
 };
 
 export function inferShape<O extends OpName>(op: O, shapes: Shape[], attrs: OpAttrs[O]): number[] {

@@ -430,7 +430,19 @@ export const CPU_KERNELS: CpuKernelTable = {
     }
   },
   fused_linear: (out, xs, a, outShape) => composeFusedLinear(CPU_KERNELS)(out, xs, a, outShape),
+  fused_kv_write: (out, xs, a) => composeFusedKvWrite(CPU_KERNELS)(out, xs, a, xs[0].shape),
 };
+
+/** `fused_kv_write` as `fused_linear` then `kv_write` over the kernels of `k` (in place: out is the cache). */
+export function composeFusedKvWrite(k: CpuKernelTable): CpuKernel<'fused_kv_write'> {
+  return (out, xs, { linear, pos0 }) => {
+    const [cache, x] = xs;
+    const [B, T] = x.shape, [, K, , D] = cache.shape;
+    const y = new Float32Array(B * T * K * D);
+    composeFusedLinear(k)(y, xs.slice(1), linear, [B, T, K * D]);
+    k.kv_write(out, [cache, { data: y, shape: [B, T, K, D] }], { pos0 }, cache.shape);
+  };
+}
 
 /**
  * `fused_linear` as the composition of the primitives of `k`, in the order the bricks run them

@@ -44,6 +44,12 @@ export interface WebGpuStats extends BackendStats {
 export class WebGpuBackend implements Backend {
   readonly name = 'webgpu';
   readonly prefersFusion = true;
+  /**
+   * Submit the recorded work after this many dispatches (0: only when a value is read back, the
+   * default), so the GPU starts on the first part of a pass while the host records the rest.
+   */
+  submitEvery = 0;
+  private sinceSubmit = 0;
   readonly stats: WebGpuStats = { dispatches: 0, perOp: {}, submits: 0, readbacks: 0, allocatedBytes: 0, pipelines: 0 };
   readonly device: GPUDevice;
   readonly info: GpuContext['adapterInfo'];
@@ -180,6 +186,7 @@ export class WebGpuBackend implements Backend {
     this.device.queue.submit([this.encoder.finish()]);
     this.encoder = undefined;
     this.arenaUsed = 0;
+    this.sinceSubmit = 0;
     this.stats.submits++;
   }
 
@@ -244,6 +251,7 @@ export class WebGpuBackend implements Backend {
     this.dynOffset[0] = offset;
     this.pass.setBindGroup(0, bg, this.dynOffset, 0, 1);
     this.pass.dispatchWorkgroups(wg[0], wg[1] ?? 1, wg[2] ?? 1);
+    if (this.submitEvery > 0 && ++this.sinceSubmit >= this.submitEvery) this.flush();
     return out;
   }
 

@@ -871,7 +871,11 @@ fn deriv(x: f32) -> f32 {
   },
   fused_linear: {
     dtypes: (i) => (i >= 1 && i <= 4 ? ['f32', 'f16', 'bf16'] : ['f32']), // w, and wUp at 2..4; plan checks which
-    plan: (ins, a, outShape) => fusedLinearPlan(ins, a, outShape),
+    plan: (ins, a) => fusedLinearPlan(ins, a),
+  },
+  fused_kv_write: {
+    dtypes: (i) => (i >= 2 && i <= 5 ? ['f32', 'f16', 'bf16'] : ['f32']), // w, and wUp at 3..5; plan checks which
+    plan: (ins, { linear, pos0 }) => fusedLinearPlan(ins, linear, { pos0 }),
   },
 };
 
@@ -948,26 +952,31 @@ var<workgroup> red: array<f32, ${WG * M}>;
  * applies bias, activation / GLU, rope and the residual to the reduced sums. Weight loads are as in
  * `gemvT` (vec4, eight halves per load when packed).
  */
-function fusedLinearPlan(ins: KernelInput[], a: OpAttrs['fused_linear'], outShape: readonly number[]): KernelPlan {
+function fusedLinearPlan(all: KernelInput[], a: OpAttrs['fused_linear'], kv?: { pos0: number[] }): KernelPlan {
+  // With kv (fused_kv_write) input 0 is the cache (B, K, S, D), written in place; the linear's inputs follow.
+  const base = kv ? 1 : 0;
+  const ins = all.slice(base);
   const slot = fusedLinearSlots(a);
   const bt = ins[1].dtype;
   ins.forEach((x, i) => {
     const weight = i === 1 || i === slot.wUp;
     if (weight ? x.dtype !== bt : x.dtype !== 'f32')
-      throw new ShapeError('fused_linear', `input ${i} is ${x.dtype}; expected ${weight ? `${bt} like the first weight` : 'f32'}`);
+      throw new ShapeError('fused_linear', `input ${i + base} is ${x.dtype}; expected ${weight ? `${bt} like the first weight` : 'f32'}`);
   });
-  const K = last(ins[0].shape), N = last(outShape), M = numel(outShape) / N;
+  const K = last(ins[0].shape), N = ins[1].shape[0], M = numel(ins[0].shape) / K;
   const MC = Math.min(M, 8), chunks = Math.ceil(M / MC);
   const E = is16(bt) ? 8 : 4; // elements per weight load in the vector path
   const vec = K % E === 0;
-  const D = a.rope?.headDim ?? 1, R = a.rope?.invFreq.length ?? 0;
+  const D = a.rope?.headDim ?? (kv ? last(all[0].shape) : 1), R = a.rope?.invFreq.length ?? 0;
   const J = a.rope ? (N / D) * (D - R) : N;
   const two = !!a.rope || a.glu; // two accumulators per row: the rotary partner column, or the up row
   const g = grid(J * chunks * 64, 64);
-  const B = a.rope ? ins[0].shape[0] : 1, T = a.rope ? ins[0].shape[1] : 1;
-  const params = words(J * chunks, g.nx, M, N, K, J, T, f(a.norm?.eps ?? 0), f(a.norm?.scale ?? 1), R, D, B,
-    a.rope?.pos0 ?? [], (a.rope?.invFreq ?? []).map(f));
-  const key = `fused_linear:${bt}:${vec}:${MC}:${a.norm ? a.norm.kind + a.norm.bias : '-'}:${a.bias}:${a.act ?? '-'}:${a.glu}:${!!a.rope}:${a.residual}`;
+  const rows = a.rope || kv; // rows are (b, t) with positions
+  const B = rows ? ins[0].shape[0] : 1, T = rows ? ins[0].shape[1] : 1;
+  const [, KH, S] = kv ? all[0].shape : [0, 0, 0];
+  const params = words(J * chunks, g.nx, M, N, K, J, T, f(a.norm?.eps ?? 0), f(a.norm?.scale ?? 1), R, D, B, S, KH,
+    a.rope?.pos0 ?? kv?.pos0 ?? [], (a.rope?.invFreq ?? []).map(f));
+  const key = `fused_linear:${bt}:${vec}:${MC}:${a.norm ? a.norm.kind + a.norm.bias : '-'}:${a.bias}:${a.act ?? '-'}:${a.glu}:${!!a.rope}:${a.residual}:${!!kv}`;
 
   const wgsl = () => {
     const xType = vec ? 'vec4<f32>' : 'f32';
@@ -977,7 +986,10 @@ function fusedLinearPlan(ins: KernelInput[], a: OpAttrs['fused_linear'], outShap
       ['bias', 'f32', slot.bias], ['biasu', 'f32', slot.biasUp], ['res', 'f32', slot.residual],
     ];
     const decls = bind.filter(([, , i]) => i !== undefined)
-      .map(([name, type, i]) => `@group(0) @binding(${i! + 1}) var<storage, read> ${name}: array<${type}>;`).join('\n');
+      .map(([name, type, i]) => `@group(0) @binding(${i! + base + 1}) var<storage, read> ${name}: array<${type}>;`).join('\n');
+    // Where output (row r, column c) goes: row-major (M, N), or the cache row of (b, t) and head c / D.
+    const oi = kv ? 'let T = u(6u); let D = u(10u); let b = r / T; return ((b * u(13u) + c / D) * u(12u) + u(14u + b) + r % T) * D + c % D;'
+      : 'return r * u(3u) + c;';
     // The normalised input: v is raw x (f32 or vec4), i indexes the norm weights alike.
     const nrm = !a.norm ? 'v'
       : a.norm.kind === 'rmsnorm' ? '(nw[i] * (v * inv)) * s'
@@ -1008,7 +1020,8 @@ function fusedLinearPlan(ins: KernelInput[], a: OpAttrs['fused_linear'], outShap
 fn u(i: u32) -> u32 { return p.w[i / 4u][i % 4u]; }
 fn f(i: u32) -> f32 { return bitcast<f32>(u(i)); }
 ${decls}
-@group(0) @binding(${slot.count + 1}) var<storage, read_write> o: array<f32>;
+@group(0) @binding(${kv ? 1 : slot.count + 1}) var<storage, read_write> o: array<f32>;
+fn oi(r: u32, c: u32) -> u32 { ${oi} }
 ${vec ? '' : loader('ld_w', 'w', bt) + (a.glu ? loader('ld_wu', 'wu', bt) : '')}
 ${a.act === 'gelu_erf' ? ERF_WGSL : ''}${a.rope ? SINCOS_WGSL : ''}${workgroupReduce(64)}
 var<workgroup> part: array<f32, ${64 * MC * (two ? 2 : 1)}>;
@@ -1048,17 +1061,17 @@ fn xn(j: u32, i: u32, mu: f32, inv: f32) -> ${xType} { let s = f(8u); let v = in
   ${a.glu ? 'ya = ya * yb;' : ''}
   ${a.rope ? `if (paired) {
     let B = u(11u);
-    let pos = f32(u(12u + r / u(6u)) + r % u(6u));
-    let sc = sincos_(f(12u + B + j) * pos);
+    let pos = f32(u(14u + r / u(6u)) + r % u(6u));
+    let sc = sincos_(f(14u + B + j) * pos);
     let ra = ya * sc.y - yb * sc.x; let rb = yb * sc.y + ya * sc.x;
     ya = ra; yb = rb;
   }` : ''}
   ${a.residual ? `ya = res[r * N + colA] + ya;${a.rope ? ' yb = res[r * N + colB] + yb;' : ''}` : ''}
-  o[r * N + colA] = ya;
-  ${a.rope ? 'if (paired) { o[r * N + colB] = yb; }' : ''}
+  o[oi(r, colA)] = ya;
+  ${a.rope ? 'if (paired) { o[oi(r, colB)] = yb; }' : ''}
 }`;
   };
-  return { key, workgroups: g.workgroups, params, wgsl };
+  return { key, workgroups: g.workgroups, params, wgsl, inPlace: kv !== undefined };
 }
 
 /** Tiled matmul: 64×64 output tiles per 256-thread workgroup, 4×4 outputs per thread, K in steps of 16. */

@@ -2,7 +2,7 @@
 // two matmuls per kv head over the head-major cache, typed elementwise and norm loops. Each one is
 // tested against the reference in test/ops.test.ts; the reference stays the definition.
 
-import { CPU_KERNELS, composeFusedLinear, type CpuKernelTable, type HostTensor } from '../kernels.ts';
+import { CPU_KERNELS, composeFusedKvWrite, composeFusedLinear, type CpuKernelTable, type HostTensor } from '../kernels.ts';
 import { allocF32, freeF32, matmulF32 } from './matmul.ts';
 
 /** Resident scratch buffers for attention, grown on demand and kept. */
@@ -249,4 +249,5 @@ export const FAST_KERNELS: Partial<CpuKernelTable> = {
   },
   // The same composition as the reference, over the fast kernels (a fused pass equals the unfused one).
   fused_linear: (out, xs, a, shape) => composeFusedLinear({ ...CPU_KERNELS, ...FAST_KERNELS } as CpuKernelTable)(out, xs, a, shape),
+  fused_kv_write: (out, xs, a, shape) => composeFusedKvWrite({ ...CPU_KERNELS, ...FAST_KERNELS } as CpuKernelTable)(out, xs, a, shape),
 };
