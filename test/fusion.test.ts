@@ -6,7 +6,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { CpuBackend, Model, Tape, loadModel, ops, randomModel, zooSpec, type Backend, type ForwardOptions, type ZooOptions } from '../src/index.ts';
+import { CpuBackend, Model, Tape, generate, loadModel, ops, randomModel, zooSpec, type Backend, type ForwardOptions, type ZooOptions } from '../src/index.ts';
 import { withGpu } from './gpu-helpers.ts';
 import { BUNDLED, fixture } from './helpers.ts';
 
@@ -162,4 +162,11 @@ test('WebGPU: fused decoding agrees with unfused, with 7 dispatches per layer in
   (await model.forward(Int32Array.from([1]), 1, 1, { cache })).logits.dispose();
   assert.equal(fusedCount(gpu) - b, 6 * L + 1);
   cache.dispose();
+  // Greedy generation picks each token on the device (topk 1) and matches the CPU's tokens.
+  const prompt = [[1, 450, 2217, 338], [1, 903]];
+  const k0 = gpu.stats.perOp.topk ?? 0;
+  const g = await generate(model, prompt, { maxNewTokens: 6, stopTokens: [] });
+  assert.equal((gpu.stats.perOp.topk ?? 0) - k0, 6, 'one device argmax per step');
+  const { model: onCpu } = await loadModel(TINY, { backend: cpu });
+  assert.deepEqual(g.tokens, (await generate(onCpu, prompt, { maxNewTokens: 6, stopTokens: [] })).tokens);
 }));

@@ -76,7 +76,12 @@ const CASES: Record<OpName, Case[]> = {
     { name: 'partial', run: (_, m) => ops.rope(m.f([1, 5, 2, 16]), [3], [1, 0.3, 0.05]) }],
   gather_rows: (['f32', 'f16', 'bf16'] as const).map((dt) => ({ name: dt, run: (_, m) => ops.gatherRows(m.w([257, 7], dt), m.i([256, 0, 5, 5], [2, 2])) })),
   index_add_rows: [{ name: 'repeated rows', run: (_, m) => ops.indexAddRows(m.f([7, 33]), m.f([4, 33]), m.i([6, 0, 6, 2], [4])) }],
-  topk: [{ name: '7x33 k3', run: (_, m) => ops.topk(m.f([7, 33]), 3) }, { name: 'ties', run: (be) => ops.topk(be.upload(Float32Array.from([1, 3, 3, 0, 3]), [1, 5], 'f32'), 4) }],
+  topk: [{ name: '7x33 k3', run: (_, m) => ops.topk(m.f([7, 33]), 3) }, { name: 'ties', run: (be) => ops.topk(be.upload(Float32Array.from([1, 3, 3, 0, 3]), [1, 5], 'f32'), 4) },
+    // k = 1 is a workgroup reduction (greedy decoding): ties across threads must still give the lowest index.
+    { name: 'argmax 3x1000', run: (_, m) => ops.topk(m.f([3, 1000]), 1) },
+    // Row 0: maxima at 7 and 300; row 1: at 263 (thread 7) and 10 (thread 10), so the lower thread holds the higher index.
+    { name: 'argmax ties across threads', run: (be) => ops.topk(be.upload(Float32Array.from({ length: 2 * 600 }, (_, i) => ([7, 300, 600 + 263, 600 + 10].includes(i) ? 5 : 1)), [2, 600], 'f32'), 1) },
+    { name: 'argmax of a row shorter than the workgroup', run: (be) => ops.topk(be.upload(Float32Array.from([-1e30, -2e30, -1e30]), [1, 3], 'f32'), 1) }],
   gather: [{ name: '7x33', run: (_, m) => ops.gather(m.f([7, 33]), m.i(Array.from({ length: 14 }, (_, i) => (i * 5) % 33), [7, 2])) }],
   kv_write: [{ name: 'two rows', run: (_, m) => ops.kvWrite(m.f([2, 3, 9, 8]), m.f([2, 4, 3, 8]), [5, 0]) }],
   attention: [

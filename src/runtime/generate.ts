@@ -3,6 +3,8 @@
 // a prompt's end hold padding that decoding overwrites before anything reads it).
 
 import type { ForwardOptions, Model } from '../model/assemble.ts';
+import * as op from '../tensor/api.ts';
+import type { Tensor } from '../tensor/tensor.ts';
 import { SkipMeter, type Policy, type PolicySession, type SkippedFraction } from './policies/index.ts';
 import { ContextLengthError, UsageError } from '../util/errors.ts';
 import { Rng, sampleToken, validateSampling, type SamplingOptions } from './sampling.ts';
@@ -73,8 +75,18 @@ export async function generate(model: Model, prompts: number[][], opts: Generate
     const t0 = performance.now();
     const ids = new Int32Array(B * Tmax);
     prompts.forEach((p, b) => ids.set(p, b * Tmax));
+    // Greedy decoding where the backend prefers few, small transfers (WebGPU): the argmax runs on the
+    // device and B token ids come back instead of B·V logits (same tie rule: the lowest index).
+    const onDevice = sampling.greedy === true && model.backend.prefersFusion === true;
+    const readOut = async (t: Tensor): Promise<Float32Array | Int32Array> => {
+      if (!onDevice) return t.toF32();
+      const best = op.topk(t.reshape([B, V]), 1);
+      const picked = (await model.backend.read(best)) as Int32Array;
+      best.dispose();
+      return picked;
+    };
     const pre = await policyPass(model, session, meter, 'prefill', ids, B, Tmax, { cache, logitRows: lens.map((l) => l - 1), fuse: opts.fuse }, lens.reduce((p, l) => p + l, 0), (b, t) => t < lens[b]);
-    let logits = await pre.logits.toF32();
+    let logits = await readOut(pre.logits);
     pre.logits.dispose();
     const t1 = performance.now();
     const pos = [...lens];
@@ -83,7 +95,7 @@ export async function generate(model: Model, prompts: number[][], opts: Generate
     for (;;) {
       for (let b = 0; b < B; b++) {
         if (done[b]) continue;
-        const tok = sampleToken(logits, b * V, V, sampling, rng);
+        const tok = onDevice ? logits[b] : sampleToken(logits, b * V, V, sampling, rng);
         tokens[b].push(tok);
         opts.onToken?.(b, tok);
         if (stops.has(tok)) { done[b] = true; finish[b] = 'stop'; }
@@ -93,7 +105,7 @@ export async function generate(model: Model, prompts: number[][], opts: Generate
       if (done.every(Boolean)) break;
       // Finished rows still ride along (their outputs are ignored) so the batch stays rectangular.
       const out = await policyPass(model, session, meter, 'decode', step, B, 1, { cache, pos0: pos, logitRows: new Array(B).fill(0), fuse: opts.fuse }, B);
-      logits = await out.logits.toF32();
+      logits = await readOut(out.logits);
       out.logits.dispose();
       for (let b = 0; b < B; b++) pos[b]++; // stays below capacity: at most maxNewTokens - 1 steps
       steps++;

@@ -409,6 +409,7 @@ export const WGSL_KERNELS: { [O in OpName]: WgslKernel<O> } = {
     plan(ins, { k }) {
       const E = last(ins[0].shape);
       const rows = numel(ins[0].shape) / E;
+      if (k === 1) return argmaxPlan(rows, E);
       const g = grid(rows, 64);
       // The j-th pick is the largest element after the (j-1)-th in the order (value desc, index asc).
       return {
@@ -1072,6 +1073,38 @@ fn xn(j: u32, i: u32, mu: f32, inv: f32) -> ${xType} { let s = f(8u); let v = in
 }`;
   };
   return { key, workgroups: g.workgroups, params, wgsl, inPlace: kv !== undefined };
+}
+
+/**
+ * topk with k = 1 (greedy decoding on the device): one 256-thread workgroup per row; each thread keeps
+ * the first largest of its strided share, then a tree reduction keeps the larger value, or on a tie
+ * the lower index, as the one-thread-per-row topk does.
+ */
+function argmaxPlan(rows: number, E: number): KernelPlan {
+  const g = grid(rows * 256, 256);
+  return {
+    key: 'argmax', outDtype: 'i32', workgroups: g.workgroups, params: words(rows, g.nx, E),
+    wgsl: () => `${header(['f32'], 'i32')}
+var<workgroup> vs: array<f32, 256>;
+var<workgroup> ix: array<u32, 256>;
+@compute @workgroup_size(256) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lv: vec3<u32>) {
+  let r = wid.x + wid.y * u(1u);
+  if (r >= u(0u)) { return; }
+  let lid = lv.x; let E = u(2u);
+  var bv = ${NEG_INF}; var bi = 0xffffffffu;
+  for (var e = lid; e < E; e += 256u) { let v = a[r * E + e]; if (bi == 0xffffffffu || v > bv) { bv = v; bi = e; } }
+  vs[lid] = bv; ix[lid] = bi;
+  workgroupBarrier();
+  for (var s = 128u; s > 0u; s = s >> 1u) {
+    if (lid < s) {
+      let ov = vs[lid + s]; let oi = ix[lid + s];
+      if (oi != 0xffffffffu && (ix[lid] == 0xffffffffu || ov > vs[lid] || (ov == vs[lid] && oi < ix[lid]))) { vs[lid] = ov; ix[lid] = oi; }
+    }
+    workgroupBarrier();
+  }
+  if (lid == 0u) { o[r] = i32(ix[0]); }
+}`,
+  };
 }
 
 /** Tiled matmul: 64×64 output tiles per 256-thread workgroup, 4×4 outputs per thread, K in steps of 16. */
