@@ -24,16 +24,22 @@ async function time(f: () => unknown, reps: number): Promise<number> {
   return (performance.now() - t) / 1e3 / reps;
 }
 
-// fp32 matmul
+// fp32 matmul, with each output tile size of the backend (WebGpuBackend.matmulTile); `matmul` keeps the default's.
 const matmul: Record<string, number> = {};
+const matmul128: Record<string, number> = {};
 for (const n of quick ? [1024, 4096] : [4096, 8192]) {
   const data = new Float32Array(n * n).map((_, i) => ((i * 2654435761) % 1000) / 1000 - 0.5);
   const a = be.upload(data, [n, n], 'f32'), b = be.upload(data, [n, n], 'f32');
-  let out = ops.matmul(a, b);
-  const s = await time(() => { out.dispose(); out = ops.matmul(a, b); }, n >= 8192 ? 4 : 10);
-  matmul[n] = (2 * n ** 3) / s / 1e12;
-  a.dispose(); b.dispose(); out.dispose();
-  log(`matmul ${n}³ fp32: ${matmul[n].toFixed(2)} TFLOP/s`);
+  for (const tile of [64, 128] as const) {
+    be.matmulTile = tile;
+    let out = ops.matmul(a, b);
+    const s = await time(() => { out.dispose(); out = ops.matmul(a, b); }, n >= 8192 ? 4 : 10);
+    (tile === 64 ? matmul : matmul128)[n] = (2 * n ** 3) / s / 1e12;
+    out.dispose();
+    log(`matmul ${n}³ fp32, tile ${tile}: ${((2 * n ** 3) / s / 1e12).toFixed(2)} TFLOP/s`);
+  }
+  be.matmulTile = 64;
+  a.dispose(); b.dispose();
 }
 
 // device-to-device copy bandwidth (bytes read + written)
@@ -117,8 +123,9 @@ if (peer) {
 
 const fmt = (x: number | undefined, d = 1) => (x === undefined ? '—' : x.toFixed(d));
 log(`\n${new Date().toISOString().slice(0, 10)} · ${be.info.description || be.info.vendor}${hf ? ` · peer: ${hf.device}, PyTorch + HF transformers eager` : ''}`);
-log('\nfp32 matmul (TFLOP/s)      brickwork   torch (TF32 off)   ratio');
-for (const n of Object.keys(matmul)) log(`  ${`${n}³`.padEnd(24)} ${fmt(matmul[n], 2).padStart(9)}   ${fmt(hf?.matmul_tflops[n], 2).padStart(16)}   ${hf?.matmul_tflops[n] ? (100 * matmul[n] / hf.matmul_tflops[n]).toFixed(0) + '%' : '—'}`);
+log('\nfp32 matmul (TFLOP/s)      tile 64   tile 128   torch (TF32 off)   ratio 64   ratio 128');
+const pct = (x: number, peer: number | undefined) => (peer ? (100 * x / peer).toFixed(0) + '%' : '—');
+for (const n of Object.keys(matmul)) log(`  ${`${n}³`.padEnd(24)} ${fmt(matmul[n], 2).padStart(7)}   ${fmt(matmul128[n], 2).padStart(8)}   ${fmt(hf?.matmul_tflops[n], 2).padStart(16)}   ${pct(matmul[n], hf?.matmul_tflops[n]).padStart(8)}   ${pct(matmul128[n], hf?.matmul_tflops[n]).padStart(9)}`);
 log('\nmodel        params   decode tok/s (HF, ×)        prefill tok/s (HF, ×)       dispatches/token   unfused: decode tok/s, dispatches/token');
 for (const r of rows) {
   const p = hf?.models[r.name];
@@ -132,6 +139,6 @@ if (big) {
   log(`\n1B decode limit: ${copyGBps.toFixed(0)} GB/s copy rate ÷ ${(big.weightBytes / 1e9).toFixed(2)} GB of f16 weights per token = ${limit.toFixed(0)} tok/s; reached ${big.decode.toFixed(0)} tok/s = ${(100 * big.decode / limit).toFixed(0)}%`);
 }
 log(`GPU memory: ${(memBefore / 2 ** 20).toFixed(1)} MiB before and ${(memAfter / 2 ** 20).toFixed(1)} MiB after ${gens} generations (growth ${((memAfter - memBefore) / 2 ** 20).toFixed(1)} MiB)`);
-if (process.env.OUT) writeFileSync(`${process.env.OUT}/webgpu-bench.json`, JSON.stringify({ adapter: be.info, matmul, copyGBps, rows, memBefore, memAfter, gens, hf }, null, 2));
+if (process.env.OUT) writeFileSync(`${process.env.OUT}/webgpu-bench.json`, JSON.stringify({ adapter: be.info, matmul, matmul128, copyGBps, rows, memBefore, memAfter, gens, hf }, null, 2));
 be.destroy();
 process.exit(0);

@@ -3,7 +3,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { CpuBackend, OP_NAMES, ops, UnsupportedOpError, type Backend, type OpName, type Tensor } from '../src/index.ts';
+import { CpuBackend, OP_NAMES, ops, UnsupportedOpError, WebGpuBackend, type Backend, type OpName, type Tensor } from '../src/index.ts';
 import { fromF32, toF32 } from '../src/tensor/dtype.ts';
 import { withGpu } from './gpu-helpers.ts';
 import { rand } from './helpers.ts';
@@ -21,6 +21,13 @@ type Maker = {
   /** f32 values gen(u, i) from uniform u in [0, 1) (e.g. a non-negative second moment). */
   g: (shape: number[], gen: (u: number, i: number) => number) => Tensor;
 };
+
+/** Run f with the WebGPU backend's 128-wide matmul tile (the CPU reference runs it as it is). */
+function tile128(be: Backend, f: () => Tensor): Tensor {
+  if (!(be instanceof WebGpuBackend)) return f();
+  be.matmulTile = 128;
+  try { return f(); } finally { be.matmulTile = 64; }
+}
 
 function makers(seed: number, be: Backend): Maker {
   const r = rand(seed);
@@ -56,6 +63,13 @@ const CASES: Record<OpName, Case[]> = {
     { name: 'transA shared b', run: (_, m) => ops.matmulT(m.f([2, 3, 17, 5]), m.f([17, 9]), { transA: true }) },
     { name: 'transA transB shared b f16', run: (_, m) => ops.matmulT(m.f([2, 3, 16, 5]), m.w([9, 16], 'f16'), { transA: true, transB: true }) },
     { name: 'transA b broadcast over the leading batch dim', run: (_, m) => ops.matmulT(m.f([2, 3, 65, 4]), m.f([3, 65, 7]), { transA: true }) },
+    // The 128-wide tile kernel (WebGpuBackend.matmulTile = 128): ragged tiles, each transpose, batches.
+    ...([[130, 260, 36, false, false], [130, 260, 36, false, true], [132, 68, 33, true, false], [132, 68, 36, true, true], [8, 4, 20, false, false], [257, 129, 1028, false, true]] as const).map(([M, N, K, tA, tB]) => ({
+      name: `tile 128: ${M}x${N}x${K}${tA ? ' transA' : ''}${tB ? ' transB' : ''}`,
+      run: (be: Backend, m: Maker) => tile128(be, () => ops.matmulT(m.f(tA ? [K, M] : [M, K]), m.f(tB ? [N, K] : [K, N]), { transA: tA, transB: tB })),
+    })),
+    { name: 'tile 128: batched, shared b', run: (be, m) => tile128(be, () => ops.matmul(m.f([2, 65, 132]), m.f([132, 20]))) },
+    { name: 'tile 128: batched b, transA', run: (be, m) => tile128(be, () => ops.matmulT(m.f([3, 20, 132]), m.f([3, 20, 8]), { transA: true })) },
   ],
   add: [{ name: 'same', run: (_, m) => ops.add(m.f([7, 33]), m.f([7, 33])) }, { name: 'row bias', run: (_, m) => ops.add(m.f([3, 7, 33]), m.f([33])) },
     { name: 'general', run: (_, m) => ops.add(m.f([3, 1, 33]), m.f([7, 1])) }, { name: 'left repeat', run: (_, m) => ops.add(m.f([33]), m.f([2, 33])) }],
@@ -75,7 +89,9 @@ const CASES: Record<OpName, Case[]> = {
   rope: [{ name: 'full, far positions', run: (_, m) => ops.rope(m.f([2, 7, 3, 8]), [0, 1000], [1, 0.1, 0.01, 0.001]) },
     { name: 'partial', run: (_, m) => ops.rope(m.f([1, 5, 2, 16]), [3], [1, 0.3, 0.05]) }],
   gather_rows: (['f32', 'f16', 'bf16'] as const).map((dt) => ({ name: dt, run: (_, m) => ops.gatherRows(m.w([257, 7], dt), m.i([256, 0, 5, 5], [2, 2])) })),
-  index_add_rows: [{ name: 'repeated rows', run: (_, m) => ops.indexAddRows(m.f([7, 33]), m.f([4, 33]), m.i([6, 0, 6, 2], [4])) }],
+  index_add_rows: [{ name: 'repeated rows', run: (_, m) => ops.indexAddRows(m.f([7, 33]), m.f([4, 33]), m.i([6, 0, 6, 2], [4])) },
+    // An embedding-gradient shape: many rows in ragged chunks of 3, two column groups, repeats across chunks.
+    { name: 'chunked rows', run: (_, m) => ops.indexAddRows(m.f([1100, 70]), m.f([300, 70]), m.i(Array.from({ length: 300 }, (_, i) => (i * 37) % 1099 + (i % 7 === 0 ? 1 : 0)), [300])) }],
   topk: [{ name: '7x33 k3', run: (_, m) => ops.topk(m.f([7, 33]), 3) }, { name: 'ties', run: (be) => ops.topk(be.upload(Float32Array.from([1, 3, 3, 0, 3]), [1, 5], 'f32'), 4) },
     // k = 1 is a workgroup reduction (greedy decoding): ties across threads must still give the lowest index.
     { name: 'argmax 3x1000', run: (_, m) => ops.topk(m.f([3, 1000]), 1) },

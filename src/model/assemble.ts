@@ -258,7 +258,7 @@ export class Model {
     }
     if (opts.logitRows) {
       const picked = this.pickRows(h, opts.logitRows, B, T);
-      ctx.drop(h);
+      if (picked !== h) ctx.drop(h);
       h = picked;
     }
     const logits = await ctx.point('logits', op.matmul(h, this.headWeight(), true));
@@ -284,8 +284,9 @@ export class Model {
     return this.spec.tiedEmbeddings ? this.weights.get('embed.weight')! : this.weights.get('lm_head.weight')!;
   }
 
-  /** Row `rows[b]` of every batch entry of x (B, T, C) → (B, 1, C). */
+  /** Row `rows[b]` of every batch entry of x (B, T, C) → (B, 1, C); x itself when T is 1 (nothing to pick). */
   private pickRows(x: Tensor, rows: number[], B: number, T: number): Tensor {
+    if (T === 1 && rows.every((r) => r === 0)) return x;
     const idx = this.backend.upload(Int32Array.from(rows.map((t, b) => b * T + t)), [B, 1], 'i32');
     const picked = op.gatherRows(x.reshape([B * T, this.spec.dModel]), idx);
     idx.dispose();

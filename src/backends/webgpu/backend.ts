@@ -16,7 +16,7 @@ export class WebGpuError extends BrickworkError {
   }
 }
 import { acquireDevice, type GpuContext } from './device.ts';
-import { WGSL_KERNELS, type KernelInput, type WgslKernel } from './kernels.ts';
+import { WGSL_KERNELS, type KernelEnv, type KernelInput, type WgslKernel } from './kernels.ts';
 
 /** A tensor's GPU storage. */
 export interface GpuHandle {
@@ -49,7 +49,13 @@ export class WebGpuBackend implements Backend {
    * default), so the GPU starts on the first part of a pass while the host records the rest.
    */
   submitEvery = 0;
+  /**
+   * Output tile of large f32 matmuls: 64, or 128 (vec4 loads, 8×8 outputs per thread; bench/webgpu.ts
+   * measures both). The environment variable BRICKWORK_MATMUL_TILE=128 sets it in Node.
+   */
+  matmulTile: 64 | 128 = (globalThis as { process?: { env: Record<string, string | undefined> } }).process?.env.BRICKWORK_MATMUL_TILE === '128' ? 128 : 64;
   private sinceSubmit = 0;
+  private readonly env: KernelEnv;
   readonly stats: WebGpuStats = { dispatches: 0, perOp: {}, submits: 0, readbacks: 0, allocatedBytes: 0, pipelines: 0 };
   readonly device: GPUDevice;
   readonly info: GpuContext['adapterInfo'];
@@ -78,6 +84,7 @@ export class WebGpuBackend implements Backend {
     });
     this.info = ctx.adapterInfo;
     this.features = ctx.features;
+    this.env = { features: this.features, matmulTile: 64 };
     this.arena = this.device.createBuffer({ size: ARENA_SLOT * ARENA_SLOTS, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
   }
 
@@ -204,7 +211,8 @@ export class WebGpuBackend implements Backend {
       ins.push({ shape: t.shape, dtype: t.dtype });
     }
     const outShape = inferShape(op, shapes, attrs);
-    const d = kernel.plan(ins, attrs, outShape, this.features);
+    this.env.matmulTile = this.matmulTile;
+    const d = kernel.plan(ins, attrs, outShape, this.env);
     const outDtype = d.outDtype ?? 'f32';
     const inPlace = d.inPlace === true;
     let out: Tensor;

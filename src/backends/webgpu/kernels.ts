@@ -24,10 +24,17 @@ export interface KernelPlan {
   inPlace?: boolean;
 }
 
+/** What a plan may depend on besides its inputs: the device's features and the backend's kernel choices. */
+export interface KernelEnv {
+  features: Set<string>;
+  /** Output tile of the f32 matmul: 64 (the default) or 128 (bigTileMatmul, where the operands allow vec4 loads). */
+  matmulTile: 64 | 128;
+}
+
 export interface WgslKernel<O extends OpName> {
   /** Dtypes accepted for input i. */
   dtypes(i: number): DType[];
-  plan(ins: KernelInput[], attrs: OpAttrs[O], outShape: readonly number[], features: Set<string>): KernelPlan;
+  plan(ins: KernelInput[], attrs: OpAttrs[O], outShape: readonly number[], env: KernelEnv): KernelPlan;
 }
 
 const MAX_WORDS = 256;
@@ -123,7 +130,7 @@ fn sincos_(x: f32) -> vec2<f32> {
 }
 `;
 
-type AttrFreeKernel = { dtypes(i: number): DType[]; plan(ins: KernelInput[], attrs: Record<string, never>, outShape: readonly number[], features: Set<string>): KernelPlan };
+type AttrFreeKernel = { dtypes(i: number): DType[]; plan(ins: KernelInput[], attrs: Record<string, never>, outShape: readonly number[], env: KernelEnv): KernelPlan };
 
 /** One thread per element: o[i] = expr(x = a[i]); `c` is a constant the expression may read as f(2u). */
 function elementwisePlan(name: string, ins: KernelInput[], expr: string, extra = '', c = 0): KernelPlan {
@@ -246,7 +253,7 @@ const NEG_INF = '-3.4e38'; // below any finite score; the f32 maximum itself is 
 export const WGSL_KERNELS: { [O in OpName]: WgslKernel<O> } = {
   matmul: {
     dtypes: (i) => (i === 0 ? ['f32'] : ['f32', 'f16', 'bf16']),
-    plan(ins, { transB, transA = false }, outShape) {
+    plan(ins, { transB, transA = false }, outShape, env) {
       const [A, B] = ins;
       const M = outShape[outShape.length - 2], K = A.shape[A.shape.length - (transA ? 2 : 1)], N = last(outShape);
       const batches = numel(outShape) / (M * N);
@@ -258,6 +265,8 @@ export const WGSL_KERNELS: { [O in OpName]: WgslKernel<O> } = {
       const Mf = fold ? batches * M : M;
       const nb = fold ? 1 : batches;
       if (Mf <= 8 && transB && !transA) return gemvT(Mf, N, K, nb, bBatches, bt);
+      const vec4Rows = (transA ? Mf % 4 === 0 : K % 4 === 0) && (transB ? K % 4 === 0 : N % 4 === 0);
+      if (env.matmulTile === 128 && bt === 'f32' && vec4Rows) return bigTileMatmul(Mf, N, K, nb, bBatches, transB, transA);
       return tiledMatmul(Mf, N, K, nb, bBatches, transB, transA, bt);
     },
   },
@@ -389,17 +398,25 @@ export const WGSL_KERNELS: { [O in OpName]: WgslKernel<O> } = {
     plan(ins) {
       const [N, C] = ins[0].shape;
       const M = ins[1].shape[0];
-      const g = grid(C, 64);
-      // One thread per column walks the rows in order, so repeated indices add up without atomics.
+      // A thread owns one column of a chunk of destination rows: it copies them, then walks the M source
+      // indices in order and adds the rows that land in its chunk, so repeated indices add up in index
+      // order without atomics. Chunks spread the work (an embedding gradient has 50k rows but few columns).
+      const colGroups = Math.ceil(C / 64);
+      const chunks = Math.max(1, Math.min(N, MAX_WG, Math.ceil(65536 / (colGroups * 64))));
+      const rows = Math.ceil(N / chunks);
       return {
-        key: 'index_add_rows', workgroups: g.workgroups, params: words(C, g.nx, N, M),
+        key: 'index_add_rows', workgroups: [colGroups, Math.ceil(N / rows)], params: words(C, rows, N, M),
         wgsl: () => `${header(['f32', 'f32', 'i32'], 'f32', ['a', 'b', 'c'])}
-@compute @workgroup_size(64) fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let col = gid.x + gid.y * u(1u) * 64u;
-  let C = u(0u);
+@compute @workgroup_size(64) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lv: vec3<u32>) {
+  let C = u(0u); let R = u(1u); let N = u(2u);
+  let col = wid.x * 64u + lv.x;
+  let r0 = wid.y * R; let r1 = min(r0 + R, N);
   if (col >= C) { return; }
-  for (var r = 0u; r < u(2u); r++) { o[r * C + col] = a[r * C + col]; }
-  for (var i = 0u; i < u(3u); i++) { let r = u32(c[i]); o[r * C + col] += b[i * C + col]; }
+  for (var r = r0; r < r1; r++) { o[r * C + col] = a[r * C + col]; }
+  for (var i = 0u; i < u(3u); i++) {
+    let r = u32(c[i]);
+    if (r >= r0 && r < r1) { o[r * C + col] += b[i * C + col]; }
+  }
 }`,
       };
     },
@@ -1103,6 +1120,79 @@ var<workgroup> ix: array<u32, 256>;
     workgroupBarrier();
   }
   if (lid == 0u) { o[r] = i32(ix[0]); }
+}`,
+  };
+}
+
+/**
+ * Large-tile matmul: 128×128 output tiles per 256-thread workgroup, 8×8 outputs per thread (two 4×4
+ * quadrants 64 apart, so neighbouring threads read neighbouring vec4s of the shared tiles), K in steps
+ * of 16, operands loaded as vec4. Needs the loaded rows contiguous in multiples of 4: K % 4 for a
+ * row-major a and a (N, K) b, M % 4 for a transposed a, N % 4 for a (K, N) b. f32 only.
+ */
+function bigTileMatmul(M: number, N: number, K: number, batches: number, bBatches: number, transB: boolean, transA: boolean): KernelPlan {
+  if (batches > MAX_WG) throw new ShapeError('matmul', `${batches} batches exceed the ${MAX_WG} workgroups a grid dimension allows on WebGPU`);
+  // Tile loads: 16 (k) × 128 (rows) values per operand = 512 vec4, two per thread. Along K (row-major a,
+  // b with transB) a vec4 holds 4 consecutive k of one row; across rows (transposed a, b without transB)
+  // it holds 4 consecutive rows of one k.
+  const load = (arr: string, tile: string, alongK: boolean, first: string, off: string, count: string) => alongK
+    ? `for (var j = 0u; j < 2u; j++) {
+      let e = tid + 256u * j; let r = e / 4u; let kq = (e % 4u) * 4u;
+      let gr = ${first} + r; let gk = k0 + kq;
+      var v = vec4<f32>(0.0);
+      if (gr < ${count} && gk < K) { v = ${arr}[(${off} + gr * K + gk) / 4u]; }
+      ${tile}[kq * 32u + r / 4u][r % 4u] = v.x; ${tile}[(kq + 1u) * 32u + r / 4u][r % 4u] = v.y;
+      ${tile}[(kq + 2u) * 32u + r / 4u][r % 4u] = v.z; ${tile}[(kq + 3u) * 32u + r / 4u][r % 4u] = v.w;
+    }`
+    : `for (var j = 0u; j < 2u; j++) {
+      let e = tid + 256u * j; let kk = e / 32u; let rq = (e % 32u) * 4u;
+      let gk = k0 + kk; let gr = ${first} + rq;
+      var v = vec4<f32>(0.0);
+      if (gk < K && gr < ${count}) { v = ${arr}[(${off} + gk * ${count} + gr) / 4u]; }
+      ${tile}[kk * 32u + rq / 4u] = v;
+    }`;
+  return {
+    key: `tile128:${transB}:${transA}`, workgroups: [Math.ceil(N / 128), Math.ceil(M / 128), batches], params: words(M, N, K, bBatches),
+    wgsl: () => `struct Params { w: array<vec4<u32>, 64> };
+@group(0) @binding(0) var<uniform> p: Params;
+fn u(i: u32) -> u32 { return p.w[i / 4u][i % 4u]; }
+@group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> o: array<f32>;
+var<workgroup> As: array<vec4<f32>, 512>;
+var<workgroup> Bs: array<vec4<f32>, 512>;
+@compute @workgroup_size(16, 16) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lv: vec3<u32>) {
+  let M = u(0u); let N = u(1u); let K = u(2u);
+  let batch = wid.z;
+  let ao = batch * M * K;
+  let bo = (batch % u(3u)) * N * K;
+  let oo = batch * M * N;
+  let row0 = wid.y * 128u; let col0 = wid.x * 128u;
+  let tx = lv.x; let ty = lv.y; let tid = ty * 16u + tx;
+  var acc: array<vec4<f32>, 16>;
+  for (var k0 = 0u; k0 < K; k0 += 16u) {
+    ${load('a', 'As', !transA, 'row0', 'ao', 'M')}
+    ${load('b', 'Bs', transB, 'col0', 'bo', 'N')}
+    workgroupBarrier();
+    for (var kk = 0u; kk < 16u; kk++) {
+      let a0 = As[kk * 32u + ty]; let a1 = As[kk * 32u + 16u + ty];
+      let b0 = Bs[kk * 32u + tx]; let b1 = Bs[kk * 32u + 16u + tx];
+      for (var i = 0u; i < 4u; i++) {
+        acc[i * 2u] += a0[i] * b0; acc[i * 2u + 1u] += a0[i] * b1;
+        acc[8u + i * 2u] += a1[i] * b0; acc[8u + i * 2u + 1u] += a1[i] * b1;
+      }
+    }
+    workgroupBarrier();
+  }
+  for (var i = 0u; i < 8u; i++) {
+    let r = row0 + select(ty * 4u + i, 64u + ty * 4u + i - 4u, i >= 4u);
+    if (r >= M) { continue; }
+    for (var h = 0u; h < 2u; h++) {
+      let v = acc[i * 2u + h];
+      let c = col0 + h * 64u + tx * 4u;
+      for (var q = 0u; q < 4u; q++) { if (c + q < N) { o[oo + r * N + c + q] = v[q]; } }
+    }
+  }
 }`,
   };
 }
