@@ -170,3 +170,17 @@ test('WebGPU: fused decoding agrees with unfused, with 7 dispatches per layer in
   const { model: onCpu } = await loadModel(TINY, { backend: cpu });
   assert.deepEqual(g.tokens, (await generate(onCpu, prompt, { maxNewTokens: 6, stopTokens: [] })).tokens);
 }));
+
+test('WebGPU: submitting every few dispatches while recording gives the same values', (t) => withGpu(t, async (gpu) => {
+  const { model } = await loadModel(TINY, { backend: gpu });
+  const whole = await decode(model, true);
+  const s0 = gpu.stats.submits;
+  gpu.submitEvery = 5;
+  try {
+    const split = await decode(model, true);
+    assert.ok(gpu.stats.submits - s0 >= 4 * Math.floor(split.perToken / 5), 'work was submitted during recording');
+    assertSame(split.logits, whole.logits, 'submitEvery 5');
+  } finally {
+    gpu.submitEvery = 0;
+  }
+}));
