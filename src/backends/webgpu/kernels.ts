@@ -1124,6 +1124,16 @@ var<workgroup> ix: array<u32, 256>;
   };
 }
 
+/** WGSL opening of a tiled matmul (16×16 threads, `tile` × `tile` outputs): batch offsets, tile origin, thread ids. */
+const tileStart = (tile: number) => `@compute @workgroup_size(16, 16) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lv: vec3<u32>) {
+  let M = u(0u); let N = u(1u); let K = u(2u);
+  let batch = wid.z;
+  let ao = batch * M * K;
+  let bo = (batch % u(3u)) * N * K;
+  let oo = batch * M * N;
+  let row0 = wid.y * ${tile}u; let col0 = wid.x * ${tile}u;
+  let tx = lv.x; let ty = lv.y; let tid = ty * 16u + tx;`;
+
 /**
  * Large-tile matmul: 128×128 output tiles per 256-thread workgroup, 8×8 outputs per thread (two 4×4
  * quadrants 64 apart, so neighbouring threads read neighbouring vec4s of the shared tiles), K in steps
@@ -1161,14 +1171,7 @@ fn u(i: u32) -> u32 { return p.w[i / 4u][i % 4u]; }
 @group(0) @binding(3) var<storage, read_write> o: array<f32>;
 var<workgroup> As: array<vec4<f32>, 512>;
 var<workgroup> Bs: array<vec4<f32>, 512>;
-@compute @workgroup_size(16, 16) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lv: vec3<u32>) {
-  let M = u(0u); let N = u(1u); let K = u(2u);
-  let batch = wid.z;
-  let ao = batch * M * K;
-  let bo = (batch % u(3u)) * N * K;
-  let oo = batch * M * N;
-  let row0 = wid.y * 128u; let col0 = wid.x * 128u;
-  let tx = lv.x; let ty = lv.y; let tid = ty * 16u + tx;
+${tileStart(128)}
   var acc: array<vec4<f32>, 16>;
   for (var k0 = 0u; k0 < K; k0 += 16u) {
     ${load('a', 'As', !transA, 'row0', 'ao', 'M')}
@@ -1206,14 +1209,7 @@ function tiledMatmul(M: number, N: number, K: number, batches: number, bBatches:
     wgsl: () => `${header(['f32', storageType(bt)], 'f32')}${loader('ldb', 'b', bt)}
 var<workgroup> As: array<array<f32, 64>, 16>;
 var<workgroup> Bs: array<array<f32, 64>, 16>;
-@compute @workgroup_size(16, 16) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lv: vec3<u32>) {
-  let M = u(0u); let N = u(1u); let K = u(2u);
-  let batch = wid.z;
-  let ao = batch * M * K;
-  let bo = (batch % u(3u)) * N * K;
-  let oo = batch * M * N;
-  let row0 = wid.y * 64u; let col0 = wid.x * 64u;
-  let tx = lv.x; let ty = lv.y; let tid = ty * 16u + tx;
+${tileStart(64)}
   var acc: array<array<f32, 4>, 4>;
   for (var k0 = 0u; k0 < K; k0 += 16u) {
     for (var e = tid; e < 1024u; e += 256u) {
