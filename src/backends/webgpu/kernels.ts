@@ -965,10 +965,11 @@ var<workgroup> red: array<f32, ${WG * M}>;
 /**
  * `fused_linear` as one GEMV-style dispatch: one 64-thread workgroup per job and chunk of up to 8 rows.
  * A job is one output column; with rope, a rotary pair of columns (d, d + R) of one head (or one
- * pass-through column d >= 2R); with glu, the gate and up rows of one column. The workgroup first
- * reduces its rows' norm statistics over K, then walks K once, normalising x as it loads it, and
- * applies bias, activation / GLU, rope and the residual to the reduced sums. Weight loads are as in
- * `gemvT` (vec4, eight halves per load when packed).
+ * pass-through column d >= 2R); with glu, the gate and up rows of one column. The workgroup walks K
+ * once, scaling x by the norm weights as it loads it (LayerNorm reduces its rows' mean and variance
+ * first; RMSNorm sums x² in the same walk and scales the sums at the end), then applies bias,
+ * activation / GLU, rope and the residual to the reduced sums. Weight loads are as in `gemvT` (vec4,
+ * eight halves per load when packed).
  */
 function fusedLinearPlan(all: KernelInput[], a: OpAttrs['fused_linear'], kv?: { pos0: number[] }): KernelPlan {
   // With kv (fused_kv_write) input 0 is the cache (B, K, S, D), written in place; the linear's inputs follow.
@@ -998,6 +999,10 @@ function fusedLinearPlan(all: KernelInput[], a: OpAttrs['fused_linear'], kv?: { 
 
   const wgsl = () => {
     const xType = vec ? 'vec4<f32>' : 'f32';
+    const rms = a.norm?.kind === 'rmsnorm';
+    // Shared slices of 64 partial sums: row sums of the first (and second) accumulator, then Σx² (RMSNorm).
+    const ssAt = MC * (two ? 2 : 1);
+    const parts = ssAt + (rms ? MC : 0);
     const wType = vec ? (is16(bt) ? 'vec4<u32>' : 'vec4<f32>') : storageType(bt);
     const bind: [string, string, number | undefined][] = [
       ['inp', xType, 0], ['w', wType, 1], ['nw', xType, slot.normW], ['nb', xType, slot.normB], ['wu', wType, slot.wUp],
@@ -1008,29 +1013,34 @@ function fusedLinearPlan(all: KernelInput[], a: OpAttrs['fused_linear'], kv?: { 
     // Where output (row r, column c) goes: row-major (M, N), or the cache row of (b, t) and head c / D.
     const oi = kv ? 'let T = u(6u); let D = u(10u); let b = r / T; return ((b * u(13u) + c / D) * u(12u) + u(14u + b) + r % T) * D + c % D;'
       : 'return r * u(3u) + c;';
-    // The normalised input: v is raw x (f32 or vec4), i indexes the norm weights alike.
-    const nrm = !a.norm ? 'v'
-      : a.norm.kind === 'rmsnorm' ? '(nw[i] * (v * inv)) * s'
-        : `(((v - mu) * inv) * nw[i]${a.norm.bias ? ' + nb[i]' : ''}) * s`;
-    const raw = vec ? 'inp[k / 4u][k % 4u]' : 'inp[k]'; // element k (flat) of x, for the statistics
-    const stats = !a.norm ? '' : `
-  for (var m = 0u; m < ${MC}u; m++) {
-    let r = min(m0 + m, M - 1u);
-    var s1 = 0.0;
-    for (var k = r * K + lid; k < (r + 1u) * K; k += 64u) { let v = ${raw}; s1 += ${a.norm.kind === 'rmsnorm' ? 'v * v' : 'v'}; }
-    let t1 = reduce64(lid, s1, false);
-    ${a.norm.kind === 'rmsnorm' ? `ivs[m] = inverseSqrt(t1 / f32(K) + eps);` : `let mean = t1 / f32(K);
-    var s2 = 0.0;
-    for (var k = r * K + lid; k < (r + 1u) * K; k += 64u) { let v = ${raw} - mean; s2 += v * v; }
-    mus[m] = mean; ivs[m] = inverseSqrt(reduce64(lid, s2, false) / f32(K) + eps);`}
-  }`;
+    // The normalised input: v is raw x (f32 or vec4), i indexes the norm weights alike. RMSNorm's 1/rms is
+    // a per-row factor, so it is taken out of the dot product: Σx² accumulates in the main loop and the
+    // sums are scaled at the end. LayerNorm reduces the mean and variance first (two passes, as the
+    // reference does), over x in the same units as the main loop.
+    const nrm = !a.norm ? 'v' : rms ? '(nw[i] * v) * s' : `(((v - mu) * inv) * nw[i]${a.norm.bias ? ' + nb[i]' : ''}) * s`;
+    const sum = (v: string) => (vec ? `dot(${v}, vec4<f32>(1.0))` : v);
+    const sq = (v: string) => (vec ? `dot(${v}, ${v})` : `${v} * ${v}`);
+    const units = vec ? 'K / 4u' : 'K';
+    const statsPass = (acc: string, expr: (v: string) => string) => `
+  { var t: array<f32, ${MC}>;
+    for (var st = lid; st < ${units}; st += 64u) {
+      for (var m = 0u; m < ${MC}u; m++) { let v = inp[min(m0 + m, M - 1u) * (${units}) + st]; t[m] += ${expr('v')}; }
+    }
+    for (var m = 0u; m < ${MC}u; m++) { part[m * 64u + lid] = t[m]; }
+    reduce_parts(lid, ${MC}u);
+    for (var m = 0u; m < ${MC}u; m++) { ${acc}; }
+    workgroupBarrier(); }`;
+    const stats = !a.norm || rms ? '' : statsPass('mus[m] = part[m * 64u] / f32(K)', sum)
+      + statsPass('ivs[m] = inverseSqrt(part[m * 64u] / f32(K) + eps)', (v) => sq(`(${v} - mus[m])`));
     // Loads: weight row `row` at step `st` → wN0 (and wN1 for packed halves); x of row r normalised.
     const wLoad = (arr: string, row: string, out: string) => !vec ? `let ${out}0 = ld_${arr}(${row} * K + st);`
       : is16(bt) ? `let ${out}p = ${arr}[${row} * (K / 8u) + st]; ${widen8(bt, `${out}p`, `${out}0`, `${out}1`)}`
         : `let ${out}0 = ${arr}[${row} * (K / 4u) + st];`;
-    const xLoad = !vec ? `let x0 = xn(r * K + st, st, mu, inv);`
-      : is16(bt) ? `let x0 = xn(r * (K / 4u) + 2u * st, 2u * st, mu, inv); let x1 = xn(r * (K / 4u) + 2u * st + 1u, 2u * st + 1u, mu, inv);`
-        : `let x0 = xn(r * (K / 4u) + st, st, mu, inv);`;
+    // x of row r at step st (raw v0, v1; normalised x0, x1), and its squares for RMSNorm.
+    const xAt = (n: number, j: string, i: string) => `let v${n} = inp[${j}]; let x${n} = xn(v${n}, ${i}, mu, inv);${rms ? ` ss[m] += ${sq(`v${n}`)};` : ''}`;
+    const xLoad = !vec ? xAt(0, 'r * K + st', 'st')
+      : is16(bt) ? xAt(0, 'r * (K / 4u) + 2u * st', '2u * st') + ' ' + xAt(1, 'r * (K / 4u) + 2u * st + 1u', '2u * st + 1u')
+        : xAt(0, 'r * (K / 4u) + st', 'st');
     const mac = (w: string) => !vec ? `x0 * ${w}0` : is16(bt) ? `dot(x0, ${w}0) + dot(x1, ${w}1)` : `dot(x0, ${w}0)`;
     const steps = !vec ? 'K' : `K / ${E}u`;
     return `struct Params { w: array<vec4<u32>, 64> };
@@ -1041,9 +1051,17 @@ ${decls}
 @group(0) @binding(${kv ? 1 : slot.count + 1}) var<storage, read_write> o: array<f32>;
 fn oi(r: u32, c: u32) -> u32 { ${oi} }
 ${vec ? '' : loader('ld_w', 'w', bt) + (a.glu ? loader('ld_wu', 'wu', bt) : '')}
-${a.act === 'gelu_erf' ? ERF_WGSL : ''}${a.rope ? SINCOS_WGSL : ''}${workgroupReduce(64)}
-var<workgroup> part: array<f32, ${64 * MC * (two ? 2 : 1)}>;
-fn xn(j: u32, i: u32, mu: f32, inv: f32) -> ${xType} { let s = f(8u); let v = inp[j]; return ${nrm}; }
+${a.act === 'gelu_erf' ? ERF_WGSL : ''}${a.rope ? SINCOS_WGSL : ''}
+var<workgroup> part: array<f32, ${64 * parts}>;
+fn xn(v: ${xType}, i: u32, mu: f32, inv: f32) -> ${xType} { let s = f(8u); return ${nrm}; }
+// Sums each of the first n 64-wide slices of part into its slot 0.
+fn reduce_parts(lid: u32, n: u32) {
+  workgroupBarrier();
+  for (var h = 32u; h > 0u; h = h >> 1u) {
+    if (lid < h) { for (var m = 0u; m < n; m++) { part[m * 64u + lid] += part[m * 64u + lid + h]; } }
+    workgroupBarrier();
+  }
+}
 @compute @workgroup_size(64) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lv: vec3<u32>) {
   let job = wid.x + wid.y * u(1u);
   if (job >= u(0u)) { return; }
@@ -1054,7 +1072,7 @@ fn xn(j: u32, i: u32, mu: f32, inv: f32) -> ${xType} { let s = f(8u); let v = in
   let hd = jn / (D - R); let j = jn % (D - R); let paired = j < R;
   let colA = hd * D + select(j + R, j, paired); let colB = select(colA, colA + R, paired);` : 'let colA = jn; let colB = jn;'}
   var mus: array<f32, ${MC}>; var ivs: array<f32, ${MC}>;${stats}
-  var acc0: array<f32, ${MC}>; var acc1: array<f32, ${MC}>;
+  var acc0: array<f32, ${MC}>; var acc1: array<f32, ${MC}>; var ss: array<f32, ${MC}>;
   for (var st = lid; st < ${steps}; st += 64u) {
     ${wLoad('w', 'colA', 'wa')}
     ${a.rope ? wLoad('w', 'colB', 'wb') : a.glu ? wLoad('wu', 'colA', 'wb') : ''}
@@ -1064,16 +1082,15 @@ fn xn(j: u32, i: u32, mu: f32, inv: f32) -> ${xType} { let s = f(8u); let v = in
       acc0[m] += ${mac('wa')};${two ? `\n      acc1[m] += ${mac('wb')};` : ''}
     }
   }
-  for (var m = 0u; m < ${MC}u; m++) { part[m * 64u + lid] = acc0[m];${two ? ` part[(${MC}u + m) * 64u + lid] = acc1[m];` : ''} }
-  workgroupBarrier();
-  for (var h = 32u; h > 0u; h = h >> 1u) {
-    if (lid < h) { for (var m = 0u; m < ${MC * (two ? 2 : 1)}u; m++) { part[m * 64u + lid] += part[m * 64u + lid + h]; } }
-    workgroupBarrier();
+  for (var m = 0u; m < ${MC}u; m++) {
+    part[m * 64u + lid] = acc0[m];${two ? ` part[(${MC}u + m) * 64u + lid] = acc1[m];` : ''}${rms ? ` part[(${ssAt}u + m) * 64u + lid] = ss[m];` : ''}
   }
+  reduce_parts(lid, ${parts}u);
   if (lid >= ${MC}u || m0 + lid >= M) { return; }
   let r = m0 + lid;
   var ya = part[lid * 64u];
   var yb = ${two ? `part[(${MC}u + lid) * 64u]` : '0.0'};
+  ${rms ? `let rinv = inverseSqrt(part[(${ssAt}u + lid) * 64u] / f32(K) + eps); ya *= rinv; yb *= rinv;` : ''}
   ${a.bias ? `ya += bias[colA]; yb += ${a.glu ? 'biasu[colA]' : a.rope ? 'bias[colB]' : '0.0'};` : ''}
   ${a.act ? `{ let x = ya; ya = ${ACT_WGSL[a.act]}; }` : ''}
   ${a.glu ? 'ya = ya * yb;' : ''}
