@@ -7,7 +7,7 @@ import * as op from '../tensor/api.ts';
 import type { Tensor } from '../tensor/tensor.ts';
 import { SkipMeter, type Policy, type PolicySession, type SkippedFraction } from './policies/index.ts';
 import { ContextLengthError, UsageError } from '../util/errors.ts';
-import { Rng, sampleToken, validateSampling, type SamplingOptions } from './sampling.ts';
+import { Rng, argmax, sampleToken, validateSampling, type SamplingOptions } from './sampling.ts';
 
 export interface GenerateOptions {
   maxNewTokens: number;
@@ -75,16 +75,9 @@ export async function generate(model: Model, prompts: number[][], opts: Generate
     const t0 = performance.now();
     const ids = new Int32Array(B * Tmax);
     prompts.forEach((p, b) => ids.set(p, b * Tmax));
-    // Greedy decoding where the backend prefers few, small transfers (WebGPU): the argmax runs on the
-    // device and B token ids come back instead of B·V logits (same tie rule: the lowest index).
-    const onDevice = sampling.greedy === true && model.backend.prefersFusion === true;
-    const readOut = async (t: Tensor): Promise<Float32Array | Int32Array> => {
-      if (!onDevice) return t.toF32();
-      const best = op.topk(t.reshape([B, V]), 1);
-      const picked = (await model.backend.read(best)) as Int32Array;
-      best.dispose();
-      return picked;
-    };
+    // Greedy: token ids come back (picked on the device where the backend prefers it), not B·V logits.
+    const greedy = sampling.greedy === true;
+    const readOut = (t: Tensor): Promise<Float32Array | Int32Array> => (greedy ? argmaxRows(t, V) : t.toF32());
     const pre = await policyPass(model, session, meter, 'prefill', ids, B, Tmax, { cache, logitRows: lens.map((l) => l - 1), fuse: opts.fuse }, lens.reduce((p, l) => p + l, 0), (b, t) => t < lens[b]);
     let logits = await readOut(pre.logits);
     pre.logits.dispose();
@@ -95,7 +88,7 @@ export async function generate(model: Model, prompts: number[][], opts: Generate
     for (;;) {
       for (let b = 0; b < B; b++) {
         if (done[b]) continue;
-        const tok = onDevice ? logits[b] : sampleToken(logits, b * V, V, sampling, rng);
+        const tok = greedy ? logits[b] : sampleToken(logits, b * V, V, sampling, rng);
         tokens[b].push(tok);
         opts.onToken?.(b, tok);
         if (stops.has(tok)) { done[b] = true; finish[b] = 'stop'; }
@@ -114,6 +107,22 @@ export async function generate(model: Model, prompts: number[][], opts: Generate
   } finally {
     cache.dispose();
   }
+}
+
+/**
+ * The argmax of every row of logits (…, V), lowest index on ties: on the device where the backend
+ * prefers few, small transfers (WebGPU: one id per row comes back instead of V logits), else on the host.
+ */
+export async function argmaxRows(logits: Tensor, V: number): Promise<Int32Array> {
+  const rows = logits.size / V;
+  if (logits.backend.prefersFusion) {
+    const best = op.topk(logits.reshape([rows, V]), 1);
+    const ids = (await logits.backend.read(best)) as Int32Array;
+    best.dispose();
+    return ids;
+  }
+  const L = await logits.toF32();
+  return Int32Array.from({ length: rows }, (_, r) => argmax(L, r * V, V));
 }
 
 /**

@@ -10,7 +10,7 @@
 import { KVCache, type Model } from '../model/assemble.ts';
 import * as op from '../tensor/api.ts';
 import { ContextLengthError, UsageError } from '../util/errors.ts';
-import { policyPass } from './generate.ts';
+import { argmaxRows, policyPass } from './generate.ts';
 import { SkipMeter, type Policy, type SkippedFraction } from './policies/index.ts';
 import { argmax, drawIndex, Rng, samplingDistribution, validateSampling, type SamplingOptions } from './sampling.ts';
 
@@ -115,7 +115,7 @@ export async function speculativeGenerate(model: Model, prompt: number[], opts: 
     const dplan = session.plan('prefill');
     const shared = !dplan.gate && !dplan.exit && dplan.moeTopK === undefined;
     const pre = await model.forward(ids, 1, P, { cache: target, logitRows: [P - 1], ...(shared && dplan.capture ? { capture: dplan.capture } : {}) });
-    const first = await pre.logits.toF32();
+    const first = sampling.greedy ? await argmaxRows(pre.logits, V) : await pre.logits.toF32();
     pre.logits.dispose();
     if (shared) {
       await session.observe(pre, { B: 1, T: P, predicted: 1 });
@@ -129,50 +129,55 @@ export async function speculativeGenerate(model: Model, prompt: number[], opts: 
     }
     const t1 = performance.now();
     const seq = [...prompt];
-    let last = sampling.greedy ? argmax(first, 0, V) : drawIndex(denseDist(first, 0, V, sampling), rng);
+    let last = sampling.greedy ? first[0] : drawIndex(denseDist(first as Float32Array, 0, V, sampling), rng);
     seq.push(last);
     let done = emit(last);
     let pos = P; // target cache holds positions < pos; `last` is not in it yet
     let dpos = P; // same for the draft cache
     while (!done) {
       const kk = Math.min(k, opts.maxNewTokens - out.length);
-      const drafts: number[] = [], qs: Float64Array[] = [];
+      const drafts: number[] = [], qs: Float64Array[] = []; // qs: the draft's distributions (sampling only)
       let pending = seq.slice(dpos);
       for (let i = 0; i < kk; i++) {
         const r = await policyPass(model, session, meter, 'decode', Int32Array.from(pending), 1, pending.length,
           { cache: draftCache, pos0: [dpos], logitRows: [pending.length - 1] }, pending.length);
-        const L = await r.logits.toF32();
+        let d: number;
+        if (sampling.greedy) d = (await argmaxRows(r.logits, V))[0];
+        else {
+          const q = denseDist(await r.logits.toF32(), 0, V, sampling);
+          d = drawIndex(q, rng);
+          qs.push(q);
+        }
         r.logits.dispose();
         draftPasses++;
         dpos += pending.length;
-        const q = denseDist(L, 0, V, sampling);
-        const d = sampling.greedy ? argmax(L, 0, V) : drawIndex(q, rng);
         drafts.push(d);
-        qs.push(q);
         pending = [d];
         if (stops.has(d)) break;
       }
       // The full model scores `last` and every draft in one pass: row i predicts the token after input i.
       const vin = Int32Array.from([last, ...drafts]);
       const ver = await model.forward(vin, 1, vin.length, { cache: target, pos0: [pos] });
-      const L = await ver.logits.toF32();
-      ver.logits.dispose();
       rounds++;
       drafted += drafts.length;
       let n = 0, next = -1;
-      for (let i = 0; i < drafts.length; i++) {
-        if (sampling.greedy) {
-          const best = argmax(L, i * V, V);
-          if (best === drafts[i]) { n++; continue; }
-          next = best;
+      if (sampling.greedy) {
+        // Greedy: accept drafts while they are the full model's argmax; the first miss is replaced by it.
+        const best = await argmaxRows(ver.logits, V);
+        ver.logits.dispose();
+        while (n < drafts.length && best[n] === drafts[n]) n++;
+        next = best[n];
+      } else {
+        const L = await ver.logits.toF32();
+        ver.logits.dispose();
+        for (let i = 0; i < drafts.length; i++) {
+          const d = acceptOrResample(denseDist(L, i * V, V, sampling), qs[i], drafts[i], rng);
+          if (d.accepted) { n++; continue; }
+          next = d.token;
           break;
         }
-        const d = acceptOrResample(denseDist(L, i * V, V, sampling), qs[i], drafts[i], rng);
-        if (d.accepted) { n++; continue; }
-        next = d.token;
-        break;
+        if (next < 0) next = drawIndex(denseDist(L, drafts.length * V, V, sampling), rng);
       }
-      if (next < 0) next = sampling.greedy ? argmax(L, drafts.length * V, V) : drawIndex(denseDist(L, drafts.length * V, V, sampling), rng);
       accepted += n;
       // Both caches now hold valid entries only for `last` and the accepted drafts.
       pos += n + 1;
