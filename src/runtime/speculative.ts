@@ -12,7 +12,7 @@ import * as op from '../tensor/api.ts';
 import { ContextLengthError, UsageError } from '../util/errors.ts';
 import { argmaxRows, policyPass } from './generate.ts';
 import { SkipMeter, type Policy, type SkippedFraction } from './policies/index.ts';
-import { argmax, drawIndex, Rng, samplingDistribution, validateSampling, type SamplingOptions } from './sampling.ts';
+import { drawIndex, Rng, samplingDistribution, validateSampling, type SamplingOptions } from './sampling.ts';
 
 export interface SpeculativeOptions {
   maxNewTokens: number;
@@ -44,10 +44,9 @@ export interface SpeculativeResult {
   draftSkipped: SkippedFraction;
 }
 
-/** A distribution as a dense probability vector over the vocabulary. */
+/** A (non-greedy) sampling distribution as a dense probability vector over the vocabulary. */
 function denseDist(logits: Float32Array, off: number, V: number, s: SamplingOptions): Float64Array {
   const p = new Float64Array(V);
-  if (s.greedy) { p[argmax(logits, off, V)] = 1; return p; }
   const { ids, probs } = samplingDistribution(logits, off, V, s);
   for (let i = 0; i < ids.length; i++) p[ids[i]] = probs[i];
   return p;

@@ -49,12 +49,8 @@ export class WebGpuBackend implements Backend {
    * default), so the GPU starts on the first part of a pass while the host records the rest.
    */
   submitEvery = 0;
-  /**
-   * Output tile of large f32 matmuls: 64, or 128 (vec4 loads, 8×8 outputs per thread; bench/webgpu.ts
-   * measures both). The environment variable BRICKWORK_MATMUL_TILE=128 sets it in Node.
-   */
-  matmulTile: 64 | 128 = (globalThis as { process?: { env: Record<string, string | undefined> } }).process?.env.BRICKWORK_MATMUL_TILE === '128' ? 128 : 64;
   private sinceSubmit = 0;
+  /** What kernel plans see besides their inputs; `matmulTile` lives here. */
   private readonly env: KernelEnv;
   readonly stats: WebGpuStats = { dispatches: 0, perOp: {}, submits: 0, readbacks: 0, allocatedBytes: 0, pipelines: 0 };
   readonly device: GPUDevice;
@@ -84,9 +80,17 @@ export class WebGpuBackend implements Backend {
     });
     this.info = ctx.adapterInfo;
     this.features = ctx.features;
-    this.env = { features: this.features, matmulTile: 64 };
+    const tile = (globalThis as { process?: { env: Record<string, string | undefined> } }).process?.env.BRICKWORK_MATMUL_TILE;
+    this.env = { features: this.features, matmulTile: tile === '128' ? 128 : 64 };
     this.arena = this.device.createBuffer({ size: ARENA_SLOT * ARENA_SLOTS, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
   }
+
+  /**
+   * Output tile of large f32 matmuls: 64, or 128 (vec4 loads, 8×8 outputs per thread; bench/webgpu.ts
+   * measures both). The environment variable BRICKWORK_MATMUL_TILE=128 sets it in Node.
+   */
+  get matmulTile(): 64 | 128 { return this.env.matmulTile; }
+  set matmulTile(t: 64 | 128) { this.env.matmulTile = t; }
 
   static async create(): Promise<WebGpuBackend> {
     return new WebGpuBackend(await acquireDevice());
@@ -211,7 +215,6 @@ export class WebGpuBackend implements Backend {
       ins.push({ shape: t.shape, dtype: t.dtype });
     }
     const outShape = inferShape(op, shapes, attrs);
-    this.env.matmulTile = this.matmulTile;
     const d = kernel.plan(ins, attrs, outShape, this.env);
     const outDtype = d.outDtype ?? 'f32';
     const inPlace = d.inPlace === true;

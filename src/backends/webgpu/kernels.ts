@@ -71,14 +71,15 @@ function grid(n: number, size: number): { workgroups: number[]; nx: number } {
   return { workgroups: [x, Math.ceil(groups / x)], nx: x };
 }
 
+/** The parameter words (binding 0) and their accessors u(i) / f(i), which every kernel opens with. */
+const PARAMS_WGSL = `struct Params { w: array<vec4<u32>, 64> };
+@group(0) @binding(0) var<uniform> p: Params;
+fn u(i: u32) -> u32 { return p.w[i / 4u][i % 4u]; }
+fn f(i: u32) -> f32 { return bitcast<f32>(u(i)); }`;
+
 /** Bindings and parameter accessors shared by every kernel. `ins` are the WGSL element types. */
 function header(ins: string[], out: string | undefined, names = ['a', 'b', 'c', 'd']): string {
-  const lines = [
-    'struct Params { w: array<vec4<u32>, 64> };',
-    '@group(0) @binding(0) var<uniform> p: Params;',
-    'fn u(i: u32) -> u32 { return p.w[i / 4u][i % 4u]; }',
-    'fn f(i: u32) -> f32 { return bitcast<f32>(u(i)); }',
-  ];
+  const lines = [PARAMS_WGSL];
   ins.forEach((t, i) => lines.push(`@group(0) @binding(${i + 1}) var<storage, ${out === undefined && i === 0 ? 'read_write' : 'read'}> ${names[i]}: array<${t}>;`));
   if (out !== undefined) lines.push(`@group(0) @binding(${ins.length + 1}) var<storage, read_write> o: array<${out}>;`);
   return lines.join('\n') + '\n';
@@ -933,9 +934,7 @@ function gemvT(M: number, N: number, K: number, batches: number, bBatches: numbe
     }`;
   return {
     key: `gemvT:${bt}:${vec}:${M}`, workgroups: g.workgroups, params: words(N * batches, g.nx, M, N, K, bBatches),
-    wgsl: () => `struct Params { w: array<vec4<u32>, 64> };
-@group(0) @binding(0) var<uniform> p: Params;
-fn u(i: u32) -> u32 { return p.w[i / 4u][i % 4u]; }
+    wgsl: () => `${PARAMS_WGSL}
 @group(0) @binding(1) var<storage, read> ${vec ? 'av: array<vec4<f32>>' : 'a: array<f32>'};
 @group(0) @binding(2) var<storage, read> b: array<${bType}>;
 @group(0) @binding(3) var<storage, read_write> o: array<f32>;
@@ -990,8 +989,8 @@ function fusedLinearPlan(all: KernelInput[], a: OpAttrs['fused_linear'], kv?: { 
   const J = a.rope ? (N / D) * (D - R) : N;
   const two = !!a.rope || a.glu; // two accumulators per row: the rotary partner column, or the up row
   const g = grid(J * chunks * 64, 64);
-  const rows = a.rope || kv; // rows are (b, t) with positions
-  const B = rows ? ins[0].shape[0] : 1, T = rows ? ins[0].shape[1] : 1;
+  const positioned = a.rope || kv; // x is (B, T, K): rows have positions
+  const B = positioned ? ins[0].shape[0] : 1, T = positioned ? ins[0].shape[1] : 1;
   const [, KH, S] = kv ? all[0].shape : [0, 0, 0];
   const params = words(J * chunks, g.nx, M, N, K, J, T, f(a.norm?.eps ?? 0), f(a.norm?.scale ?? 1), R, D, B, S, KH,
     a.rope?.pos0 ?? kv?.pos0 ?? [], (a.rope?.invFreq ?? []).map(f));
@@ -1043,10 +1042,7 @@ function fusedLinearPlan(all: KernelInput[], a: OpAttrs['fused_linear'], kv?: { 
         : xAt(0, 'r * (K / 4u) + st', 'st');
     const mac = (w: string) => !vec ? `x0 * ${w}0` : is16(bt) ? `dot(x0, ${w}0) + dot(x1, ${w}1)` : `dot(x0, ${w}0)`;
     const steps = !vec ? 'K' : `K / ${E}u`;
-    return `struct Params { w: array<vec4<u32>, 64> };
-@group(0) @binding(0) var<uniform> p: Params;
-fn u(i: u32) -> u32 { return p.w[i / 4u][i % 4u]; }
-fn f(i: u32) -> f32 { return bitcast<f32>(u(i)); }
+    return `${PARAMS_WGSL}
 ${decls}
 @group(0) @binding(${kv ? 1 : slot.count + 1}) var<storage, read_write> o: array<f32>;
 fn oi(r: u32, c: u32) -> u32 { ${oi} }
@@ -1180,9 +1176,7 @@ function bigTileMatmul(M: number, N: number, K: number, batches: number, bBatche
     }`;
   return {
     key: `tile128:${transB}:${transA}`, workgroups: [Math.ceil(N / 128), Math.ceil(M / 128), batches], params: words(M, N, K, bBatches),
-    wgsl: () => `struct Params { w: array<vec4<u32>, 64> };
-@group(0) @binding(0) var<uniform> p: Params;
-fn u(i: u32) -> u32 { return p.w[i / 4u][i % 4u]; }
+    wgsl: () => `${PARAMS_WGSL}
 @group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> o: array<f32>;

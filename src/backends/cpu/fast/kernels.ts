@@ -2,7 +2,7 @@
 // two matmuls per kv head over the head-major cache, typed elementwise and norm loops. Each one is
 // tested against the reference in test/ops.test.ts; the reference stays the definition.
 
-import { CPU_KERNELS, composeFusedKvWrite, composeFusedLinear, type CpuKernelTable, type HostTensor } from '../kernels.ts';
+import { CPU_KERNELS, composeFusedKvWrite, composeFusedLinear, type CpuKernel, type CpuKernelTable, type HostTensor } from '../kernels.ts';
 import { allocF32, freeF32, matmulF32 } from './matmul.ts';
 
 /** Resident scratch buffers for attention, grown on demand and kept. */
@@ -248,6 +248,16 @@ export const FAST_KERNELS: Partial<CpuKernelTable> = {
     attentionByMatmul(out, q.data as Float32Array, k.data as Float32Array, v.data as Float32Array, B, T, H, K, D, S, pos0, scale);
   },
   // The same composition as the reference, over the fast kernels (a fused pass equals the unfused one).
-  fused_linear: (out, xs, a, shape) => composeFusedLinear({ ...CPU_KERNELS, ...FAST_KERNELS } as CpuKernelTable)(out, xs, a, shape),
-  fused_kv_write: (out, xs, a, shape) => composeFusedKvWrite({ ...CPU_KERNELS, ...FAST_KERNELS } as CpuKernelTable)(out, xs, a, shape),
+  fused_linear: (out, xs, a, shape) => fusedFast().linear(out, xs, a, shape),
+  fused_kv_write: (out, xs, a, shape) => fusedFast().kvWrite(out, xs, a, shape),
 };
+
+/** The fused kernels composed over the reference table overlaid with the fast one, built once. */
+let fused: { linear: CpuKernel<'fused_linear'>; kvWrite: CpuKernel<'fused_kv_write'> } | undefined;
+function fusedFast() {
+  if (!fused) {
+    const table = { ...CPU_KERNELS, ...FAST_KERNELS } as CpuKernelTable;
+    fused = { linear: composeFusedLinear(table), kvWrite: composeFusedKvWrite(table) };
+  }
+  return fused;
+}
