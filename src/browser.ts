@@ -10,7 +10,7 @@ export { Tape, NoGradientError } from './tensor/autograd.ts';
 export { GRAD_RULES, type GradRule, type GradArgs } from './tensor/grad.ts';
 export { getBackend, registerBackend, CpuBackend, WebGpuBackend } from './backends/backend.ts';
 export { NoWebGpuError } from './backends/webgpu/device.ts';
-export { WebGpuError } from './backends/webgpu/backend.ts';
+export { WebGpuError, type ProfileEntry } from './backends/webgpu/backend.ts';
 export { validateSpec, specProblems, sublayerNames, placementOf, SPEC_FORMAT, SPEC_VERSION } from './model/spec.ts';
 export type { ModelSpec, LayerSpec, SublayerSpec, AttnSpec, FfnSpec, MoeSpec, NormSpec, NormPlacement, Activation } from './model/spec.ts';
 export { Model, KVCache, declareWeights, brickCosts, type BrickCost, type Hook, type ForwardOptions, type ForwardResult, type SublayerGate, type ExitCheck } from './model/assemble.ts';

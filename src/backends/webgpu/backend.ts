@@ -41,6 +41,18 @@ export interface WebGpuStats extends BackendStats {
   pipelines: number;
 }
 
+/** GPU time of one kind of dispatch, summed over a profile (see WebGpuBackend.startProfile). */
+export interface ProfileEntry {
+  /** The op, its kernel variant and its input shapes, e.g. `matmul tiled:f16:true:false 512x768 2048x768`. */
+  label: string;
+  count: number;
+  /** Total GPU time in milliseconds. */
+  ms: number;
+}
+
+/** Timestamp pairs a query set holds (WebGPU allows at most 4096 queries per set). */
+const PROFILE_PAIRS = 2048;
+
 export class WebGpuBackend implements Backend {
   readonly name = 'webgpu';
   readonly prefersFusion = true;
@@ -70,6 +82,8 @@ export class WebGpuBackend implements Backend {
   private readonly staging: GPUBuffer[] = [];
   private readonly dynOffset = new Uint32Array(1);
   private destroyed = false;
+  /** Per-dispatch timing while a profile runs: labels of the dispatches recorded since the last submit. */
+  private prof?: { set: GPUQuerySet; resolve: GPUBuffer; labels: string[]; reads: Promise<void>[]; totals: Map<string, { count: number; ns: number }> };
   /** Validation/out-of-memory errors the device reported; raised at the next read or sync. */
   private readonly gpuErrors: string[] = [];
 
@@ -189,12 +203,68 @@ export class WebGpuBackend implements Backend {
     throw new WebGpuError(msg);
   }
 
+  /**
+   * Start timing every dispatch on the GPU (needs the adapter's `timestamp-query` feature). Each dispatch
+   * then runs in a compute pass of its own, so the sum is a little above an unprofiled run's GPU time;
+   * the shares per kernel are what a profile is for. `stopProfile()` returns the totals.
+   */
+  startProfile(): void {
+    if (!this.features.has('timestamp-query')) {
+      throw new BrickworkError('E_NO_TIMESTAMPS', `this adapter (${this.info.description || this.info.vendor || 'unknown'}) does not offer the 'timestamp-query' feature, so dispatches cannot be timed`, 'profile on an adapter that lists timestamp-query (NVIDIA, AMD and Intel Vulkan drivers and SwiftShader do)');
+    }
+    if (this.prof) return;
+    this.flush();
+    this.prof = {
+      set: this.device.createQuerySet({ type: 'timestamp', count: 2 * PROFILE_PAIRS }),
+      resolve: this.device.createBuffer({ size: 16 * PROFILE_PAIRS, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC }),
+      labels: [], reads: [], totals: new Map(),
+    };
+  }
+
+  /** Stop timing; the GPU time per kind of dispatch since `startProfile()`, largest first. */
+  async stopProfile(): Promise<ProfileEntry[]> {
+    const prof = this.prof;
+    if (!prof) throw new BrickworkError('E_NO_PROFILE', 'stopProfile() was called with no profile running', 'call startProfile() first');
+    await this.sync();
+    await Promise.all(prof.reads);
+    this.prof = undefined;
+    prof.set.destroy();
+    prof.resolve.destroy();
+    return [...prof.totals].map(([label, t]) => ({ label, count: t.count, ms: t.ns / 1e6 })).sort((a, b) => b.ms - a.ms);
+  }
+
+  /**
+   * Resolve this submit's timestamps into a buffer; the returned function, called after the submit,
+   * reads and sums them once the GPU is done.
+   */
+  private resolveProfile(encoder: GPUCommandEncoder): () => void {
+    const prof = this.prof!;
+    const labels = prof.labels.splice(0);
+    const bytes = 16 * labels.length;
+    encoder.resolveQuerySet(prof.set, 0, 2 * labels.length, prof.resolve, 0);
+    const staging = this.device.createBuffer({ size: bytes, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    encoder.copyBufferToBuffer(prof.resolve, 0, staging, 0, bytes);
+    return () => prof.reads.push((async () => {
+      await staging.mapAsync(GPUMapMode.READ);
+      const ts = new BigUint64Array(staging.getMappedRange());
+      for (let i = 0; i < labels.length; i++) {
+        const ns = Number(ts[2 * i + 1] - ts[2 * i]);
+        const t = prof.totals.get(labels[i]);
+        if (t) { t.count++; t.ns += ns; } else prof.totals.set(labels[i], { count: 1, ns });
+      }
+      staging.unmap();
+      staging.destroy();
+    })());
+  }
+
   /** Submit everything recorded so far (no wait). */
   flush(): void {
     this.endPass();
     if (!this.encoder) return;
+    const readTimes = this.prof?.labels.length ? this.resolveProfile(this.encoder) : undefined;
     if (this.arenaUsed) this.device.queue.writeBuffer(this.arena, 0, this.arenaHost, 0, this.arenaUsed);
     this.device.queue.submit([this.encoder.finish()]);
+    readTimes?.();
     this.encoder = undefined;
     this.arenaUsed = 0;
     this.sinceSubmit = 0;
@@ -257,11 +327,20 @@ export class WebGpuBackend implements Backend {
       this.bindGroups.set(bgKey, bg);
     }
     this.encoder ??= this.device.createCommandEncoder();
+    const prof = this.prof;
+    if (prof) {
+      // A pass of its own, with timestamps at its start and end.
+      this.endPass();
+      const i = prof.labels.length;
+      prof.labels.push(`${op} ${d.key} ${shapes.map((x) => x.join('x')).join(' ')}`);
+      this.pass = this.encoder.beginComputePass({ timestampWrites: { querySet: prof.set, beginningOfPassWriteIndex: 2 * i, endOfPassWriteIndex: 2 * i + 1 } });
+    }
     this.pass ??= this.encoder.beginComputePass();
     this.pass.setPipeline(pipeline);
     this.dynOffset[0] = offset;
     this.pass.setBindGroup(0, bg, this.dynOffset, 0, 1);
     this.pass.dispatchWorkgroups(wg[0], wg[1] ?? 1, wg[2] ?? 1);
+    if (prof) { this.endPass(); if (prof.labels.length >= PROFILE_PAIRS) this.flush(); }
     if (this.submitEvery > 0 && ++this.sinceSubmit >= this.submitEvery) this.flush();
     return out;
   }

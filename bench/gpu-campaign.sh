@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Every GPU figure bench/RESULTS.md asks for, in parts that each fit one 10-minute command on a GPU
+# machine. Each step has its own time limit, so one slow step cannot take the others' output with it.
+# Output goes to $OUT (or ./gpu-out): one log per part plus the JSON and SVG files the steps write.
+#
+#   bash bench/gpu-campaign.sh decode|skip|train|all [--smoke]
+#
+#   decode  bench/webgpu.ts --peer (matmul, decode, prefill vs HF, HBM limit, memory),
+#           bench/decode-breakdown.ts (125M and 1B), bench/profile.ts (kernels by GPU time)
+#   skip    bench/skip.ts --device webgpu (tiny, 125M, 1B) and `brickwork sweep --device webgpu` on the
+#           bundled tiny-llama over WikiText-2 test (needs data/gpu/wikitext-2/{test,valid}.txt, copied
+#           from ../shared/data beforehand: that folder does not travel to the GPU machine)
+#   train   bench/train.ts --device webgpu --peer (GPT-2 124M, T 1024) and `brickwork compare --device webgpu`
+# --smoke runs every step at toy sizes (no peer), to check the script itself on any adapter.
+# On the GPU machine, run one part per command (all three together return more than its 8 files).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+part=${1:-all}
+smoke=${2:-}
+out=${OUT:-gpu-out}
+runs=$(mktemp -d)
+mkdir -p "$out"
+log="$out/$part.log"
+: > "$log"
+tsx=(node --import tsx)
+# step SECONDS TITLE COMMAND...: runs one step under its own time limit and appends its output to the log.
+step() {
+  local limit=$1 title=$2; shift 2
+  echo "=== $title ($(date -u +%H:%M:%S), limit ${limit}s)" | tee -a "$log"
+  local t0=$SECONDS
+  timeout --kill-after=10 "$limit" "$@" 2>&1 | tee -a "$log"
+  local rc=${PIPESTATUS[0]}
+  echo "=== $title: exit $rc after $((SECONDS - t0))s" | tee -a "$log"
+}
+data=data/gpu/wikitext-2
+if [ -n "$smoke" ]; then
+  peer=(); quickArgs=(--quick); models=tiny; sweepTokens=128; small=(--small); sweepPolicies=ffn-skip
+else
+  peer=(--peer); quickArgs=(); models=tiny,125M,1B; sweepTokens=16384; small=(); sweepPolicies=ffn-skip,block-influence,early-exit
+fi
+
+if [ "$part" = decode ] || [ "$part" = all ]; then
+  command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee -a "$log"
+  step 330 "bench/webgpu.ts ${peer[*]}" "${tsx[@]}" bench/webgpu.ts "${peer[@]}" "${quickArgs[@]}"
+  step 60 "decode breakdown, 125M" "${tsx[@]}" bench/decode-breakdown.ts ${smoke:+--narrow --tokens 8}
+  [ -z "$smoke" ] && step 60 "decode breakdown, 1B" "${tsx[@]}" bench/decode-breakdown.ts --1b
+  step 120 "kernel profile" "${tsx[@]}" bench/profile.ts --models "$models" --train "${small[@]}"
+fi
+
+if [ "$part" = skip ] || [ "$part" = all ]; then
+  step 200 "bench/skip.ts --device webgpu" "${tsx[@]}" bench/skip.ts --device webgpu --models "$models" ${smoke:+--tokens 8}
+  if [ -f "$data/test.txt" ]; then
+    step 360 "sweep on tiny-llama, webgpu" "${tsx[@]}" src/cli/main.ts sweep --device webgpu --file "$data/test.txt" \
+      --policy "${sweepPolicies}" --speculative --draft 3 --calib "$data/valid.txt" \
+      --max-tokens "$sweepTokens" ${smoke:+--values 0.25 --gen-tokens 8 --window 64} --out "$out/sweep"
+  else
+    echo "=== sweep skipped: $data/test.txt is missing (copy ../shared/data/wikitext-2/raw/{test,valid}.txt there first)" | tee -a "$log"
+  fi
+fi
+
+if [ "$part" = train ] || [ "$part" = all ]; then
+  step 300 "bench/train.ts --device webgpu ${peer[*]}" "${tsx[@]}" bench/train.ts --device webgpu "${peer[@]}" "${small[@]}"
+  if [ -n "$smoke" ]; then
+    step 200 "compare, webgpu" "${tsx[@]}" src/cli/main.ts compare --device webgpu --width 64 --layers 2 --heads 4 --ffn 128 \
+      --steps 4 --batch 2 --seq 32 --eval-every 2 --eval-batches 1 --out "$runs/compare"
+  else
+    step 240 "compare, webgpu" "${tsx[@]}" src/cli/main.ts compare --device webgpu --width 256 --layers 4 --heads 8 --ffn 688 \
+      --steps 200 --batch 8 --seq 64 --lr 2e-3 --warmup 20 --eval-every 25 --eval-batches 4 --seed 2 --out "$runs/compare"
+  fi
+  # Only the report comes back (a GPU machine returns at most 8 files); the runs' checkpoints stay behind.
+  mkdir -p "$out/compare" && cp "$runs"/compare/compare.{json,svg} "$out/compare/" 2>/dev/null
+fi
+echo "log: $log"

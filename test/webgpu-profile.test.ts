@@ -1,0 +1,47 @@
+// Per-dispatch GPU timing (WebGpuBackend.startProfile / stopProfile): every dispatch is counted under
+// its op, kernel variant and shapes, results are unchanged, and misuse gets a clear error.
+
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { BrickworkError, ops } from '../src/index.ts';
+import { withGpu } from './gpu-helpers.ts';
+
+test('WebGPU profile: each dispatch is timed under its op and shapes; values are unchanged', (t) => withGpu(t, async (be) => {
+  if (!be.features.has('timestamp-query')) {
+    assert.throws(() => be.startProfile(), (e: unknown) => e instanceof BrickworkError && /timestamp-query/.test(e.message));
+    return void t.skip(`adapter ${be.info.description} has no timestamp-query feature (the error was checked)`);
+  }
+  await assert.rejects(be.stopProfile(), (e: unknown) => e instanceof BrickworkError && /no profile running/.test(e.message));
+  const a = be.upload(Float32Array.from({ length: 6 * 5 }, (_, i) => i / 7 - 2), [6, 5], 'f32');
+  const b = be.upload(Float32Array.from({ length: 5 * 3 }, (_, i) => (i % 4) - 1.5), [5, 3], 'f32');
+  const plain = await ops.add(ops.matmul(a, b), ops.matmul(a, b)).toF32();
+
+  be.startProfile();
+  const d0 = be.stats.dispatches;
+  const x = ops.matmul(a, b);
+  const y = ops.matmul(a, b);
+  const z = ops.add(x, y);
+  const profiled = await z.toF32();
+  const w = ops.silu(z); // recorded after the read: a second submit within the same profile
+  await w.toF32();
+  const entries = await be.stopProfile();
+  assert.deepEqual(profiled, plain);
+  assert.equal(entries.reduce((s, e) => s + e.count, 0), be.stats.dispatches - d0);
+  const mm = entries.find((e) => e.label.startsWith('matmul '));
+  assert.ok(mm, `no matmul entry in ${entries.map((e) => e.label).join('; ')}`);
+  assert.equal(mm.count, 2);
+  assert.match(mm.label, / 6x5 5x3$/);
+  assert.ok(entries.some((e) => e.label.startsWith('add ') && e.count === 1));
+  assert.ok(entries.some((e) => e.label.startsWith('silu ') && e.count === 1));
+  for (const e of entries) assert.ok(Number.isFinite(e.ms) && e.ms >= 0, `${e.label}: ${e.ms} ms`);
+  assert.ok(entries.reduce((s, e) => s + e.ms, 0) > 0, 'all timestamps were equal');
+  for (let i = 1; i < entries.length; i++) assert.ok(entries[i - 1].ms >= entries[i].ms, 'entries are sorted by time');
+
+  // A new profile starts empty; work after stopProfile is not timed.
+  ops.add(x, y).dispose();
+  be.startProfile();
+  ops.matmul(a, b).dispose();
+  const again = await be.stopProfile();
+  assert.deepEqual(again.map((e) => [e.label.split(' ')[0], e.count]), [['matmul', 1]]);
+  for (const tt of [a, b, x, y, z, w]) tt.dispose();
+}));
