@@ -45,6 +45,17 @@ function makers(seed: number, be: Backend): Maker {
   };
 }
 
+// attention_grad without statistics (the row kernels): offsets pos0 > 0, GQA (H > K), S > T with keys no
+// query sees (zero rows of dk/dv), S > 256 and D > 64.
+const attentionGradPlain: Case[] = [[1, 1, 1, 1, 1, 1, [0]], [2, 7, 4, 2, 9, 12, [5, 1]], [1, 5, 6, 3, 33, 5, [0]], [2, 3, 2, 1, 8, 9, [0, 4]],
+  [1, 3, 2, 2, 70, 130, [127]], [2, 1, 8, 2, 16, 300, [299, 40]]].flatMap(([B, T, H, K, D, S, pos0]) => (['q', 'k', 'v'] as const).map((wrt) => ({
+  name: `${wrt} B${B} T${T} H${H} K${K} D${D} S${S} pos0 ${pos0}`,
+    run: (_: Backend, m: Maker) => {
+      const [b, t, h, k, d, s] = [B, T, H, K, D, S] as number[];
+      return ops.attentionGrad(m.f([b, t, h, d]), m.f([b, k, s, d]), m.f([b, k, s, d]), m.f([b, t, h, d]), pos0 as number[], 1 / Math.sqrt(d), wrt);
+    },
+  })));
+
 const CASES: Record<OpName, Case[]> = {
   matmul: [
     ...[[1, 7, 33], [7, 1, 257], [33, 257, 7], [65, 33, 70], [3, 64, 64], [8, 40, 24]].flatMap(([M, N, K]) => (['f32', 'f16', 'bf16'] as const).flatMap((dt) => [
@@ -101,7 +112,9 @@ const CASES: Record<OpName, Case[]> = {
   gather: [{ name: '7x33', run: (_, m) => ops.gather(m.f([7, 33]), m.i(Array.from({ length: 14 }, (_, i) => (i * 5) % 33), [7, 2])) }],
   kv_write: [{ name: 'two rows', run: (_, m) => ops.kvWrite(m.f([2, 3, 9, 8]), m.f([2, 4, 3, 8]), [5, 0]) }],
   attention: [
-    ...[[1, 1, 1, 1, 1, 1], [2, 7, 4, 2, 33, 9], [1, 33, 6, 1, 8, 40], [1, 3, 2, 2, 130, 70], [2, 1, 8, 2, 64, 300]].map(([B, T, H, K, D, S]) => ({
+    // T >= 16 takes the tiled kernel: D a multiple of the tile or not, GQA, blocks cut short by T.
+    ...[[1, 1, 1, 1, 1, 1], [2, 7, 4, 2, 33, 9], [1, 33, 6, 1, 8, 40], [1, 3, 2, 2, 130, 70], [2, 1, 8, 2, 64, 300],
+      [2, 37, 4, 2, 64, 45], [1, 16, 2, 1, 24, 16], [1, 20, 3, 3, 100, 25]].map(([B, T, H, K, D, S]) => ({
       name: `B${B} T${T} H${H} K${K} D${D} S${S}`,
       run: (_: Backend, m: Maker) => ops.attention(m.f([B, T, H, D]), m.f([B, K, S, D]), m.f([B, K, S, D]), Array.from({ length: B }, (_, b) => Math.max(0, S - T - b)), 1 / Math.sqrt(D)),
     })),
@@ -145,15 +158,21 @@ const CASES: Record<OpName, Case[]> = {
     { name: 'layernorm 7x33', run: (_, m) => ops.normGrad(m.f([7, 33]), m.f([33]), m.f([7, 33]), 'layernorm', 1e-5) },
     { name: 'layernorm 2x3x257', run: (_, m) => ops.normGrad(m.f([2, 3, 257], 2), m.f([257]), m.f([2, 3, 257]), 'layernorm', 1e-5) },
   ],
-  // Offsets pos0 > 0, GQA (H > K), S > T with keys no query sees (zero rows of dk/dv), S > 256 and D > 64.
-  attention_grad: [[1, 1, 1, 1, 1, 1, [0]], [2, 7, 4, 2, 9, 12, [5, 1]], [1, 5, 6, 3, 33, 5, [0]], [2, 3, 2, 1, 8, 9, [0, 4]],
-    [1, 3, 2, 2, 70, 130, [127]], [2, 1, 8, 2, 16, 300, [299, 40]]].flatMap(([B, T, H, K, D, S, pos0]) => (['q', 'k', 'v'] as const).map((wrt) => ({
-    name: `${wrt} B${B} T${T} H${H} K${K} D${D} S${S} pos0 ${pos0}`,
-    run: (_: Backend, m: Maker) => {
-      const [b, t, h, k, d, s] = [B, T, H, K, D, S] as number[];
-      return ops.attentionGrad(m.f([b, t, h, d]), m.f([b, k, s, d]), m.f([b, k, s, d]), m.f([b, t, h, d]), pos0 as number[], 1 / Math.sqrt(d), wrt);
-    },
-  }))),
+  // With the rows' statistics the gradients are tiled (key blocks for k and v); the CPU ignores them.
+  ...(() => {
+    const shapes = [[1, 1, 1, 1, 1, 1, [0]], [2, 7, 4, 2, 9, 12, [5, 1]], [1, 5, 6, 3, 33, 5, [0]], [1, 3, 2, 2, 70, 130, [127]],
+      [2, 1, 8, 2, 16, 300, [299, 40]], [2, 37, 4, 2, 64, 45, [8, 0]], [1, 20, 3, 3, 100, 25, [5]]] as const;
+    const withStats = (wrt: 'q' | 'k' | 'v' | 'stats') => shapes.map(([B, T, H, K, D, S, pos0]) => ({
+      name: `${wrt} B${B} T${T} H${H} K${K} D${D} S${S} pos0 ${pos0}`,
+      run: (_: Backend, m: Maker) => {
+        const [q, k, v, g] = [m.f([B, T, H, D]), m.f([B, K, S, D]), m.f([B, K, S, D]), m.f([B, T, H, D])];
+        const y = ops.attention(q, k, v, [...pos0], 1 / Math.sqrt(D));
+        const st = ops.attentionStats(q, k, y, g, [...pos0], 1 / Math.sqrt(D));
+        return wrt === 'stats' ? st : ops.attentionGrad(q, k, v, g, [...pos0], 1 / Math.sqrt(D), wrt, st);
+      },
+    }));
+    return { attention_stats: withStats('stats'), attention_grad: [...attentionGradPlain, ...(['q', 'k', 'v'] as const).flatMap(withStats)] };
+  })(),
   kv_read: [{ name: 'two rows', run: (_, m) => ops.kvRead(m.f([2, 3, 9, 8]), [5, 0], 4) }, { name: 'one', run: (_, m) => ops.kvRead(m.f([1, 1, 1, 1]), [0], 1) }],
   scatter_add: [
     { name: 'top-3 of 33, repeats', run: (_, m) => ops.scatterAdd(m.f([7, 3]), m.i(Array.from({ length: 21 }, (_, i) => (i * 7) % 33 % (i % 4 === 0 ? 2 : 33)), [7, 3]), 33) },

@@ -50,8 +50,11 @@ export const pad = (x: Tensor, axis: number, before: number, after: number) => r
 export const actGrad = (x: Tensor, g: Tensor, fn: OpAttrs['act_grad']['fn']) => run('act_grad', [x, g], { fn });
 export const normGrad = (x: Tensor, w: Tensor, g: Tensor, kind: OpAttrs['norm_grad']['kind'], eps: number) =>
   run('norm_grad', [x, w, g], { kind, eps });
-export const attentionGrad = (q: Tensor, k: Tensor, v: Tensor, g: Tensor, pos0: number[], scale: number, wrt: 'q' | 'k' | 'v') =>
-  run('attention_grad', [q, k, v, g], { pos0, scale, wrt });
+export const attentionGrad = (q: Tensor, k: Tensor, v: Tensor, g: Tensor, pos0: number[], scale: number, wrt: 'q' | 'k' | 'v', stats?: Tensor) =>
+  run('attention_grad', stats ? [q, k, v, g, stats] : [q, k, v, g], { pos0, scale, wrt });
+/** Per query row of `attention`: (log-sum-exp of the scaled scores, Σ g·y), shape (B, T, H, 2). */
+export const attentionStats = (q: Tensor, k: Tensor, y: Tensor, g: Tensor, pos0: number[], scale: number) =>
+  run('attention_stats', [q, k, y, g], { pos0, scale });
 export const kvRead = (cache: Tensor, pos0: number[], T: number) => run('kv_read', [cache], { pos0, T });
 export const scatterAdd = (g: Tensor, idx: Tensor, size: number) => run('scatter_add', [g, idx], { size });
 /** Per-row cross-entropy of logits (N, V) against i32 targets (N); rows with target < 0 score 0. */

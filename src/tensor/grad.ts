@@ -167,8 +167,13 @@ export const GRAD_RULES: { [O in OpName]: GradEntry<O> } = {
   gather: ({ g, xs: [x, idx] }) => [op.scatterAdd(g, idx, x.shape[x.shape.length - 1])],
   // NOTE: a cache's earlier contents get no gradient: caches are filled by the model, never trained.
   kv_write: ({ g, xs: [, x], attrs: { pos0 } }) => [undefined, op.kvRead(g, pos0, x.shape[1])],
-  attention: ({ g, xs: [q, k, v], attrs: { pos0, scale }, needs }) =>
-    (['q', 'k', 'v'] as const).map((wrt, i) => (needs[i] ? op.attentionGrad(q, k, v, g, pos0, scale, wrt) : undefined)),
+  attention: ({ g, xs: [q, k, v], out, attrs: { pos0, scale }, needs }) => {
+    // Backends that tile the gradient over key blocks need each row's softmax statistics up front.
+    const stats = g.backend.wantsAttentionStats ? op.attentionStats(q, k, out, g, pos0, scale) : undefined;
+    const r = (['q', 'k', 'v'] as const).map((wrt, i) => (needs[i] ? op.attentionGrad(q, k, v, g, pos0, scale, wrt, stats) : undefined));
+    stats?.dispose();
+    return r;
+  },
   attention_probs: { none: 'attention_probs is an analysis view of attention; differentiate attention itself' },
   permute: ({ g, attrs: { perm } }) => {
     const inv = new Array<number>(perm.length);
@@ -181,6 +186,7 @@ export const GRAD_RULES: { [O in OpName]: GradEntry<O> } = {
   act_grad: { none: 'backward-only op: second derivatives are not supported' },
   norm_grad: { none: 'backward-only op: second derivatives are not supported' },
   attention_grad: { none: 'backward-only op: second derivatives are not supported' },
+  attention_stats: { none: 'backward-only op: second derivatives are not supported' },
   kv_read: { none: 'backward-only op: second derivatives are not supported' },
   fused_linear: { none: 'inference-only fused op: bricks use it only when no Tape is recording' },
   fused_kv_write: { none: 'inference-only fused op: bricks use it only when no Tape is recording' },

@@ -62,8 +62,13 @@ export interface OpAttrs {
   /** x (..., C), w (C), g (..., C) → d loss / d x of `rmsnorm` or `layernorm` (the weight's own gradient is composed). */
   norm_grad: { kind: 'rmsnorm' | 'layernorm'; eps: number };
   /** q, k, v, g (as `attention`'s output) → the gradient of `attention` with respect to q, k or v
-   *  (k and v: the whole (B, K, S, D) key/value tensors). */
+   *  (k and v: the whole (B, K, S, D) key/value tensors). An optional fifth input, the rows' softmax
+   *  statistics from `attention_stats`, lets a backend skip recomputing them (the CPU ignores it). */
   attention_grad: { pos0: number[]; scale: number; wrt: 'q' | 'k' | 'v' };
+  /** q (B, T, H, D), k (B, K, S, D), y and g (B, T, H, D: `attention`'s output and its gradient) →
+   *  (B, T, H, 2): per query row the log-sum-exp of its scaled scores over the visible keys, and
+   *  Σ_d g·y (= Σ_s p_s (g·v_s)), the two numbers every attention gradient needs. */
+  attention_stats: { pos0: number[]; scale: number };
   /** cache (B, K, S, D) → rows pos0[b] .. pos0[b]+T as (B, T, K, D): the gradient of `kv_write`. */
   kv_read: { pos0: number[]; T: number };
   /** g (..., k), idx i32 (..., k) → (..., size) zeros with g added at idx: the gradient of `gather`. */
@@ -113,7 +118,7 @@ export const OP_NAMES = Object.keys({
   matmul: 1, add: 1, sub: 1, mul: 1, div: 1, scale: 1, silu: 1, relu: 1, gelu_erf: 1, gelu_tanh: 1,
   softmax: 1, sum: 1, max: 1, layernorm: 1, rmsnorm: 1, rope: 1, gather_rows: 1, index_add_rows: 1,
   topk: 1, gather: 1, kv_write: 1, attention: 1, attention_probs: 1,
-  permute: 1, sum_to: 1, slice: 1, pad: 1, act_grad: 1, norm_grad: 1, attention_grad: 1, kv_read: 1,
+  permute: 1, sum_to: 1, slice: 1, pad: 1, act_grad: 1, norm_grad: 1, attention_grad: 1, attention_stats: 1, kv_read: 1,
   scatter_add: 1, cross_entropy: 1, cross_entropy_grad: 1, adam_moments: 1, adam_apply: 1,
   fused_linear: 1, fused_kv_write: 1,
 } satisfies Record<OpName, 1>) as OpName[];

@@ -171,10 +171,17 @@ export const SHAPE_RULES: { [O in OpName]: Rule<O> } = {
     return [...s[0]];
   },
   attention_grad: (s, a) => {
-    need('attention_grad', s, 4);
+    need('attention_grad', s, 4, 5);
     attnCheck('attention', s.slice(0, 3), a.pos0);
     if (fmt(s[3]) !== fmt(s[0])) throw new ShapeError('attention_grad', `g ${fmt(s[3])} must match q ${fmt(s[0])}`);
+    if (s.length === 5 && fmt(s[4]) !== fmt([...s[0].slice(0, 3), 2])) throw new ShapeError('attention_grad', `stats ${fmt(s[4])} must be [${[...s[0].slice(0, 3), 2].join(', ')}] (from attention_stats)`);
     return [...(a.wrt === 'q' ? s[0] : s[1])];
+  },
+  attention_stats: (s, a) => {
+    need('attention_stats', s, 4);
+    const { B, T, H } = attnCheck('attention_stats', s.slice(0, 2), a.pos0);
+    for (const [i, name] of [[2, 'y'], [3, 'g']] as const) if (fmt(s[i]) !== fmt(s[0])) throw new ShapeError('attention_stats', `${name} ${fmt(s[i])} must match q ${fmt(s[0])}`);
+    return [B, T, H, 2];
   },
   kv_read: (s, { pos0, T }) => {
     need('kv_read', s, 1);

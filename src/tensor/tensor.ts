@@ -33,6 +33,12 @@ export interface Backend {
    * fixed cost that dominates decoding (WebGPU). Models read it; it changes speed, not results.
    */
   readonly prefersFusion?: boolean;
+  /**
+   * Whether the attention gradient should be given each row's softmax statistics (`attention_stats`,
+   * computed once for q, k and v) rather than recompute them per gradient: true where the gradient is
+   * tiled over key blocks (WebGPU). It changes speed, not results.
+   */
+  readonly wantsAttentionStats?: boolean;
 }
 
 /** A tensor on some backend. Create with `backend.upload`/`zeros` or as an op result. */

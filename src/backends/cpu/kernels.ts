@@ -378,6 +378,31 @@ export const CPU_KERNELS: CpuKernelTable = {
     }
     out.set(acc);
   },
+  attention_stats: (out, [q, k, y, g], { pos0, scale }) => {
+    const [B, T, H, D] = q.shape;
+    const [, K, S] = k.shape;
+    for (let b = 0; b < B; b++) for (let t = 0; t < T; t++) for (let h = 0; h < H; h++) {
+      const visible = pos0[b] + t + 1;
+      const kh = Math.floor(h / (H / K));
+      const qo = ((b * T + t) * H + h) * D;
+      const scores = new Float64Array(visible);
+      let mx = -Infinity;
+      for (let s = 0; s < visible; s++) {
+        const ko = ((b * K + kh) * S + s) * D;
+        let dot = 0;
+        for (let d = 0; d < D; d++) dot += q.data[qo + d] * k.data[ko + d];
+        scores[s] = dot * scale;
+        if (scores[s] > mx) mx = scores[s];
+      }
+      let z = 0;
+      for (let s = 0; s < visible; s++) z += Math.exp(scores[s] - mx);
+      let gy = 0;
+      for (let d = 0; d < D; d++) gy += g.data[qo + d] * y.data[qo + d];
+      const r = ((b * T + t) * H + h) * 2;
+      out[r] = mx + Math.log(z);
+      out[r + 1] = gy;
+    }
+  },
   kv_read: (out, [cache], { pos0, T }) => {
     const [B, K, S, D] = cache.shape;
     for (let b = 0; b < B; b++) for (let t = 0; t < T; t++) for (let h = 0; h < K; h++) {

@@ -56,6 +56,7 @@ const PROFILE_PAIRS = 2048;
 export class WebGpuBackend implements Backend {
   readonly name = 'webgpu';
   readonly prefersFusion = true;
+  readonly wantsAttentionStats = true;
   /**
    * Submit the recorded work after this many dispatches (0: only when a value is read back, the
    * default), so the GPU starts on the first part of a pass while the host records the rest.
@@ -95,7 +96,8 @@ export class WebGpuBackend implements Backend {
     this.info = ctx.adapterInfo;
     this.features = ctx.features;
     const tile = (globalThis as { process?: { env: Record<string, string | undefined> } }).process?.env.BRICKWORK_MATMUL_TILE;
-    this.env = { features: this.features, matmulTile: tile === '128' ? 128 : 64 };
+    const lim = this.device.limits;
+    this.env = { features: this.features, matmulTile: tile === '128' ? 128 : 64, maxWorkgroupStorage: lim.maxComputeWorkgroupStorageSize, maxInvocations: lim.maxComputeInvocationsPerWorkgroup };
     this.arena = this.device.createBuffer({ size: ARENA_SLOT * ARENA_SLOTS, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
   }
 

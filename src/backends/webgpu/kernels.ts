@@ -29,6 +29,9 @@ export interface KernelEnv {
   features: Set<string>;
   /** Output tile of the f32 matmul: 64 (the default) or 128 (bigTileMatmul, where the operands allow vec4 loads). */
   matmulTile: 64 | 128;
+  /** The device's limits on workgroup memory (bytes) and invocations per workgroup. */
+  maxWorkgroupStorage: number;
+  maxInvocations: number;
 }
 
 export interface WgslKernel<O extends OpName> {
@@ -491,9 +494,11 @@ export const WGSL_KERNELS: { [O in OpName]: WgslKernel<O> } = {
   },
   attention: {
     dtypes: () => ['f32'],
-    plan(ins, { pos0, scale }) {
+    plan(ins, { pos0, scale }, _out, env) {
       const [B, T, H, D] = ins[0].shape;
       const [, K, S] = ins[1].shape;
+      const BT = T >= 16 ? tileEdge('out', D, env) : undefined;
+      if (BT) return tiledAttention('out', BT, B, T, H, K, S, D, scale, pos0);
       if (D > 256) throw new ShapeError('attention', `head dim ${D} > 256 is not supported on WebGPU`);
       const rows = B * T * H;
       const g = grid(rows * 64, 64);
@@ -771,11 +776,27 @@ fn deriv(x: f32) -> f32 {
   },
   attention_grad: {
     dtypes: () => ['f32'],
-    plan(ins, { pos0, scale, wrt }) {
+    plan(ins, { pos0, scale, wrt }, _out, env) {
       const [B, T, H, D] = ins[0].shape;
       const [, K, S] = ins[1].shape;
+      // With the rows' statistics (attention_stats) the gradient is tiled; without, or where the tiles do
+      // not fit the device, one workgroup per query row (q) or per (b, kv head) (k, v) recomputes them.
+      const mode = `d${wrt}` as const;
+      const BT = ins.length === 5 ? tileEdge(mode, D, env) : undefined;
+      if (BT) return tiledAttention(mode, BT, B, T, H, K, S, D, scale, pos0);
       if (D > 256) throw new ShapeError('attention_grad', `head dim ${D} > 256 is not supported on WebGPU`);
-      return wrt === 'q' ? attentionGradQ(B, T, H, K, S, D, scale, pos0) : attentionGradKV(B, T, H, K, S, D, scale, pos0, wrt);
+      return wrt === 'q' ? attentionGradQ(B, T, H, K, S, D, scale, pos0, ins.length) : attentionGradKV(B, T, H, K, S, D, scale, pos0, wrt, ins.length);
+    },
+  },
+  attention_stats: {
+    dtypes: () => ['f32'],
+    plan(ins, { pos0, scale }, _out, env) {
+      const [B, T, H, D] = ins[0].shape;
+      const [, K, S] = ins[1].shape;
+      const BT = tileEdge('stats', D, env);
+      if (BT) return tiledAttention('stats', BT, B, T, H, K, S, D, scale, pos0);
+      if (D > 256) throw new ShapeError('attention_stats', `head dim ${D} > 256 is not supported on WebGPU`);
+      return attentionStatsRows(B, T, H, K, S, D, scale, pos0);
     },
   },
   kv_read: {
@@ -1260,16 +1281,54 @@ fn gdotv(ko: u32, D: u32) -> f32 { var x = 0.0; for (var j = 0u; j < D; j++) { x
 `;
 
 /**
+ * attention_stats where the tiled kernel does not fit: one 64-thread workgroup per query row (b, t, h)
+ * takes the max and the sum of its scores over the visible keys, and Σ g·y.
+ */
+function attentionStatsRows(B: number, T: number, H: number, K: number, S: number, D: number, scale: number, pos0: number[]): KernelPlan {
+  const rows = B * T * H;
+  const g = grid(rows * 64, 64);
+  return {
+    key: 'attention_stats:rows', workgroups: g.workgroups, params: words(rows, g.nx, T, H, K, S, D, f(scale), pos0),
+    wgsl: () => `${header(['f32', 'f32', 'f32', 'f32'], 'f32', ['a', 'b', 'y', 'gg'])}
+var<workgroup> qs: array<f32, 256>;
+fn score(ko: u32, D: u32, scale: f32) -> f32 { var x = 0.0; for (var j = 0u; j < D; j++) { x += qs[j] * b[ko + j]; } return x * scale; }
+${workgroupReduce(64)}
+@compute @workgroup_size(64) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lv: vec3<u32>) {
+  let row = wid.x + wid.y * u(1u);
+  if (row >= u(0u)) { return; }
+  let lid = lv.x;
+  let T = u(2u); let H = u(3u); let K = u(4u); let S = u(5u); let D = u(6u); let scale = f(7u);
+  let h = row % H; let t = (row / H) % T; let bb = row / (H * T);
+  let visible = u(8u + bb) + t + 1u;
+  let qo = row * D;
+  for (var x = lid; x < D; x += 64u) { qs[x] = a[qo + x]; }
+  workgroupBarrier();
+  let kvBase = (bb * K + h / (H / K)) * S * D;
+  var m = ${NEG_INF};
+  for (var s = lid; s < visible; s += 64u) { m = max(m, score(kvBase + s * D, D, scale)); }
+  m = reduce64(lid, m, true);
+  var z = 0.0;
+  for (var s = lid; s < visible; s += 64u) { z += exp(score(kvBase + s * D, D, scale) - m); }
+  z = reduce64(lid, z, false);
+  var gy = 0.0;
+  for (var x = lid; x < D; x += 64u) { gy += gg[qo + x] * y[qo + x]; }
+  gy = reduce64(lid, gy, false);
+  if (lid == 0u) { o[2u * row] = m + log(z); o[2u * row + 1u] = gy; }
+}`,
+  };
+}
+
+/**
  * d loss / d q: one 64-thread workgroup per query row (b, t, h). Two passes over the visible keys give the
  * softmax max, its sum and Σ p·(g·v); a third forms dScore = p (g·v − Σ p·(g·v)) · scale for 64 keys at a
  * time and each thread accumulates up to 4 output dims (d = lid + 64 j) from those keys' rows.
  */
-function attentionGradQ(B: number, T: number, H: number, K: number, S: number, D: number, scale: number, pos0: number[]): KernelPlan {
+function attentionGradQ(B: number, T: number, H: number, K: number, S: number, D: number, scale: number, pos0: number[], nIn: number): KernelPlan {
   const rows = B * T * H;
   const g = grid(rows * 64, 64);
   return {
     key: 'attention_grad:q', workgroups: g.workgroups, params: words(rows, g.nx, T, H, K, S, D, f(scale), pos0),
-    wgsl: () => `${header(['f32', 'f32', 'f32', 'f32'], 'f32')}${ATTN_GRAD_COMMON}
+    wgsl: () => `${header(new Array(nIn).fill('f32'), 'f32', ['a', 'b', 'c', 'd', 'st'])}${ATTN_GRAD_COMMON}
 var<workgroup> ps: array<f32, 64>;
 ${workgroupReduce(64)}
 @compute @workgroup_size(64) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lv: vec3<u32>) {
@@ -1317,13 +1376,13 @@ ${workgroupReduce(64)}
  * statistics, then each thread adds p·g (dv) or dScore·q (dk) into the key rows it owns (s = lid + 256 j).
  * Keys no query sees stay zero.
  */
-function attentionGradKV(B: number, T: number, H: number, K: number, S: number, D: number, scale: number, pos0: number[], wrt: 'k' | 'v'): KernelPlan {
+function attentionGradKV(B: number, T: number, H: number, K: number, S: number, D: number, scale: number, pos0: number[], wrt: 'k' | 'v', nIn: number): KernelPlan {
   const jobs = B * K;
   const g = grid(jobs * 256, 256);
   const isK = wrt === 'k';
   return {
     key: `attention_grad:${wrt}`, workgroups: g.workgroups, params: words(jobs, g.nx, T, H, K, S, D, f(scale), pos0),
-    wgsl: () => `${header(['f32', 'f32', 'f32', 'f32'], 'f32')}${ATTN_GRAD_COMMON}
+    wgsl: () => `${header(new Array(nIn).fill('f32'), 'f32', ['a', 'b', 'c', 'd', 'st'])}${ATTN_GRAD_COMMON}
 ${workgroupReduce(256)}
 @compute @workgroup_size(256) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lv: vec3<u32>) {
   let job = wid.x + wid.y * u(1u); // (b, kv head)
@@ -1360,6 +1419,161 @@ ${workgroupReduce(256)}
       }
     }
   }
+}`,
+  };
+}
+
+// ---- Tiled attention (prefill, training): blocks of BT queries × BT keys per step, staged in workgroup
+// memory, so each key and value row is read once per block of queries instead of once per query. ----
+
+type TiledMode = 'out' | 'stats' | 'dq' | 'dk' | 'dv';
+
+/** Floats of workgroup memory a tiled attention kernel needs: its row tiles, the score tile and row stats. */
+function tiledFloats(mode: TiledMode, BT: number, D: number): number {
+  const tiles = { out: 3, stats: 2, dq: 4, dk: 4, dv: 3 }[mode];
+  return tiles * BT * D + BT * BT + 3 * BT;
+}
+
+/** The tile edge (16 or 8 rows, BT² threads) that fits this device, or undefined (use the row kernels). */
+function tileEdge(mode: TiledMode, D: number, env: KernelEnv): number | undefined {
+  for (const BT of [16, 8]) {
+    if (BT * BT <= env.maxInvocations && 4 * tiledFloats(mode, BT, D) <= env.maxWorkgroupStorage) return BT;
+  }
+  return undefined;
+}
+
+/**
+ * One tiled attention kernel. Query-block modes (out: the attention output; stats: per row the
+ * log-sum-exp of the scores and Σ g·y; dq) run one workgroup per (b, h, BT query rows) and walk the
+ * visible keys BT at a time with an online softmax (out, stats) or the stored statistics (dq). Key-block
+ * modes (dk, dv) run one workgroup per (b, kv head, BT keys), own those keys' gradient rows outright (no
+ * two workgroups write one element) and walk the query rows of every query head sharing the kv head that
+ * see those keys: p = exp(score − lse), dv += p·g, dk += p (g·v − Σg·y)·scale·q. Thread (i, j) = lid
+ * scores query i against key j; for the accumulation, row i of the tile owns dims j, j + BT, ….
+ */
+function tiledAttention(mode: TiledMode, BT: number, B: number, T: number, H: number, K: number, S: number, D: number, scale: number, pos0: number[]): KernelPlan {
+  const NT = BT * BT, NC = Math.ceil(D / BT);
+  const byKeys = mode === 'dk' || mode === 'dv';
+  const blocks = byKeys ? Math.ceil(S / BT) : Math.ceil(T / BT);
+  const jobs = B * (byKeys ? K : H) * blocks;
+  const g = grid(jobs * NT, NT);
+  const ins = { out: 3, stats: 4, dq: 5, dk: 5, dv: 5 }[mode];
+  const tiles = byKeys ? ['Qs', 'Gs', 'Ks', ...(mode === 'dk' ? ['Vs'] : [])]
+    : ['Qs', 'Ks', ...(mode === 'stats' ? [] : ['Vs']), ...(mode === 'dq' ? ['Gs'] : [])];
+  // Row r of a (B, T, H, D) tensor for query t of head h; rows of a tile are loaded cooperatively.
+  const loadRows = (dst: string, src: string, rowOf: string, valid: string) => `
+  for (var e = lid; e < ${BT * D}u; e += ${NT}u) {
+    let ii = e / D; let d = e % D;
+    var x = 0.0;
+    if (${valid}) { x = ${src}[(${rowOf}) * D + d]; }
+    ${dst}[e] = x;
+  }`;
+  const dims = (body: string) => `for (var c = 0u; c < ${NC}u; c++) { let d = j + ${BT}u * c; if (d < D) { ${body} } }`;
+  const dot = (x: string, y: string) => `{ var x = 0.0; for (var d = 0u; d < D; d++) { x += ${x}[i * D + d] * ${y}[j * D + d]; } sdot = x; }`;
+  const queryBlock = `
+  let qb = job % NB; let h = (job / NB) % H; let bb = job / (NB * H);
+  let kh = h / (H / K);
+  let kvBase = (bb * K + kh) * S * D;
+  let t = qb * ${BT}u + i;
+  let rowValid = t < T;
+  let visible = select(0u, u(8u + bb) + t + 1u, rowValid);
+  let kmax = u(8u + bb) + min(T, qb * ${BT}u + ${BT}u);
+  ${loadRows('Qs', 'a', '(bb * T + qb * ' + BT + 'u + ii) * H + h', 'qb * ' + BT + 'u + ii < T')}
+  ${mode === 'dq' ? loadRows('Gs', 'gg', '(bb * T + qb * ' + BT + 'u + ii) * H + h', 'qb * ' + BT + 'u + ii < T') : ''}
+  if (lid < ${BT}u) {
+    ${mode === 'dq' ? `let r = (bb * T + min(qb * ${BT}u + lid, T - 1u)) * H + h; Ls[lid] = st[2u * r]; Dl[lid] = st[2u * r + 1u];`
+      : `Ms[lid] = ${NEG_INF}; Ls[lid] = 0.0;`}
+  }
+  var acc: array<f32, ${NC}>;
+  for (var s0 = 0u; s0 < kmax; s0 += ${BT}u) {
+    workgroupBarrier();
+    ${loadRows('Ks', 'b', 'kvBase / D + s0 + ii', 's0 + ii < kmax')}
+    ${mode !== 'stats' ? loadRows('Vs', 'c', 'kvBase / D + s0 + ii', 's0 + ii < kmax') : ''}
+    workgroupBarrier();
+    let vis = s0 + j < visible;
+    var sdot = 0.0;
+    ${dot('Qs', 'Ks')}
+    let sc = sdot * scale;
+    ${mode === 'dq' ? `let p = select(0.0, exp(sc - Ls[i]), vis);
+    ${dot('Gs', 'Vs')}
+    Ps[i * ${BT}u + j] = p * (sdot - Dl[i]) * scale;
+    workgroupBarrier();
+    ${dims(`var x = acc[c]; for (var jj = 0u; jj < ${BT}u; jj++) { x += Ps[i * ${BT}u + jj] * Ks[jj * D + d]; } acc[c] = x;`)}`
+    : `Ps[i * ${BT}u + j] = select(${NEG_INF}, sc, vis);
+    workgroupBarrier();
+    if (j == 0u) {
+      var mt = Ms[i];
+      for (var jj = 0u; jj < ${BT}u; jj++) { mt = max(mt, Ps[i * ${BT}u + jj]); }
+      let corr = exp(Ms[i] - mt);
+      var sum = 0.0;
+      for (var jj = 0u; jj < ${BT}u; jj++) { let pe = exp(Ps[i * ${BT}u + jj] - mt); Ps[i * ${BT}u + jj] = pe; sum += pe; }
+      Ls[i] = Ls[i] * corr + sum; Ms[i] = mt; Cr[i] = corr;
+    }
+    ${mode === 'out' ? `workgroupBarrier();
+    ${dims(`var x = acc[c] * Cr[i]; for (var jj = 0u; jj < ${BT}u; jj++) { x += Ps[i * ${BT}u + jj] * Vs[jj * D + d]; } acc[c] = x;`)}` : ''}`}
+  }
+  workgroupBarrier();
+  if (!rowValid) { return; }
+  let qo = ((bb * T + t) * H + h) * D;
+  ${mode === 'out' ? dims('o[qo + d] = acc[c] / Ls[i];')
+    : mode === 'dq' ? dims('o[qo + d] = acc[c];')
+      : `if (j == 0u) {
+    var gy = 0.0;
+    for (var d = 0u; d < D; d++) { gy += gg[qo + d] * c[qo + d]; }
+    let r = (bb * T + t) * H + h;
+    o[2u * r] = Ms[i] + log(Ls[i]); o[2u * r + 1u] = gy;
+  }`}`;
+  // Key-block modes: i indexes the query rows of the tile when scoring and the key rows when accumulating.
+  const keyBlock = `
+  let kb = job % NB; let kh = (job / NB) % K; let bb = job / (NB * K);
+  let G = H / K;
+  let kvBase = (bb * K + kh) * S * D;
+  let s0 = kb * ${BT}u;
+  ${loadRows('Ks', 'b', 'kvBase / D + s0 + ii', 's0 + ii < S')}
+  ${mode === 'dk' ? loadRows('Vs', 'c', 'kvBase / D + s0 + ii', 's0 + ii < S') : ''}
+  let p0 = u(8u + bb);
+  let tStart = select(0u, s0 - p0, s0 > p0);
+  var acc: array<f32, ${NC}>;
+  for (var hh = 0u; hh < G; hh++) {
+    let h = kh * G + hh;
+    for (var t0 = tStart; t0 < T; t0 += ${BT}u) {
+      workgroupBarrier();
+      ${loadRows('Qs', 'a', '(bb * T + t0 + ii) * H + h', 't0 + ii < T')}
+      ${loadRows('Gs', 'gg', '(bb * T + t0 + ii) * H + h', 't0 + ii < T')}
+      if (lid < ${BT}u) { let r = (bb * T + min(t0 + lid, T - 1u)) * H + h; Ls[lid] = st[2u * r]; Dl[lid] = st[2u * r + 1u]; }
+      workgroupBarrier();
+      let t = t0 + i; let s = s0 + j;
+      let vis = t < T && s < S && s < p0 + t + 1u;
+      var sdot = 0.0;
+      ${dot('Qs', 'Ks')}
+      let p = select(0.0, exp(sdot * scale - Ls[i]), vis);
+      ${mode === 'dk' ? `${dot('Gs', 'Vs')}
+      Ps[i * ${BT}u + j] = p * (sdot - Dl[i]) * scale;` : `Ps[i * ${BT}u + j] = p;`}
+      workgroupBarrier();
+      ${dims(`var x = acc[c]; for (var ii = 0u; ii < ${BT}u; ii++) { x += Ps[ii * ${BT}u + i] * ${mode === 'dk' ? 'Qs' : 'Gs'}[ii * D + d]; } acc[c] = x;`)}
+    }
+  }
+  if (s0 + i >= S) { return; }
+  let ko = kvBase + (s0 + i) * D;
+  ${dims('o[ko + d] = acc[c];')}`;
+  const names = ['a', 'b', 'c', 'gg', 'st'];
+  return {
+    key: `attention_tiled:${mode}:${BT}:${D}`, workgroups: g.workgroups,
+    params: words(jobs, g.nx, T, H, K, S, D, f(scale), pos0),
+    wgsl: () => `${header(new Array(ins).fill('f32'), 'f32', names)}
+${tiles.map((n) => `var<workgroup> ${n}: array<f32, ${BT * D}>;`).join('\n')}
+var<workgroup> Ps: array<f32, ${BT * BT}>;
+var<workgroup> Ms: array<f32, ${BT}>;
+var<workgroup> Ls: array<f32, ${BT}>;
+var<workgroup> ${byKeys || mode === 'dq' ? 'Dl' : 'Cr'}: array<f32, ${BT}>;
+@compute @workgroup_size(${NT}) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lv: vec3<u32>) {
+  let job = wid.x + wid.y * u(1u);
+  if (job >= u(0u)) { return; }
+  let lid = lv.x; let i = lid / ${BT}u; let j = lid % ${BT}u;
+  let T = u(2u); let H = u(3u); let K = u(4u); let S = u(5u); let scale = f(7u);
+  const D = ${D}u;
+  let NB = (${byKeys ? 'S' : 'T'} + ${BT - 1}u) / ${BT}u;
+  ${byKeys ? keyBlock : queryBlock}
 }`,
   };
 }
