@@ -3,7 +3,8 @@
 // fused (ForwardOptions.fuse), and fused with submits during recording, in the same run.
 //   node --import tsx bench/decode-breakdown.ts [--1b] [--narrow] [--tokens N]
 // --narrow keeps the layer count and every dispatch but shrinks the widths (C 64, F 128, V 512): the
-// host half (recording) depends only on the dispatches, so it can be measured on an emulated GPU.
+// host half (recording) depends only on the dispatches, so it can be measured on an emulated GPU, or
+// exactly with Dawn's null backend, which executes nothing: BRICKWORK_DAWN_FLAGS=backend=null.
 
 import { WebGpuBackend, llamaSpec, randomModel } from '../src/index.ts';
 
