@@ -82,7 +82,8 @@ export const geluTanhScalar = (x: number) => 0.5 * x * (1 + Math.tanh(SQRT_2_OVE
 export const siluScalar = (x: number) => x / (1 + Math.exp(-x));
 
 /** Scores of query (b, t, h) against every visible key, softmaxed; returns the probabilities. */
-function attnRow(q: HostTensor, k: HostTensor, b: number, t: number, h: number, visible: number, scale: number, probs: Float64Array) {
+/** Scaled scores of query (b, t, h) against keys 0..visible-1 into `scores`; returns the kv head and the max. */
+function attnScores(q: HostTensor, k: HostTensor, b: number, t: number, h: number, visible: number, scale: number, scores: Float64Array) {
   const [, T, H, D] = q.shape;
   const [, K, S] = k.shape;
   const kh = Math.floor(h / (H / K)); // GQA: H/K query heads share one kv head
@@ -92,9 +93,15 @@ function attnRow(q: HostTensor, k: HostTensor, b: number, t: number, h: number, 
     const ko = ((b * K + kh) * S + s) * D;
     let dot = 0;
     for (let d = 0; d < D; d++) dot += q.data[qo + d] * k.data[ko + d];
-    probs[s] = dot * scale;
-    if (probs[s] > mx) mx = probs[s];
+    scores[s] = dot * scale;
+    if (scores[s] > mx) mx = scores[s];
   }
+  return { kh, mx };
+}
+
+/** Softmax probabilities of query (b, t, h) over keys 0..visible-1 into `probs`; returns the kv head. */
+function attnRow(q: HostTensor, k: HostTensor, b: number, t: number, h: number, visible: number, scale: number, probs: Float64Array) {
+  const { kh, mx } = attnScores(q, k, b, t, h, visible, scale, probs);
   let z = 0;
   for (let s = 0; s < visible; s++) { probs[s] = Math.exp(probs[s] - mx); z += probs[s]; }
   for (let s = 0; s < visible; s++) probs[s] /= z;
@@ -380,20 +387,11 @@ export const CPU_KERNELS: CpuKernelTable = {
   },
   attention_stats: (out, [q, k, y, g], { pos0, scale }) => {
     const [B, T, H, D] = q.shape;
-    const [, K, S] = k.shape;
+    const scores = new Float64Array(k.shape[2]);
     for (let b = 0; b < B; b++) for (let t = 0; t < T; t++) for (let h = 0; h < H; h++) {
       const visible = pos0[b] + t + 1;
-      const kh = Math.floor(h / (H / K));
       const qo = ((b * T + t) * H + h) * D;
-      const scores = new Float64Array(visible);
-      let mx = -Infinity;
-      for (let s = 0; s < visible; s++) {
-        const ko = ((b * K + kh) * S + s) * D;
-        let dot = 0;
-        for (let d = 0; d < D; d++) dot += q.data[qo + d] * k.data[ko + d];
-        scores[s] = dot * scale;
-        if (scores[s] > mx) mx = scores[s];
-      }
+      const { mx } = attnScores(q, k, b, t, h, visible, scale, scores);
       let z = 0;
       for (let s = 0; s < visible; s++) z += Math.exp(scores[s] - mx);
       let gy = 0;

@@ -254,6 +254,17 @@ fn reduce${n}(lid: u32, v: f32, isMax: bool) -> f32 {
 
 const NEG_INF = '-3.4e38'; // below any finite score; the f32 maximum itself is not a valid WGSL literal
 
+/** Opens `main` of a row attention kernel: one 64-thread workgroup per query row (b, t, h), the layout of
+ * q, with the attention parameters, its kv head and its number of visible keys. */
+const ATTN_ROW_MAIN = `@compute @workgroup_size(64) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lv: vec3<u32>) {
+  let row = wid.x + wid.y * u(1u);
+  if (row >= u(0u)) { return; }
+  let lid = lv.x;
+  let T = u(2u); let H = u(3u); let K = u(4u); let S = u(5u); let D = u(6u); let scale = f(7u);
+  let h = row % H; let t = (row / H) % T; let bb = row / (H * T);
+  let kh = h / (H / K);
+  let visible = u(8u + bb) + t + 1u;`;
+
 export const WGSL_KERNELS: { [O in OpName]: WgslKernel<O> } = {
   matmul: {
     dtypes: (i) => (i === 0 ? ['f32'] : ['f32', 'f16', 'bf16']),
@@ -510,14 +521,7 @@ export const WGSL_KERNELS: { [O in OpName]: WgslKernel<O> } = {
 var<workgroup> qs: array<f32, 256>;
 var<workgroup> ps: array<f32, 64>;
 var<workgroup> red: array<f32, 64>;
-@compute @workgroup_size(64) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lv: vec3<u32>) {
-  let row = wid.x + wid.y * u(1u);
-  if (row >= u(0u)) { return; }
-  let lid = lv.x;
-  let T = u(2u); let H = u(3u); let K = u(4u); let S = u(5u); let D = u(6u); let scale = f(7u);
-  let h = row % H; let t = (row / H) % T; let bb = row / (H * T);
-  let kh = h / (H / K);
-  let visible = u(8u + bb) + t + 1u;
+${ATTN_ROW_MAIN}
   let qo = row * D;
   for (var d = lid; d < D; d += 64u) { qs[d] = a[qo + d]; }
   workgroupBarrier();
@@ -1293,17 +1297,11 @@ function attentionStatsRows(B: number, T: number, H: number, K: number, S: numbe
 var<workgroup> qs: array<f32, 256>;
 fn score(ko: u32, D: u32, scale: f32) -> f32 { var x = 0.0; for (var j = 0u; j < D; j++) { x += qs[j] * b[ko + j]; } return x * scale; }
 ${workgroupReduce(64)}
-@compute @workgroup_size(64) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lv: vec3<u32>) {
-  let row = wid.x + wid.y * u(1u);
-  if (row >= u(0u)) { return; }
-  let lid = lv.x;
-  let T = u(2u); let H = u(3u); let K = u(4u); let S = u(5u); let D = u(6u); let scale = f(7u);
-  let h = row % H; let t = (row / H) % T; let bb = row / (H * T);
-  let visible = u(8u + bb) + t + 1u;
+${ATTN_ROW_MAIN}
   let qo = row * D;
   for (var x = lid; x < D; x += 64u) { qs[x] = a[qo + x]; }
   workgroupBarrier();
-  let kvBase = (bb * K + h / (H / K)) * S * D;
+  let kvBase = (bb * K + kh) * S * D;
   var m = ${NEG_INF};
   for (var s = lid; s < visible; s += 64u) { m = max(m, score(kvBase + s * D, D, scale)); }
   m = reduce64(lid, m, true);
@@ -1331,14 +1329,7 @@ function attentionGradQ(B: number, T: number, H: number, K: number, S: number, D
     wgsl: () => `${header(new Array(nIn).fill('f32'), 'f32', ['a', 'b', 'c', 'd', 'st'])}${ATTN_GRAD_COMMON}
 var<workgroup> ps: array<f32, 64>;
 ${workgroupReduce(64)}
-@compute @workgroup_size(64) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lv: vec3<u32>) {
-  let row = wid.x + wid.y * u(1u); // (b, t, h), the layout of q
-  if (row >= u(0u)) { return; }
-  let lid = lv.x;
-  let T = u(2u); let H = u(3u); let K = u(4u); let S = u(5u); let D = u(6u); let scale = f(7u);
-  let h = row % H; let t = (row / H) % T; let bb = row / (H * T);
-  let kh = h / (H / K);
-  let visible = u(8u + bb) + t + 1u;
+${ATTN_ROW_MAIN}
   let qo = row * D;
   for (var x = lid; x < D; x += 64u) { qs[x] = a[qo + x]; gs[x] = d[qo + x]; }
   workgroupBarrier();
