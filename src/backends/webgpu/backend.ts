@@ -50,6 +50,9 @@ export interface ProfileEntry {
   ms: number;
 }
 
+/** A level of the bind-group cache: children by buffer id, and the group once every binding is chosen. */
+interface BindTrie { next?: Map<number, BindTrie>; group?: GPUBindGroup }
+
 /** Timestamp pairs a query set holds (WebGPU allows at most 4096 queries per set). */
 const PROFILE_PAIRS = 2048;
 
@@ -70,13 +73,17 @@ export class WebGpuBackend implements Backend {
   readonly info: GpuContext['adapterInfo'];
   readonly features: Set<string>;
   private readonly pool = new Map<number, GPUBuffer[]>();
-  private readonly pipelines = new Map<string, GPUComputePipeline>();
+  /** Compiled pipelines by op, then by kernel key and binding layout (two levels: no key concatenation per dispatch). */
+  private readonly pipelines = new Map<string, Map<string, GPUComputePipeline[]>>();
   private readonly layouts = new Map<string, GPUBindGroupLayout>();
-  private readonly bindGroups = new Map<string, GPUBindGroup>();
+  /** Bind groups by layout, then by the ids of their buffers in binding order (a trie of small-integer keys). */
+  private readonly bindGroups = new Map<number, BindTrie>();
+  private bindGroupCount = 0;
   private readonly bufferIds = new WeakMap<GPUBuffer, number>();
   private nextBufferId = 1;
   private readonly arena: GPUBuffer;
   private readonly arenaHost = new ArrayBuffer(ARENA_SLOT * ARENA_SLOTS);
+  private readonly arenaWords = new Uint32Array(this.arenaHost);
   private arenaUsed = 0;
   private encoder?: GPUCommandEncoder;
   private pass?: GPUComputePassEncoder;
@@ -182,14 +189,18 @@ export class WebGpuBackend implements Backend {
   }
 
   private pipeline(op: string, key: string, wgsl: () => string, layout: GPUBindGroupLayout, nIn: number, inPlace: boolean): GPUComputePipeline {
-    const k = op + '|' + key + '|' + nIn + (inPlace ? 'p' : '');
-    let p = this.pipelines.get(k);
+    let byKey = this.pipelines.get(op);
+    if (!byKey) this.pipelines.set(op, (byKey = new Map()));
+    let variants = byKey.get(key);
+    if (!variants) byKey.set(key, (variants = []));
+    const slot = 2 * nIn + (inPlace ? 1 : 0);
+    let p = variants[slot];
     if (!p) {
       const code = wgsl();
       if (Number((globalThis as { process?: { env: Record<string, string | undefined> } }).process?.env.BRICKWORK_DEBUG ?? 0) >= 2) console.error(`[webgpu] compile ${key}\n${code}`);
       const module = this.device.createShaderModule({ code });
       p = this.device.createComputePipeline({ layout: this.device.createPipelineLayout({ bindGroupLayouts: [layout] }), compute: { module, entryPoint: 'main' } });
-      this.pipelines.set(k, p);
+      variants[slot] = p;
       this.stats.pipelines++;
     }
     return p;
@@ -308,16 +319,21 @@ export class WebGpuBackend implements Backend {
     const pipeline = this.pipeline(op, d.key, d.wgsl, layout, nIn, inPlace);
     if (this.arenaUsed + ARENA_SLOT > this.arenaHost.byteLength) this.flush();
     const offset = this.arenaUsed;
-    new Uint32Array(this.arenaHost, offset, d.params.length).set(d.params);
+    this.arenaWords.set(d.params, offset >> 2);
     this.arenaUsed += ARENA_SLOT;
 
-    let bgKey = inPlace ? 'p' : 'o';
-    for (let i = 0; i <= nIn; i++) {
-      const h = (i < nIn ? inputs[i] : out).handle as GpuHandle;
-      if (i === nIn && inPlace) break;
-      bgKey += ',' + this.bufferId(h.buffer) + ':' + h.bytes;
+    // A buffer's binding always spans the whole buffer (pooled buffers are exactly a size class), so its
+    // id alone identifies the binding.
+    const nBound = nIn + (inPlace ? 0 : 1);
+    let node: BindTrie | undefined = this.bindGroups.get(2 * nIn + (inPlace ? 1 : 0));
+    if (!node) this.bindGroups.set(2 * nIn + (inPlace ? 1 : 0), (node = { next: new Map() }));
+    for (let i = 0; i < nBound; i++) {
+      const id = this.bufferId(((i < nIn ? inputs[i] : out).handle as GpuHandle).buffer);
+      let child: BindTrie | undefined = node.next!.get(id);
+      if (!child) node.next!.set(id, (child = i === nBound - 1 ? {} : { next: new Map() }));
+      node = child;
     }
-    let bg = this.bindGroups.get(bgKey);
+    let bg = node.group;
     if (!bg) {
       const entries: GPUBindGroupEntry[] = [{ binding: 0, resource: { buffer: this.arena, offset: 0, size: ARENA_SLOT } }];
       for (let i = 0; i < nIn + (inPlace ? 0 : 1); i++) {
@@ -325,8 +341,9 @@ export class WebGpuBackend implements Backend {
         entries.push({ binding: i + 1, resource: { buffer: h.buffer, offset: 0, size: h.bytes } });
       }
       bg = this.device.createBindGroup({ layout, entries });
-      if (this.bindGroups.size > 20000) this.bindGroups.clear();
-      this.bindGroups.set(bgKey, bg);
+      // Bind groups hold their buffers; a long run with ever-new buffers must not keep them all.
+      if (++this.bindGroupCount > 20000) { this.bindGroups.clear(); this.bindGroupCount = 0; }
+      node.group = bg;
     }
     this.encoder ??= this.device.createCommandEncoder();
     const prof = this.prof;
