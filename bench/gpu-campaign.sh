@@ -6,7 +6,8 @@
 #   bash bench/gpu-campaign.sh decode|skip|train|all [--smoke]
 #
 #   decode  bench/webgpu.ts --peer (matmul, decode, prefill vs HF, HBM limit, memory),
-#           bench/decode-breakdown.ts (125M and 1B), bench/profile.ts (kernels by GPU time)
+#           bench/decode-breakdown.ts (125M and 1B, and the host's share alone on Dawn's null backend),
+#           bench/profile.ts (kernels by GPU time)
 #   skip    bench/skip.ts --device webgpu (tiny, 125M, 1B) and `brickwork sweep --device webgpu` on the
 #           bundled tiny-llama over WikiText-2 test (needs data/gpu/wikitext-2/{test,valid}.txt, copied
 #           from ../shared/data beforehand: that folder does not travel to the GPU machine)
@@ -44,6 +45,9 @@ if [ "$part" = decode ] || [ "$part" = all ]; then
   step 330 "bench/webgpu.ts ${peer[*]}" "${tsx[@]}" bench/webgpu.ts "${peer[@]}" "${quickArgs[@]}"
   step 60 "decode breakdown, 125M" "${tsx[@]}" bench/decode-breakdown.ts ${smoke:+--narrow --tokens 8}
   [ -z "$smoke" ] && step 60 "decode breakdown, 1B" "${tsx[@]}" bench/decode-breakdown.ts --1b
+  # The host's share on this machine's CPU alone: Dawn's null backend records and submits but runs nothing.
+  step 60 "host share of decoding (Dawn null backend), 1B layout" env BRICKWORK_DAWN_FLAGS=backend=null \
+    "${tsx[@]}" bench/decode-breakdown.ts --narrow --1b --tokens 450
   step 120 "kernel profile" "${tsx[@]}" bench/profile.ts --models "$models" --train "${small[@]}"
 fi
 
