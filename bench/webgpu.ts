@@ -67,7 +67,7 @@ function weightBytes(m: Model): number {
   return n;
 }
 
-interface Row { name: string; params: number; decode: number; prefill: number; dispatchesPerToken: number; weightBytes: number; unfused: { decode: number; dispatchesPerToken: number } }
+interface Row { name: string; params: number; decode: number; prefill: number; prefill128: number; dispatchesPerToken: number; weightBytes: number; unfused: { decode: number; dispatchesPerToken: number } }
 async function measure(name: string, model: Model): Promise<Row> {
   const V = model.spec.vocabSize;
   const prompt = Array.from({ length: 32 }, (_, i) => (i * 7919 + 11) % V);
@@ -87,8 +87,15 @@ async function measure(name: string, model: Model): Promise<Row> {
   t0 = performance.now();
   for (let i = 0; i < 3; i++) await pre();
   const prefill = (3 * 512) / ((performance.now() - t0) / 1e3);
-  const row = { name, params: model.numParams, decode, prefill, dispatchesPerToken: perToken, weightBytes: weightBytes(model), unfused };
-  log(`${name}: decode ${decode.toFixed(1)} tok/s (unfused ${unfused.decode.toFixed(1)}), prefill ${prefill.toFixed(0)} tok/s, ${perToken.toFixed(0)} dispatches/token (unfused ${unfused.dispatchesPerToken.toFixed(0)})`);
+  // The same prefill with the 128-wide matmul tile (16-bit weights widened as they are loaded).
+  be.matmulTile = 128;
+  await pre();
+  t0 = performance.now();
+  for (let i = 0; i < 3; i++) await pre();
+  const prefill128 = (3 * 512) / ((performance.now() - t0) / 1e3);
+  be.matmulTile = 64;
+  const row = { name, params: model.numParams, decode, prefill, prefill128, dispatchesPerToken: perToken, weightBytes: weightBytes(model), unfused };
+  log(`${name}: decode ${decode.toFixed(1)} tok/s (unfused ${unfused.decode.toFixed(1)}), prefill ${prefill.toFixed(0)} tok/s (tile 128: ${prefill128.toFixed(0)}), ${perToken.toFixed(0)} dispatches/token (unfused ${unfused.dispatchesPerToken.toFixed(0)})`);
   return row;
 }
 

@@ -80,6 +80,10 @@ const CASES: Record<OpName, Case[]> = {
       run: (be: Backend, m: Maker) => tile128(be, () => ops.matmulT(m.f(tA ? [K, M] : [M, K]), m.f(tB ? [N, K] : [K, N]), { transA: tA, transB: tB })),
     })),
     { name: 'tile 128: batched, shared b', run: (be, m) => tile128(be, () => ops.matmul(m.f([2, 65, 132]), m.f([132, 20]))) },
+    // 16-bit (N, K) weights in the big tile (prefill): ragged M and N, K a multiple of 8 but not of 16.
+    ...(['f16', 'bf16'] as const).map((dt) => ({ name: `tile 128: 130x260x40 transB ${dt}`, run: (be: Backend, m: Maker) => tile128(be, () => ops.matmul(m.f([130, 40]), m.w([260, 40], dt), true)) })),
+    { name: 'tile 128: batched, shared f16 b', run: (be, m) => tile128(be, () => ops.matmul(m.f([2, 33, 136]), m.w([70, 136], 'f16'), true)) },
+    { name: 'tile 128: f16 b, K not a multiple of 8 (64-wide tile)', run: (be, m) => tile128(be, () => ops.matmul(m.f([20, 36]), m.w([12, 36], 'f16'), true)) },
     { name: 'tile 128: batched b, transA', run: (be, m) => tile128(be, () => ops.matmulT(m.f([3, 20, 132]), m.f([3, 20, 8]), { transA: true })) },
   ],
   add: [{ name: 'same', run: (_, m) => ops.add(m.f([7, 33]), m.f([7, 33])) }, { name: 'row bias', run: (_, m) => ops.add(m.f([3, 7, 33]), m.f([33])) },

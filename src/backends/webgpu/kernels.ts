@@ -281,7 +281,9 @@ export const WGSL_KERNELS: { [O in OpName]: WgslKernel<O> } = {
       const nb = fold ? 1 : batches;
       if (Mf <= 8 && transB && !transA) return gemvT(Mf, N, K, nb, bBatches, bt);
       const vec4Rows = (transA ? Mf % 4 === 0 : K % 4 === 0) && (transB ? K % 4 === 0 : N % 4 === 0);
-      if (env.matmulTile === 128 && bt === 'f32' && vec4Rows) return bigTileMatmul(Mf, N, K, nb, bBatches, transB, transA);
+      // 16-bit weights take the big tile as (N, K) rows of 8 packed halves per load (prefill, weights stored transposed).
+      const big = bt === 'f32' ? vec4Rows : transB && K % 8 === 0 && (transA ? Mf % 4 === 0 : true);
+      if (env.matmulTile === 128 && big) return bigTileMatmul(Mf, N, K, nb, bBatches, transB, transA, bt);
       return tiledMatmul(Mf, N, K, nb, bBatches, transB, transA, bt);
     },
   },
@@ -1176,9 +1178,10 @@ const tileStart = (tile: number) => `@compute @workgroup_size(16, 16) fn main(@b
  * Large-tile matmul: 128×128 output tiles per 256-thread workgroup, 8×8 outputs per thread (two 4×4
  * quadrants 64 apart, so neighbouring threads read neighbouring vec4s of the shared tiles), K in steps
  * of 16, operands loaded as vec4. Needs the loaded rows contiguous in multiples of 4: K % 4 for a
- * row-major a and a (N, K) b, M % 4 for a transposed a, N % 4 for a (K, N) b. f32 only.
+ * row-major a and a (N, K) b, M % 4 for a transposed a, N % 4 for a (K, N) b. A 16-bit b must be (N, K)
+ * with K % 8: each thread loads 8 packed halves of one row (a vec4<u32>) and widens them into the tile.
  */
-function bigTileMatmul(M: number, N: number, K: number, batches: number, bBatches: number, transB: boolean, transA: boolean): KernelPlan {
+function bigTileMatmul(M: number, N: number, K: number, batches: number, bBatches: number, transB: boolean, transA: boolean, bt: DType = 'f32'): KernelPlan {
   if (batches > MAX_WG) throw new ShapeError('matmul', `${batches} batches exceed the ${MAX_WG} workgroups a grid dimension allows on WebGPU`);
   // Tile loads: 16 (k) × 128 (rows) values per operand = 512 vec4, two per thread. Along K (row-major a,
   // b with transB) a vec4 holds 4 consecutive k of one row; across rows (transposed a, b without transB)
@@ -1199,11 +1202,21 @@ function bigTileMatmul(M: number, N: number, K: number, batches: number, bBatche
       if (gk < K && gr < ${count}) { v = ${arr}[(${off} + gk * ${count} + gr) / 4u]; }
       ${tile}[kk * 32u + rq / 4u] = v;
     }`;
+  // 16-bit rows along K: 16 k × 128 rows = 256 loads of 8 halves, one per thread.
+  const load16 = `{
+      let r = tid / 2u; let kq = (tid % 2u) * 8u;
+      let gr = col0 + r; let gk = k0 + kq;
+      var w = vec4<u32>(0u);
+      if (gr < N && gk < K) { w = b[(bo + gr * K + gk) / 8u]; }
+      ${widen8(bt, 'w', 'lo', 'hi')}
+      for (var q = 0u; q < 4u; q++) { Bs[(kq + q) * 32u + r / 4u][r % 4u] = lo[q]; Bs[(kq + 4u + q) * 32u + r / 4u][r % 4u] = hi[q]; }
+    }`;
+  const wide = is16(bt);
   return {
-    key: `tile128:${transB}:${transA}`, workgroups: [Math.ceil(N / 128), Math.ceil(M / 128), batches], params: words(M, N, K, bBatches),
+    key: `tile128:${bt}:${transB}:${transA}`, workgroups: [Math.ceil(N / 128), Math.ceil(M / 128), batches], params: words(M, N, K, bBatches),
     wgsl: () => `${PARAMS_WGSL}
 @group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> b: array<vec4<${wide ? 'u32' : 'f32'}>>;
 @group(0) @binding(3) var<storage, read_write> o: array<f32>;
 var<workgroup> As: array<vec4<f32>, 512>;
 var<workgroup> Bs: array<vec4<f32>, 512>;
@@ -1211,7 +1224,7 @@ ${tileStart(128)}
   var acc: array<vec4<f32>, 16>;
   for (var k0 = 0u; k0 < K; k0 += 16u) {
     ${load('a', 'As', !transA, 'row0', 'ao', 'M')}
-    ${load('b', 'Bs', transB, 'col0', 'bo', 'N')}
+    ${wide ? load16 : load('b', 'Bs', transB, 'col0', 'bo', 'N')}
     workgroupBarrier();
     for (var kk = 0u; kk < 16u; kk++) {
       let a0 = As[kk * 32u + ty]; let a1 = As[kk * 32u + 16u + ty];
