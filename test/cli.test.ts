@@ -56,6 +56,10 @@ function copyModel(name: string): string {
 before(() => { tmp = mkdtempSync(join(tmpdir(), 'brickwork-cli-')); });
 after(() => { if (tmp) rmSync(tmp, { recursive: true, force: true }); });
 
+test('generate --profile needs the WebGPU device and says so', () => {
+  assertCleanError(cli('generate', '--device', 'cpu', '--prompt', 'Once', '--profile'), /--profile times GPU dispatches, but the device is cpu/);
+});
+
 test('generate --json: greedy ids match HF', () => {
   const out = json(cli('generate', '--greedy', '--max-new-tokens', '8', '--json', '--prompt', 'Once upon a time'));
   assert.deepEqual(Object.keys(out), ['prompt_ids', 'new_ids', 'text', 'tokens_per_second', 'skipped_fraction', 'skipped']);

@@ -45,3 +45,20 @@ test('WebGPU profile: each dispatch is timed under its op and shapes; values are
   assert.deepEqual(again.map((e) => [e.label.split(' ')[0], e.count]), [['matmul', 1]]);
   for (const tt of [a, b, x, y, z, w]) tt.dispose();
 }));
+
+test('generate --profile --json reports the costliest kernels of the run on WebGPU', (t) => withGpu(t, async (be) => {
+  if (!be.features.has('timestamp-query')) return void t.skip(`adapter ${be.info.description} has no timestamp-query feature`);
+  const { spawnSync } = await import('node:child_process');
+  const { fileURLToPath } = await import('node:url');
+  const root = fileURLToPath(new URL('..', import.meta.url));
+  const r = spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'generate', '--device', 'webgpu', '--prompt', 'Once upon a time',
+    '--max-new-tokens', '2', '--json', '--profile', '3'], { cwd: root, encoding: 'utf8', timeout: 240_000 });
+  assert.equal(r.status, 0, r.stderr);
+  const out = JSON.parse(r.stdout) as { new_ids: number[]; gpu_ms: number; profile: { label: string; count: number; ms: number }[] };
+  assert.equal(out.new_ids.length, 2);
+  assert.equal(out.profile.length, 3);
+  assert.ok(out.gpu_ms > 0 && out.profile.every((e) => e.ms > 0 && e.count > 0 && e.ms <= out.gpu_ms), JSON.stringify(out.profile));
+  for (let i = 1; i < out.profile.length; i++) assert.ok(out.profile[i - 1].ms >= out.profile[i].ms, 'sorted by GPU time');
+  // The prompt's prefill runs unfused matmuls; the decoding step runs fused_linear: both show up among the kernels.
+  assert.ok(out.profile.some((e) => /^(matmul|fused_linear|fused_kv_write) /.test(e.label)), JSON.stringify(out.profile));
+}));

@@ -4,9 +4,9 @@
 
 import { randomInt } from 'node:crypto';
 import { Command, Option } from 'commander';
-import { generate, speculativeGenerate, UsageError, type GenerateResult, type Model, type Policy, type SamplingOptions, type Tokenizer } from '../index.ts';
+import { generate, speculativeGenerate, UsageError, WebGpuBackend, type GenerateResult, type Model, type Policy, type SamplingOptions, type Tokenizer } from '../index.ts';
 import { calibOption, deviceOption, floatArg, idListArg, intArg, loadWithTokenizer, modelOption, POLICY_HELP, policyFromFlags, resolveDevice, type Device } from './common.ts';
-import { fmtDuration, fmtFixed, fmtInt, fmtRate, skippedText } from './format.ts';
+import { fmtDuration, fmtFixed, fmtInt, fmtRate, profileTable, skippedText } from './format.ts';
 
 /**
  * Turns a growing list of token ids into text deltas. It re-decodes the whole list each time (decoding
@@ -145,6 +145,7 @@ interface GenerateFlags {
   speculative?: string;
   draft: number;
   json?: boolean;
+  profile?: number | true;
 }
 
 /** Greedy unless a sampling knob was given; a sampled run without --seed gets a random one (printed, so it can be replayed). */
@@ -172,8 +173,19 @@ export function generateCommand(): Command {
     .option('--draft <k>', 'tokens drafted per verification with --speculative', intArg(1), 4)
     .addOption(calibOption('the prompt'))
     .option('--json', 'print one JSON object {prompt_ids, new_ids, text, tokens_per_second, skipped_fraction[, acceptance_rate]} instead of streaming')
+    .option('--profile [n]', 'time every GPU dispatch (WebGPU; the adapter needs timestamp-query) and print the n costliest kinds of kernel to stderr (default 12)', intArg(1))
     .action(async (f: GenerateFlags) => {
       const { backend, name } = await resolveDevice(f.device);
+      if (f.profile !== undefined && !(backend instanceof WebGpuBackend)) {
+        throw new UsageError(`--profile times GPU dispatches, but the device is ${name}`, 'add --device webgpu');
+      }
+      const top = f.profile === true ? 12 : f.profile;
+      // The profile covers prefill and decoding (not loading); it is read once generation ends.
+      const profiled = async () => {
+        if (!(backend instanceof WebGpuBackend) || top === undefined) return undefined;
+        const entries = await backend.stopProfile();
+        return { top, entries };
+      };
       const t0 = performance.now();
       const { model, tokenizer } = await loadWithTokenizer(f.model, backend);
       const loadMs = performance.now() - t0;
@@ -182,13 +194,16 @@ export function generateCommand(): Command {
       const policy = f.policy === undefined ? undefined : await policyFromFlags(model, tokenizer, f.policy, f.calib, promptIds);
       const draft = f.speculative === undefined ? undefined : await policyFromFlags(model, tokenizer, f.speculative, f.calib, promptIds);
       const opts: GenerationOptions = { maxNewTokens: f.maxNewTokens, sampling, stopTokens: f.stop, policy, ...(draft ? { speculative: { draft, draftLength: f.draft } } : {}) };
+      if (top !== undefined) (backend as WebGpuBackend).startProfile();
       if (f.json) {
         const run = await generateText(model, tokenizer, promptIds, opts);
+        const prof = await profiled();
         process.stdout.write(JSON.stringify({
           prompt_ids: run.promptIds, new_ids: run.newIds, text: run.text, tokens_per_second: tokensPerSecond(run),
           skipped_fraction: run.result.skipped.all, skipped: run.result.skipped,
           ...(policy ? { policy: policy.text } : {}),
           ...(run.speculative ? { speculative: draft!.text, draft_length: f.draft, acceptance_rate: run.speculative.acceptanceRate, drafted: run.speculative.drafted, accepted: run.speculative.accepted } : {}),
+          ...(prof ? { gpu_ms: prof.entries.reduce((s, e) => s + e.ms, 0), profile: prof.entries.slice(0, prof.top) } : {}),
         }) + '\n');
         return;
       }
@@ -203,6 +218,8 @@ export function generateCommand(): Command {
         if (policy) extra.push(`policy ${policy.text}: skipped ${skippedText(run.result.skipped)}`);
         if (run.speculative) extra.push(`speculative ${draft!.text}, draft ${f.draft}: accepted ${fmtInt(run.speculative.accepted)}/${fmtInt(run.speculative.drafted)} drafts (${fmtFixed(100 * run.speculative.acceptanceRate, 1)}%) in ${fmtInt(run.speculative.rounds)} verifications; draft skipped ${skippedText(run.result.skipped)}`);
         process.stderr.write(`[${statsLine(run, extra)}]\n`);
+        const prof = await profiled();
+        if (prof) process.stderr.write(`\nGPU time by kernel (every dispatch timed in a pass of its own, so a little above an unprofiled run):\n${profileTable(prof.entries, prof.top)}\n`);
       } catch (e) {
         // End the half-printed line so the error starts on its own.
         if (printed) process.stdout.write('\n');
