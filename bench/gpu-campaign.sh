@@ -3,17 +3,19 @@
 # machine. Each step has its own time limit, so one slow step cannot take the others' output with it.
 # Output goes to $OUT (or ./gpu-out): one log per part plus the JSON and SVG files the steps write.
 #
-#   bash bench/gpu-campaign.sh decode|skip|train|all [--smoke]
+#   bash bench/gpu-campaign.sh decode|profile|skip|train|all [--smoke]
 #
 #   decode  bench/webgpu.ts --peer (matmul, decode, prefill vs HF, HBM limit, memory),
-#           bench/decode-breakdown.ts (125M and 1B, and the host's share alone on Dawn's null backend),
-#           bench/profile.ts (kernels by GPU time)
+#           bench/decode-breakdown.ts (125M and 1B; 1B again without Dawn's robust buffer access, and
+#           with its workgroup-memory zeroing, which Brickwork turns off in Node)
+#   profile bench/profile.ts (kernels by GPU time), and the host's share of decoding alone (Dawn's null
+#           backend)
 #   skip    bench/skip.ts --device webgpu (tiny, 125M, 1B) and `brickwork sweep --device webgpu` on the
 #           bundled tiny-llama over WikiText-2 test (needs data/gpu/wikitext-2/{test,valid}.txt, copied
 #           from ../shared/data beforehand: that folder does not travel to the GPU machine)
 #   train   bench/train.ts --device webgpu --peer (GPT-2 124M, T 1024) and `brickwork compare --device webgpu`
 # --smoke runs every step at toy sizes (no peer), to check the script itself on any adapter.
-# On the GPU machine, run one part per command (all three together return more than its 8 files).
+# On the GPU machine, run one part per command (all of them together return more than its 8 files).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 part=${1:-all}
@@ -35,9 +37,9 @@ step() {
 }
 data=data/gpu/wikitext-2
 if [ -n "$smoke" ]; then
-  peer=(); quickArgs=(--quick); models=tiny; sweepTokens=128; small=(--small); sweepPolicies=ffn-skip
+  peer=(); quickArgs=(--quick); models=tiny; sweepTokens=128; small=(--small); big=(--narrow --tokens 8); sweepPolicies=ffn-skip
 else
-  peer=(--peer); quickArgs=(); models=tiny,125M,1B; sweepTokens=16384; small=(); sweepPolicies=ffn-skip,block-influence,early-exit
+  peer=(--peer); quickArgs=(); models=tiny,125M,1B; sweepTokens=16384; small=(); big=(--1b); sweepPolicies=ffn-skip,block-influence,early-exit
 fi
 
 if [ "$part" = decode ] || [ "$part" = all ]; then
@@ -45,10 +47,17 @@ if [ "$part" = decode ] || [ "$part" = all ]; then
   step 330 "bench/webgpu.ts ${peer[*]}" "${tsx[@]}" bench/webgpu.ts "${peer[@]}" "${quickArgs[@]}"
   step 60 "decode breakdown, 125M" "${tsx[@]}" bench/decode-breakdown.ts ${smoke:+--narrow --tokens 8}
   [ -z "$smoke" ] && step 60 "decode breakdown, 1B" "${tsx[@]}" bench/decode-breakdown.ts --1b
+  step 60 "decode breakdown, 1B, without robust buffer access" \
+    env BRICKWORK_DAWN_FLAGS=enable-dawn-features=disable_robustness "${tsx[@]}" bench/decode-breakdown.ts "${big[@]}"
+  step 60 "decode breakdown, 1B, with workgroup memory zeroed" \
+    env BRICKWORK_DAWN_FLAGS=disable-dawn-features=disable_workgroup_init "${tsx[@]}" bench/decode-breakdown.ts "${big[@]}"
+fi
+
+if [ "$part" = profile ] || [ "$part" = all ]; then
+  step 120 "kernel profile" "${tsx[@]}" bench/profile.ts --models "$models" --train "${small[@]}"
   # The host's share on this machine's CPU alone: Dawn's null backend records and submits but runs nothing.
   step 60 "host share of decoding (Dawn null backend), 1B layout" env BRICKWORK_DAWN_FLAGS=backend=null \
     "${tsx[@]}" bench/decode-breakdown.ts --narrow --1b --tokens 450
-  step 120 "kernel profile" "${tsx[@]}" bench/profile.ts --models "$models" --train "${small[@]}"
 fi
 
 if [ "$part" = skip ] || [ "$part" = all ]; then

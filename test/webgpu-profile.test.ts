@@ -35,6 +35,8 @@ test('WebGPU profile: each dispatch is timed under its op and shapes; values are
   assert.ok(entries.some((e) => e.label.startsWith('silu ') && e.count === 1));
   for (const e of entries) assert.ok(Number.isFinite(e.ms) && e.ms >= 0, `${e.label}: ${e.ms} ms`);
   assert.ok(entries.reduce((s, e) => s + e.ms, 0) > 0, 'all timestamps were equal');
+  // Dawn's timestamp quantization (multiples of 65,536 ns) is off: not every total is such a multiple.
+  assert.ok(entries.some((e) => Math.round(e.ms * 1e6) % 65536 !== 0), `quantized timestamps: ${entries.map((e) => e.ms * 1e6).join(', ')} ns`);
   for (let i = 1; i < entries.length; i++) assert.ok(entries[i - 1].ms >= entries[i].ms, 'entries are sorted by time');
 
   // A new profile starts empty; work after stopProfile is not timed.

@@ -35,10 +35,53 @@ async function getGpu(): Promise<GPU> {
   }
   Object.assign(globalThis, mod.globals); // GPUBufferUsage, GPUMapMode, … as in browsers
   process.env.XDG_RUNTIME_DIR ??= '/tmp'; // Dawn's Vulkan loader complains without it
-  const flags = process.env.BRICKWORK_DAWN_FLAGS ? process.env.BRICKWORK_DAWN_FLAGS.split(',') : [];
-  const gpu = mod.create(flags);
+  const gpu = mod.create(dawnFlags(process.env.BRICKWORK_DAWN_FLAGS));
   keepAlive = gpu;
   return gpu;
+}
+
+/** Brickwork's default Dawn toggles in Node (see dawnFlags). */
+const DAWN_DEFAULTS: [string, string][] = [
+  ['disable-dawn-features', 'timestamp_quantization'],
+  ['enable-dawn-features', 'disable_workgroup_init'],
+];
+
+/**
+ * Dawn's options in Node: `BRICKWORK_DAWN_FLAGS` (comma-separated `key=value`; a word without `=`
+ * continues the previous value, so `enable-dawn-features=a,b` keeps its list) merged with Brickwork's
+ * defaults, each of which gives way where the flags name the same toggle in either list:
+ * - `timestamp_quantization` off: by default Dawn rounds timestamp queries down to multiples of
+ *   65,536 ns (a browser's timing-attack mitigation), which turns a per-dispatch profile of
+ *   microsecond kernels into noise;
+ * - `disable_workgroup_init` on: Dawn otherwise zeroes every workgroup's shared memory before the
+ *   workgroup runs (a store loop and a barrier per workgroup; a third of the GPU time of small decode and
+ *   prefill passes on SwiftShader). Every kernel here writes its shared memory before reading it, and the
+ *   test suite runs with this default. Browsers keep the zeroing; to keep it in Node too:
+ *   `BRICKWORK_DAWN_FLAGS=disable-dawn-features=disable_workgroup_init`.
+ * Robust buffer access (Dawn clamping every storage-buffer index) stays on unless the flags say
+ * `enable-dawn-features=disable_robustness`.
+ */
+export function dawnFlags(env: string | undefined): string[] {
+  const opts = new Map<string, string[]>();
+  let last: string[] | undefined;
+  for (const word of (env ?? '').split(',').map((w) => w.trim()).filter(Boolean)) {
+    const eq = word.indexOf('=');
+    if (eq < 0) {
+      if (!last) throw new BrickworkError('E_DAWN_FLAGS', `BRICKWORK_DAWN_FLAGS starts with '${word}', which is not key=value`, "write it as key=value[,key=value…], e.g. backend=null or enable-dawn-features=dump_shaders,disable_symbol_renaming");
+      last.push(word);
+      continue;
+    }
+    const key = word.slice(0, eq);
+    last = opts.get(key) ?? [];
+    if (eq + 1 < word.length) last.push(word.slice(eq + 1));
+    opts.set(key, last);
+  }
+  const named = new Set([...(opts.get('enable-dawn-features') ?? []), ...(opts.get('disable-dawn-features') ?? [])]);
+  for (const [list, toggle] of DAWN_DEFAULTS) {
+    if (named.has(toggle)) continue;
+    opts.set(list, [...(opts.get(list) ?? []), toggle]);
+  }
+  return [...opts].map(([k, v]) => `${k}=${v.join(',')}`);
 }
 
 /** Acquire a WebGPU device, or throw NoWebGpuError saying why. */

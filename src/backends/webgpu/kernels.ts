@@ -1265,11 +1265,11 @@ ${tileStart(64)}
       let kk = e % 16u; let r = e / 16u;
       let gr = row0 + r; let gc = col0 + r; let gk = k0 + kk;
       ${transA
-        ? 'let ka = e / 64u; let ra = e % 64u; let gra = row0 + ra; let gka = k0 + ka; As[ka][ra] = select(0.0, a[ao + gka * M + gra], gra < M && gka < K);'
-        : 'As[kk][r] = select(0.0, a[ao + gr * K + gk], gr < M && gk < K);'}
+        ? 'let ka = e / 64u; let ra = e % 64u; let gra = row0 + ra; let gka = k0 + ka; var va = 0.0; if (gra < M && gka < K) { va = a[ao + gka * M + gra]; } As[ka][ra] = va;'
+        : 'var va = 0.0; if (gr < M && gk < K) { va = a[ao + gr * K + gk]; } As[kk][r] = va;'}
       ${transB
-        ? 'Bs[kk][r] = select(0.0, ldb(bo + gc * K + gk), gc < N && gk < K);'
-        : 'let kb = e / 64u; let cb = e % 64u; let gkb = k0 + kb; let gcb = col0 + cb; Bs[kb][cb] = select(0.0, ldb(bo + gkb * N + gcb), gcb < N && gkb < K);'}
+        ? 'var vb = 0.0; if (gc < N && gk < K) { vb = ldb(bo + gc * K + gk); } Bs[kk][r] = vb;'
+        : 'let kb = e / 64u; let cb = e % 64u; let gkb = k0 + kb; let gcb = col0 + cb; var vb = 0.0; if (gcb < N && gkb < K) { vb = ldb(bo + gkb * N + gcb); } Bs[kb][cb] = vb;'}
     }
     workgroupBarrier();
     for (var kk = 0u; kk < 16u; kk++) {
