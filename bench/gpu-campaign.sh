@@ -37,7 +37,7 @@ step() {
 }
 data=data/gpu/wikitext-2
 if [ -n "$smoke" ]; then
-  peer=(); quickArgs=(--quick); models=tiny; sweepTokens=128; small=(--small); big=(--narrow --tokens 8); sweepPolicies=ffn-skip
+  peer=(); quickArgs=(--smoke); models=tiny; sweepTokens=128; small=(--small); big=(--narrow --tokens 8); sweepPolicies=ffn-skip
 else
   peer=(--peer); quickArgs=(); models=tiny,125M,1B; sweepTokens=16384; small=(); big=(--1b); sweepPolicies=ffn-skip,block-influence,early-exit
 fi
