@@ -8,8 +8,8 @@
 #   decode  bench/webgpu.ts --peer (matmul, decode, prefill vs HF, HBM limit, memory),
 #           bench/decode-breakdown.ts (125M and 1B; 1B again without Dawn's robust buffer access, and
 #           with its workgroup-memory zeroing, which Brickwork turns off in Node)
-#   profile bench/profile.ts (kernels by GPU time), and the host's share of decoding alone (Dawn's null
-#           backend)
+#   profile bench/profile.ts (kernels by GPU time), the fp32 matmul without robust buffer access, and
+#           the host's share of decoding alone (Dawn's null backend)
 #   skip    bench/skip.ts --device webgpu (tiny, 125M, 1B) and `brickwork sweep --device webgpu` on the
 #           bundled tiny-llama over WikiText-2 test (needs data/gpu/wikitext-2/{test,valid}.txt, copied
 #           from ../shared/data beforehand: that folder does not travel to the GPU machine)
@@ -55,6 +55,8 @@ fi
 
 if [ "$part" = profile ] || [ "$part" = all ]; then
   step 120 "kernel profile" "${tsx[@]}" bench/profile.ts --models "$models" --train "${small[@]}"
+  step 60 "fp32 matmul without robust buffer access" env BRICKWORK_DAWN_FLAGS=enable-dawn-features=disable_robustness \
+    "${tsx[@]}" bench/webgpu.ts --matmul-only "${quickArgs[@]}"
   # The host's share on this machine's CPU alone: Dawn's null backend records and submits but runs nothing.
   step 60 "host share of decoding (Dawn null backend), 1B layout" env BRICKWORK_DAWN_FLAGS=backend=null \
     "${tsx[@]}" bench/decode-breakdown.ts --narrow --1b --tokens 450

@@ -4,6 +4,7 @@
 // decode limit for the 1B model (and the limit from the rate a compute kernel reads at), dispatches per decoded token, and GPU memory across 1,000 generations.
 //   node --import tsx bench/webgpu.ts [--quick | --smoke] [--peer]     (--peer runs bench/peer_hf.py too)
 // --smoke shrinks every size so that an emulated GPU gets through the whole script (to check it).
+// --matmul-only stops after the matmul (to compare Dawn settings: BRICKWORK_DAWN_FLAGS=…).
 
 import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
@@ -42,6 +43,11 @@ for (const n of smoke ? [128, 256] : quick ? [1024, 4096] : [4096, 8192]) {
   }
   be.matmulTile = 64;
   a.dispose(); b.dispose();
+}
+
+if (process.argv.includes('--matmul-only')) {
+  be.destroy();
+  process.exit(0);
 }
 
 // device-to-device copy bandwidth (bytes read + written)
@@ -102,6 +108,47 @@ await reads(quick ? 4 : 40);
 const readGBps = (readBytes * (quick ? 4 : 40)) / ((performance.now() - t0) / 1e3) / 1e9;
 rsrc.destroy(); rout.destroy();
 log(`kernel read rate: ${readGBps.toFixed(0)} GB/s (vec4 loads, ${readBytes / 2 ** 20} MiB per pass)`);
+
+// The GPU's floor per dispatch: one-workgroup dispatches recorded in one pass, each either reading what
+// the previous one wrote (Dawn puts a barrier between them, as between a model's dependent ops) or
+// writing a buffer of its own (no barrier). A decode step can go no faster than its dispatches × this.
+const floorN = smoke ? 50 : 2000;
+const fpipe = be.device.createComputePipeline({
+  layout: 'auto',
+  compute: {
+    entryPoint: 'main',
+    module: be.device.createShaderModule({ code: `
+@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read_write> y: array<f32>;
+@compute @workgroup_size(64) fn main(@builtin(local_invocation_index) i: u32) { y[i] = x[i] + 1.0; }` }),
+  },
+});
+const fbuf = (n: number) => Array.from({ length: n }, () => be.device.createBuffer({ size: 256, usage: GPUBufferUsage.STORAGE }));
+const fbind = (x: GPUBuffer, y: GPUBuffer) => be.device.createBindGroup({ layout: fpipe.getBindGroupLayout(0), entries: [{ binding: 0, resource: { buffer: x } }, { binding: 1, resource: { buffer: y } }] });
+const [fa, fb] = fbuf(2);
+const chained = [fbind(fa, fb), fbind(fb, fa)];
+const ownOut = fbuf(floorN);
+const separate = ownOut.map((y) => fbind(fa, y));
+const floorUs = async (groups: (i: number) => GPUBindGroup) => {
+  const once = async () => {
+    const e = be.device.createCommandEncoder();
+    const pass = e.beginComputePass();
+    pass.setPipeline(fpipe);
+    for (let i = 0; i < floorN; i++) { pass.setBindGroup(0, groups(i)); pass.dispatchWorkgroups(1); }
+    pass.end();
+    const cmd = e.finish();
+    const t = performance.now();
+    be.device.queue.submit([cmd]);
+    await be.device.queue.onSubmittedWorkDone();
+    return (performance.now() - t) * 1e3 / floorN;
+  };
+  await once();
+  return Math.min(await once(), await once(), await once());
+};
+const floorChained = await floorUs((i) => chained[i % 2]);
+const floorSeparate = await floorUs((i) => separate[i]);
+for (const b of [fa, fb, ...ownOut]) b.destroy();
+log(`GPU time per dispatch (one workgroup, ${floorN} in a pass, best of 3): ${floorChained.toFixed(2)} µs when each reads the previous one's output, ${floorSeparate.toFixed(2)} µs when independent`);
 
 /** Bytes of weights one decode step reads (all matrices but the embedding table, in their GPU dtype). */
 function weightBytes(m: Model): number {
@@ -184,6 +231,10 @@ for (const r of rows) {
     `${fmt(r.prefill, 0).padStart(8)} (${fmt(p?.prefill_tok_s, 0)}, ${p ? (r.prefill / p.prefill_tok_s).toFixed(2) + '×' : '—'})`.padEnd(30) + `${r.dispatchesPerToken.toFixed(0).padStart(6)}` +
     `             ${fmt(r.unfused.decode).padStart(8)}, ${r.unfused.dispatchesPerToken.toFixed(0)}`);
 }
+for (const r of rows) {
+  const ms = (r.dispatchesPerToken * floorChained) / 1e3;
+  log(`  dispatch floor, ${r.name}: ${r.dispatchesPerToken.toFixed(0)} dispatches × ${floorChained.toFixed(2)} µs = ${ms.toFixed(2)} ms per token, at most ${(1e3 / ms).toFixed(0)} tok/s from dispatches alone`);
+}
 const big = rows.find((r) => r.name === '1B');
 if (big) {
   // The HBM limit uses the fastest copy rate measured in this run: torch's (when the peer ran) reaches
@@ -195,6 +246,6 @@ if (big) {
   }
 }
 log(`GPU memory: ${(memBefore / 2 ** 20).toFixed(1)} MiB before and ${(memAfter / 2 ** 20).toFixed(1)} MiB after ${gens} generations (growth ${((memAfter - memBefore) / 2 ** 20).toFixed(1)} MiB)`);
-if (process.env.OUT) writeFileSync(`${process.env.OUT}/webgpu-bench.json`, JSON.stringify({ adapter: be.info, matmul, matmul128, copyGBps, readGBps, rows, memBefore, memAfter, gens, hf }, null, 2));
+if (process.env.OUT) writeFileSync(`${process.env.OUT}/webgpu-bench.json`, JSON.stringify({ adapter: be.info, matmul, matmul128, copyGBps, readGBps, floorChained, floorSeparate, rows, memBefore, memAfter, gens, hf }, null, 2));
 be.destroy();
 process.exit(0);
