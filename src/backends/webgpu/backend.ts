@@ -15,6 +15,7 @@ export class WebGpuError extends BrickworkError {
     super('E_WEBGPU', `the WebGPU device reported an error:\n${detail}`, 'this is a bug in a Brickwork kernel or the GPU ran out of memory; run with --device cpu meanwhile and set BRICKWORK_DEBUG=2 to print the WGSL');
   }
 }
+import { BOUNDS_SITES, checkBounds } from './bounds.ts';
 import { acquireDevice, type GpuContext } from './device.ts';
 import { WGSL_KERNELS, type KernelEnv, type KernelInput, type WgslKernel } from './kernels.ts';
 
@@ -55,6 +56,25 @@ interface BindTrie { next?: Map<number, BindTrie>; group?: GPUBindGroup }
 
 /** Timestamp pairs a query set holds (WebGPU allows at most 4096 queries per set). */
 const PROFILE_PAIRS = 2048;
+/** Bounds checking: dispatches per round of violation counters (each has BOUNDS_SITES u32, 256 bytes). */
+const CHECK_SLOTS = 1024;
+
+/** A kernel indexed outside an array (found by WebGpuBackend's bounds checking). */
+export class OutOfBoundsError extends BrickworkError {
+  constructor(kernel: string, sites: string[]) {
+    super('E_OUT_OF_BOUNDS', `WGSL kernel ${kernel} indexed outside its arrays: ${sites.join('; ')}`,
+      'this is a bug in that kernel; without bounds checking the driver would have clamped these indices or read past the buffer');
+  }
+}
+
+export interface WebGpuOptions {
+  /**
+   * Check every array index of every kernel (src/backends/webgpu/bounds.ts): a kernel that indexes
+   * outside an array raises OutOfBoundsError at the next read or sync. Slower; for tests. Also set by
+   * BRICKWORK_WEBGPU_CHECK_BOUNDS=1.
+   */
+  checkBounds?: boolean;
+}
 
 export class WebGpuBackend implements Backend {
   readonly name = 'webgpu';
@@ -94,8 +114,11 @@ export class WebGpuBackend implements Backend {
   private prof?: { set: GPUQuerySet; resolve: GPUBuffer; labels: string[]; reads: Promise<void>[]; totals: Map<string, { count: number; ns: number }> };
   /** Validation/out-of-memory errors the device reported; raised at the next read or sync. */
   private readonly gpuErrors: string[] = [];
+  /** Bounds checking: the counters, their bind group, and per pending dispatch its label and access sites. */
+  private readonly check?: { buf: GPUBuffer; layout: GPUBindGroupLayout; group: GPUBindGroup; pending: { label: string; sites: string[] }[]; reads: Promise<void>[]; found: OutOfBoundsError[] };
+  private readonly sites = new WeakMap<GPUComputePipeline, string[]>();
 
-  private constructor(ctx: GpuContext) {
+  private constructor(ctx: GpuContext, opts: WebGpuOptions = {}) {
     this.device = ctx.device;
     this.device.addEventListener('uncapturederror', (ev) => {
       this.gpuErrors.push((ev as GPUUncapturedErrorEvent).error.message);
@@ -106,7 +129,17 @@ export class WebGpuBackend implements Backend {
     const lim = this.device.limits;
     this.env = { features: this.features, matmulTile: tile === '128' ? 128 : 64, maxWorkgroupStorage: lim.maxComputeWorkgroupStorageSize, maxInvocations: lim.maxComputeInvocationsPerWorkgroup };
     this.arena = this.device.createBuffer({ size: ARENA_SLOT * ARENA_SLOTS, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
+    const env = (globalThis as { process?: { env: Record<string, string | undefined> } }).process?.env;
+    if (opts.checkBounds ?? env?.BRICKWORK_WEBGPU_CHECK_BOUNDS === '1') {
+      const buf = this.device.createBuffer({ size: 4 * BOUNDS_SITES * CHECK_SLOTS, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST });
+      const layout = this.device.createBindGroupLayout({ entries: [{ binding: 0, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'storage', hasDynamicOffset: true, minBindingSize: 4 * BOUNDS_SITES } }] });
+      const group = this.device.createBindGroup({ layout, entries: [{ binding: 0, resource: { buffer: buf, offset: 0, size: 4 * BOUNDS_SITES } }] });
+      this.check = { buf, layout, group, pending: [], reads: [], found: [] };
+    }
   }
+
+  /** Whether every kernel's array indices are checked (WebGpuOptions.checkBounds). */
+  get checksBounds(): boolean { return this.check !== undefined; }
 
   /**
    * Output tile of large f32 matmuls: 64, or 128 (vec4 loads, 8×8 outputs per thread; bench/webgpu.ts
@@ -115,8 +148,8 @@ export class WebGpuBackend implements Backend {
   get matmulTile(): 64 | 128 { return this.env.matmulTile; }
   set matmulTile(t: 64 | 128) { this.env.matmulTile = t; }
 
-  static async create(): Promise<WebGpuBackend> {
-    return new WebGpuBackend(await acquireDevice());
+  static async create(opts: WebGpuOptions = {}): Promise<WebGpuBackend> {
+    return new WebGpuBackend(await acquireDevice(), opts);
   }
 
   supports(op: OpName, dtype: DType): boolean {
@@ -198,8 +231,11 @@ export class WebGpuBackend implements Backend {
     if (!p) {
       const code = wgsl();
       if (Number((globalThis as { process?: { env: Record<string, string | undefined> } }).process?.env.BRICKWORK_DEBUG ?? 0) >= 2) console.error(`[webgpu] compile ${key}\n${code}`);
-      const module = this.device.createShaderModule({ code });
-      p = this.device.createComputePipeline({ layout: this.device.createPipelineLayout({ bindGroupLayouts: [layout] }), compute: { module, entryPoint: 'main' } });
+      const checked = this.check ? checkBounds(code) : undefined;
+      const module = this.device.createShaderModule({ code: checked?.code ?? code });
+      const bindGroupLayouts = this.check ? [layout, this.check.layout] : [layout];
+      p = this.device.createComputePipeline({ layout: this.device.createPipelineLayout({ bindGroupLayouts }), compute: { module, entryPoint: 'main' } });
+      if (checked) this.sites.set(p, checked.sites);
       variants[slot] = p;
       this.stats.pipelines++;
     }
@@ -270,14 +306,52 @@ export class WebGpuBackend implements Backend {
     })());
   }
 
+  /**
+   * Bounds checking: copy this submit's violation counters out and zero them; the returned function,
+   * called after the submit, inspects them once the GPU is done.
+   */
+  private resolveChecks(encoder: GPUCommandEncoder): () => void {
+    const check = this.check!;
+    const pending = check.pending.splice(0);
+    const bytes = 4 * BOUNDS_SITES * pending.length;
+    this.endPass();
+    const staging = this.device.createBuffer({ size: bytes, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    encoder.copyBufferToBuffer(check.buf, 0, staging, 0, bytes);
+    encoder.clearBuffer(check.buf, 0, bytes);
+    return () => check.reads.push((async () => {
+      await staging.mapAsync(GPUMapMode.READ);
+      const counts = new Uint32Array(staging.getMappedRange());
+      pending.forEach((d, i) => {
+        const bad: string[] = [];
+        for (let s = 0; s < BOUNDS_SITES; s++) {
+          const n = counts[i * BOUNDS_SITES + s];
+          if (n) bad.push(`${s === BOUNDS_SITES - 1 && d.sites.length > BOUNDS_SITES ? `sites ${s}+` : d.sites[s] ?? `site ${s}`} (${n}×)`);
+        }
+        if (bad.length) check.found.push(new OutOfBoundsError(d.label, bad));
+      });
+      staging.unmap();
+      staging.destroy();
+    })());
+  }
+
+  /** Bounds checking: wait for the counters submitted so far and raise the first kernel that went out of bounds. */
+  private async raiseBounds(): Promise<void> {
+    const check = this.check;
+    if (!check) return;
+    await Promise.all(check.reads.splice(0));
+    if (check.found.length) throw check.found.splice(0)[0];
+  }
+
   /** Submit everything recorded so far (no wait). */
   flush(): void {
     this.endPass();
     if (!this.encoder) return;
     const readTimes = this.prof?.labels.length ? this.resolveProfile(this.encoder) : undefined;
+    const readChecks = this.check?.pending.length ? this.resolveChecks(this.encoder) : undefined;
     if (this.arenaUsed) this.device.queue.writeBuffer(this.arena, 0, this.arenaHost, 0, this.arenaUsed);
     this.device.queue.submit([this.encoder.finish()]);
     readTimes?.();
+    readChecks?.();
     this.encoder = undefined;
     this.arenaUsed = 0;
     this.sinceSubmit = 0;
@@ -358,7 +432,14 @@ export class WebGpuBackend implements Backend {
     this.pass.setPipeline(pipeline);
     this.dynOffset[0] = offset;
     this.pass.setBindGroup(0, bg, this.dynOffset, 0, 1);
+    const check = this.check;
+    if (check) {
+      this.dynOffset[0] = 4 * BOUNDS_SITES * check.pending.length;
+      this.pass.setBindGroup(1, check.group, this.dynOffset, 0, 1);
+      check.pending.push({ label: `${op} ${d.key} ${shapes.map((x) => x.join('x')).join(' ')}`, sites: this.sites.get(pipeline)! });
+    }
     this.pass.dispatchWorkgroups(wg[0], wg[1] ?? 1, wg[2] ?? 1);
+    if (check && check.pending.length >= CHECK_SLOTS) this.flush();
     if (prof) { this.endPass(); if (prof.labels.length >= PROFILE_PAIRS) this.flush(); }
     if (this.submitEvery > 0 && ++this.sinceSubmit >= this.submitEvery) this.flush();
     return out;
@@ -378,6 +459,7 @@ export class WebGpuBackend implements Backend {
     staging.unmap();
     this.staging.push(staging);
     if (this.staging.length > 8) this.staging.shift()!.destroy();
+    await this.raiseBounds();
     const n = t.size;
     if (t.dtype === 'i32') return new Int32Array(bytes.buffer, 0, n);
     if (t.dtype === 'f16' || t.dtype === 'bf16') return new Uint16Array(bytes.buffer, 0, n);
@@ -395,6 +477,7 @@ export class WebGpuBackend implements Backend {
     this.flush();
     await this.device.queue.onSubmittedWorkDone();
     this.raiseGpuErrors();
+    await this.raiseBounds();
   }
 
   /** Free every GPU resource; the backend is unusable afterwards. A live device keeps Node running. */

@@ -59,7 +59,8 @@ const DAWN_DEFAULTS: [string, string][] = [
  *   test suite runs with this default. Browsers keep the zeroing; to keep it in Node too:
  *   `BRICKWORK_DAWN_FLAGS=disable-dawn-features=disable_workgroup_init`.
  * Robust buffer access (Dawn clamping every storage-buffer index) stays on unless the flags say
- * `enable-dawn-features=disable_robustness`.
+ * `enable-dawn-features=disable_robustness`; the test suite also runs clean under Brickwork's own bounds
+ * checker (bounds.ts), which is what would make turning it off safe.
  */
 export function dawnFlags(env: string | undefined): string[] {
   const opts = new Map<string, string[]>();
