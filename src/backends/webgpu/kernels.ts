@@ -1185,30 +1185,38 @@ function bigTileMatmul(M: number, N: number, K: number, batches: number, bBatche
   if (batches > MAX_WG) throw new ShapeError('matmul', `${batches} batches exceed the ${MAX_WG} workgroups a grid dimension allows on WebGPU`);
   // Tile loads: 16 (k) × 128 (rows) values per operand = 512 vec4, two per thread. Along K (row-major a,
   // b with transB) a vec4 holds 4 consecutive k of one row; across rows (transposed a, b without transB)
-  // it holds 4 consecutive rows of one k.
-  const load = (arr: string, tile: string, alongK: boolean, first: string, off: string, count: string) => alongK
+  // it holds 4 consecutive rows of one k. Each load is split in two: `fetch` reads the next K step from
+  // memory into registers (issued before the current step's products, so its latency hides behind
+  // them), `store` writes those registers into the shared tile at the start of the next step.
+  const fetch = (arr: string, reg: string, alongK: boolean, first: string, off: string, count: string) => alongK
     ? `for (var j = 0u; j < 2u; j++) {
-      let e = tid + 256u * j; let r = e / 4u; let kq = (e % 4u) * 4u;
-      let gr = ${first} + r; let gk = k0 + kq;
-      var v = vec4<f32>(0.0);
-      if (gr < ${count} && gk < K) { v = ${arr}[(${off} + gr * K + gk) / 4u]; }
+      let e = tid + 256u * j; let gr = ${first} + e / 4u; let gk = kf + (e % 4u) * 4u;
+      ${reg}[j] = vec4<f32>(0.0);
+      if (gr < ${count} && gk < K) { ${reg}[j] = ${arr}[(${off} + gr * K + gk) / 4u]; }
+    }`
+    : `for (var j = 0u; j < 2u; j++) {
+      let e = tid + 256u * j; let gk = kf + e / 32u; let gr = ${first} + (e % 32u) * 4u;
+      ${reg}[j] = vec4<f32>(0.0);
+      if (gk < K && gr < ${count}) { ${reg}[j] = ${arr}[(${off} + gk * ${count} + gr) / 4u]; }
+    }`;
+  const store = (reg: string, tile: string, alongK: boolean) => alongK
+    ? `for (var j = 0u; j < 2u; j++) {
+      let e = tid + 256u * j; let r = e / 4u; let kq = (e % 4u) * 4u; let v = ${reg}[j];
       ${tile}[kq * 32u + r / 4u][r % 4u] = v.x; ${tile}[(kq + 1u) * 32u + r / 4u][r % 4u] = v.y;
       ${tile}[(kq + 2u) * 32u + r / 4u][r % 4u] = v.z; ${tile}[(kq + 3u) * 32u + r / 4u][r % 4u] = v.w;
     }`
     : `for (var j = 0u; j < 2u; j++) {
-      let e = tid + 256u * j; let kk = e / 32u; let rq = (e % 32u) * 4u;
-      let gk = k0 + kk; let gr = ${first} + rq;
-      var v = vec4<f32>(0.0);
-      if (gk < K && gr < ${count}) { v = ${arr}[(${off} + gk * ${count} + gr) / 4u]; }
-      ${tile}[kk * 32u + rq / 4u] = v;
+      ${tile}[tid + 256u * j] = ${reg}[j]; // element e = 4 rows of k e / 32: tile index (e / 32) * 32 + e % 32 = e
     }`;
   // 16-bit rows along K: 16 k × 128 rows = 256 loads of 8 halves, one per thread.
-  const load16 = `{
+  const fetch16 = `{
+      let gr = col0 + tid / 2u; let gk = kf + (tid % 2u) * 8u;
+      pw = vec4<u32>(0u);
+      if (gr < N && gk < K) { pw = b[(bo + gr * K + gk) / 8u]; }
+    }`;
+  const store16 = `{
       let r = tid / 2u; let kq = (tid % 2u) * 8u;
-      let gr = col0 + r; let gk = k0 + kq;
-      var w = vec4<u32>(0u);
-      if (gr < N && gk < K) { w = b[(bo + gr * K + gk) / 8u]; }
-      ${widen8(bt, 'w', 'lo', 'hi')}
+      ${widen8(bt, 'pw', 'lo', 'hi')}
       for (var q = 0u; q < 4u; q++) { Bs[(kq + q) * 32u + r / 4u][r % 4u] = lo[q]; Bs[(kq + 4u + q) * 32u + r / 4u][r % 4u] = hi[q]; }
     }`;
   const wide = is16(bt);
@@ -1222,10 +1230,20 @@ var<workgroup> As: array<vec4<f32>, 512>;
 var<workgroup> Bs: array<vec4<f32>, 512>;
 ${tileStart(128)}
   var acc: array<vec4<f32>, 16>;
+  var pa: array<vec4<f32>, 2>;
+  ${wide ? 'var pw: vec4<u32>;' : 'var pb: array<vec4<f32>, 2>;'}
+  var kf = 0u;
+  ${fetch('a', 'pa', !transA, 'row0', 'ao', 'M')}
+  ${wide ? fetch16 : fetch('b', 'pb', transB, 'col0', 'bo', 'N')}
   for (var k0 = 0u; k0 < K; k0 += 16u) {
-    ${load('a', 'As', !transA, 'row0', 'ao', 'M')}
-    ${wide ? load16 : load('b', 'Bs', transB, 'col0', 'bo', 'N')}
+    ${store('pa', 'As', !transA)}
+    ${wide ? store16 : store('pb', 'Bs', transB)}
     workgroupBarrier();
+    kf = k0 + 16u;
+    if (kf < K) {
+      ${fetch('a', 'pa', !transA, 'row0', 'ao', 'M')}
+      ${wide ? fetch16 : fetch('b', 'pb', transB, 'col0', 'bo', 'N')}
+    }
     for (var kk = 0u; kk < 16u; kk++) {
       let a0 = As[kk * 32u + ty]; let a1 = As[kk * 32u + 16u + ty];
       let b0 = Bs[kk * 32u + tx]; let b1 = Bs[kk * 32u + 16u + tx];
