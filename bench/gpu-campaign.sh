@@ -39,7 +39,7 @@ data=data/gpu/wikitext-2
 if [ -n "$smoke" ]; then
   peer=(); quickArgs=(--smoke); models=tiny; sweepTokens=128; small=(--small); big=(--narrow --tokens 8); sweepPolicies=ffn-skip
 else
-  peer=(--peer); quickArgs=(); models=tiny,125M,1B; sweepTokens=16384; small=(); big=(--1b); sweepPolicies=ffn-skip,block-influence,early-exit
+  peer=(--peer); quickArgs=(); models=tiny,125M,1B; sweepTokens=16384; small=(); big=(--1b --tokens 32); sweepPolicies=ffn-skip,block-influence,early-exit
 fi
 
 if [ "$part" = decode ] || [ "$part" = all ]; then
