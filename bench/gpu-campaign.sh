@@ -46,7 +46,7 @@ if [ "$part" = decode ] || [ "$part" = all ]; then
   command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee -a "$log"
   step 330 "bench/webgpu.ts ${peer[*]}" "${tsx[@]}" bench/webgpu.ts "${peer[@]}" "${quickArgs[@]}"
   step 60 "decode breakdown, 125M" "${tsx[@]}" bench/decode-breakdown.ts ${smoke:+--narrow --tokens 8}
-  [ -z "$smoke" ] && step 60 "decode breakdown, 1B" "${tsx[@]}" bench/decode-breakdown.ts --1b
+  [ -z "$smoke" ] && step 60 "decode breakdown, 1B" "${tsx[@]}" bench/decode-breakdown.ts "${big[@]}"
   step 60 "decode breakdown, 1B, without robust buffer access" \
     env BRICKWORK_DAWN_FLAGS=enable-dawn-features=disable_robustness "${tsx[@]}" bench/decode-breakdown.ts "${big[@]}"
   step 60 "decode breakdown, 1B, with workgroup memory zeroed" \
