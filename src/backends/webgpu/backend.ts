@@ -56,6 +56,8 @@ interface BindTrie { next?: Map<number, BindTrie>; group?: GPUBindGroup }
 
 /** Timestamp pairs a query set holds (WebGPU allows at most 4096 queries per set). */
 const PROFILE_PAIRS = 2048;
+/** An environment variable in Node; undefined in browsers. */
+const envVar = (name: string): string | undefined => (globalThis as { process?: { env: Record<string, string | undefined> } }).process?.env[name];
 /** Bounds checking: dispatches per round of violation counters (each has BOUNDS_SITES u32, 256 bytes). */
 const CHECK_SLOTS = 1024;
 
@@ -125,12 +127,11 @@ export class WebGpuBackend implements Backend {
     });
     this.info = ctx.adapterInfo;
     this.features = ctx.features;
-    const tile = (globalThis as { process?: { env: Record<string, string | undefined> } }).process?.env.BRICKWORK_MATMUL_TILE;
+    const tile = envVar('BRICKWORK_MATMUL_TILE');
     const lim = this.device.limits;
     this.env = { features: this.features, matmulTile: tile === '128' ? 128 : 64, maxWorkgroupStorage: lim.maxComputeWorkgroupStorageSize, maxInvocations: lim.maxComputeInvocationsPerWorkgroup };
     this.arena = this.device.createBuffer({ size: ARENA_SLOT * ARENA_SLOTS, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
-    const env = (globalThis as { process?: { env: Record<string, string | undefined> } }).process?.env;
-    if (opts.checkBounds ?? env?.BRICKWORK_WEBGPU_CHECK_BOUNDS === '1') {
+    if (opts.checkBounds ?? envVar('BRICKWORK_WEBGPU_CHECK_BOUNDS') === '1') {
       const buf = this.device.createBuffer({ size: 4 * BOUNDS_SITES * CHECK_SLOTS, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST });
       const layout = this.device.createBindGroupLayout({ entries: [{ binding: 0, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'storage', hasDynamicOffset: true, minBindingSize: 4 * BOUNDS_SITES } }] });
       const group = this.device.createBindGroup({ layout, entries: [{ binding: 0, resource: { buffer: buf, offset: 0, size: 4 * BOUNDS_SITES } }] });
@@ -230,7 +231,7 @@ export class WebGpuBackend implements Backend {
     let p = variants[slot];
     if (!p) {
       const code = wgsl();
-      if (Number((globalThis as { process?: { env: Record<string, string | undefined> } }).process?.env.BRICKWORK_DEBUG ?? 0) >= 2) console.error(`[webgpu] compile ${key}\n${code}`);
+      if (Number(envVar('BRICKWORK_DEBUG') ?? 0) >= 2) console.error(`[webgpu] compile ${key}\n${code}`);
       const checked = this.check ? checkBounds(code) : undefined;
       const module = this.device.createShaderModule({ code: checked?.code ?? code });
       const bindGroupLayouts = this.check ? [layout, this.check.layout] : [layout];
@@ -314,7 +315,6 @@ export class WebGpuBackend implements Backend {
     const check = this.check!;
     const pending = check.pending.splice(0);
     const bytes = 4 * BOUNDS_SITES * pending.length;
-    this.endPass();
     const staging = this.device.createBuffer({ size: bytes, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
     encoder.copyBufferToBuffer(check.buf, 0, staging, 0, bytes);
     encoder.clearBuffer(check.buf, 0, bytes);
@@ -421,22 +421,23 @@ export class WebGpuBackend implements Backend {
     }
     this.encoder ??= this.device.createCommandEncoder();
     const prof = this.prof;
+    const check = this.check;
+    const label = prof || check ? `${op} ${d.key} ${shapes.map((x) => x.join('x')).join(' ')}` : '';
     if (prof) {
       // A pass of its own, with timestamps at its start and end.
       this.endPass();
       const i = prof.labels.length;
-      prof.labels.push(`${op} ${d.key} ${shapes.map((x) => x.join('x')).join(' ')}`);
+      prof.labels.push(label);
       this.pass = this.encoder.beginComputePass({ timestampWrites: { querySet: prof.set, beginningOfPassWriteIndex: 2 * i, endOfPassWriteIndex: 2 * i + 1 } });
     }
     this.pass ??= this.encoder.beginComputePass();
     this.pass.setPipeline(pipeline);
     this.dynOffset[0] = offset;
     this.pass.setBindGroup(0, bg, this.dynOffset, 0, 1);
-    const check = this.check;
     if (check) {
       this.dynOffset[0] = 4 * BOUNDS_SITES * check.pending.length;
       this.pass.setBindGroup(1, check.group, this.dynOffset, 0, 1);
-      check.pending.push({ label: `${op} ${d.key} ${shapes.map((x) => x.join('x')).join(' ')}`, sites: this.sites.get(pipeline)! });
+      check.pending.push({ label, sites: this.sites.get(pipeline)! });
     }
     this.pass.dispatchWorkgroups(wg[0], wg[1] ?? 1, wg[2] ?? 1);
     if (check && check.pending.length >= CHECK_SLOTS) this.flush();
