@@ -95,9 +95,10 @@ export function checkBounds(wgsl: string): { code: string; sites: string[] } {
   };
 
   let code = rewrite(wgsl);
-  // The parameter block: struct Params { w: array<vec4<u32>, 64> }, read through u(i).
+  // The parameter block: struct Params { w: array<vec4<u32>, N> }, read through u(i).
   const param = /fn u\(i: u32\) -> u32 \{ return p\.w\[i \/ 4u\]\[i % 4u\]; \}/;
-  if (param.test(code)) code = code.replace(param, `fn u(i: u32) -> u32 { return p.w[bw_chk(i / 4u, 64u, ${site('p.w[i / 4u] (kernel parameter)')}u)][i % 4u]; }`);
+  const words = /struct Params \{ w: array<vec4<u32>, (\d+)> \}/.exec(code)?.[1];
+  if (words && param.test(code)) code = code.replace(param, `fn u(i: u32) -> u32 { return p.w[bw_chk(i / 4u, ${words}u, ${site('p.w[i / 4u] (kernel parameter)')}u)][i % 4u]; }`);
   const head = /^(?:\s*(?:enable|requires|diagnostic)\b[^;]*;)*/.exec(code)![0]; // directives come first
   return { code: head ? `${head}\n${COUNTERS}${code.slice(head.length)}` : COUNTERS + code, sites };
 }
