@@ -179,17 +179,17 @@ async function measure(name: string, model: Model): Promise<Row> {
   const P = smoke ? 64 : 512;
   const long = Int32Array.from({ length: P }, (_, i) => (i * 104729 + 7) % V);
   const pre = async () => { const { logits } = await model.forward(long, 1, P, { logitRows: [P - 1] }); await logits.toF32(); logits.dispose(); };
-  await pre();
-  t0 = performance.now();
-  for (let i = 0; i < 3; i++) await pre();
-  const prefill = (3 * P) / ((performance.now() - t0) / 1e3);
-  // The same prefill with the 128-wide matmul tile (16-bit weights widened as they are loaded).
-  be.matmulTile = 128;
-  await pre();
-  t0 = performance.now();
-  for (let i = 0; i < 3; i++) await pre();
-  const prefill128 = (3 * P) / ((performance.now() - t0) / 1e3);
-  be.matmulTile = 64;
+  // Prefill tokens/s with each matmul tile (the 128-wide one widens 16-bit weights as it loads them).
+  const prefillRate = async (tile: 64 | 128) => {
+    be.matmulTile = tile;
+    await pre();
+    const t = performance.now();
+    for (let i = 0; i < 3; i++) await pre();
+    be.matmulTile = 64;
+    return (3 * P) / ((performance.now() - t) / 1e3);
+  };
+  const prefill = await prefillRate(64);
+  const prefill128 = await prefillRate(128);
   const row = { name, params: model.numParams, decode, overlapped, prefill, prefill128, dispatchesPerToken: perToken, weightBytes: weightBytes(model), unfused };
   log(`${name}: decode ${decode.toFixed(1)} tok/s (unfused ${unfused.decode.toFixed(1)}, submit every 24 ${overlapped.toFixed(1)}), prefill ${prefill.toFixed(0)} tok/s (tile 128: ${prefill128.toFixed(0)}), ${perToken.toFixed(0)} dispatches/token (unfused ${unfused.dispatchesPerToken.toFixed(0)})`);
   return row;
@@ -239,8 +239,6 @@ for (const r of rows) {
 for (const r of rows) {
   const p = hf?.models[r.name];
   log(`  submitting every 24 dispatches, ${r.name}: decode ${fmt(r.overlapped)} tok/s${p ? ` (${(r.overlapped / p.decode_tok_s).toFixed(2)}× HF)` : ''}`);
-}
-for (const r of rows) {
   const ms = (r.dispatchesPerToken * floorChained) / 1e3;
   log(`  dispatch floor, ${r.name}: ${r.dispatchesPerToken.toFixed(0)} dispatches × ${floorChained.toFixed(2)} µs = ${ms.toFixed(2)} ms per token, at most ${(1e3 / ms).toFixed(0)} tok/s from dispatches alone`);
 }

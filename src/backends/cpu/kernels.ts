@@ -81,7 +81,6 @@ export const geluErfScalar = (x: number) => 0.5 * x * (1 + erf(x / Math.SQRT2));
 export const geluTanhScalar = (x: number) => 0.5 * x * (1 + Math.tanh(SQRT_2_OVER_PI * (x + 0.044715 * x * x * x)));
 export const siluScalar = (x: number) => x / (1 + Math.exp(-x));
 
-/** Scores of query (b, t, h) against every visible key, softmaxed; returns the probabilities. */
 /** Scaled scores of query (b, t, h) against keys 0..visible-1 into `scores`; returns the kv head and the max. */
 function attnScores(q: HostTensor, k: HostTensor, b: number, t: number, h: number, visible: number, scale: number, scores: Float64Array) {
   const [, T, H, D] = q.shape;
