@@ -75,6 +75,25 @@ fn u(i: u32) -> u32 { return p.w[i / 4u][i % 4u]; }
   be.destroy();
 });
 
+test('WebGPU: an op that binds more tensors than the device allows gets E_BINDINGS up front', async (t) => {
+  const why = await gpu();
+  if (typeof why === 'string') return void t.skip(why);
+  const be = await WebGpuBackend.create({ checkBounds: true });
+  // The checker's counters take one of the device's storage buffers per shader stage.
+  assert.equal(be.maxOpTensors, be.device.limits.maxStorageBuffersPerShaderStage - 1);
+  const n = be.maxOpTensors + 1; // q, k, v with biases and a LayerNorm: 7 + 2 + 3 tensors; trim to n
+  const f = (shape: number[]) => be.zeros(shape, 'f32');
+  const cache = { k: f([1, 1, 4, 2]), v: f([1, 1, 4, 2]) };
+  const parts = { x: f([1, 1, 4]), wq: f([2, 4]), wk: f([2, 4]), wv: f([2, 4]) };
+  const extra = n - 7; // tensors beyond the plain form, from norm weight, norm bias and the biases
+  assert.ok(extra >= 1 && extra <= 5, `this test needs a device with 7 to 11 storage buffers per op, found ${be.maxOpTensors}`);
+  const norm = extra === 1 || extra === 4 ? { kind: 'rmsnorm' as const, eps: 1e-5, w: f([4]) } : extra === 2 || extra === 5 ? { kind: 'layernorm' as const, eps: 1e-5, w: f([4]), b: f([4]) } : undefined;
+  const bias = extra >= 3 ? { q: f([2]), k: f([2]), v: f([2]) } : undefined;
+  assert.throws(() => ops.fusedQkv(cache, { ...parts, norm, bias }, [0]),
+    (e: unknown) => e instanceof BrickworkError && e.code === 'E_BINDINGS' && new RegExp(`fused_qkv binds ${n} tensors; this device allows ${n - 1} per op`).test(e.message) && /bounds checker/.test(e.message));
+  be.destroy();
+});
+
 /** This process's environment without the test runner's marker (a child `node --test` would report to us in its own format). */
 function childEnv(): NodeJS.ProcessEnv {
   const env = { ...process.env };

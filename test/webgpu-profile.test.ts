@@ -62,5 +62,5 @@ test('generate --profile --json reports the costliest kernels of the run on WebG
   assert.ok(out.gpu_ms > 0 && out.profile.every((e) => e.ms > 0 && e.count > 0 && e.ms <= out.gpu_ms), JSON.stringify(out.profile));
   for (let i = 1; i < out.profile.length; i++) assert.ok(out.profile[i - 1].ms >= out.profile[i].ms, 'sorted by GPU time');
   // The prompt's prefill runs unfused matmuls; the decoding step runs fused_linear: both show up among the kernels.
-  assert.ok(out.profile.some((e) => /^(matmul|fused_linear|fused_kv_write) /.test(e.label)), JSON.stringify(out.profile));
+  assert.ok(out.profile.some((e) => /^(matmul|fused_linear|fused_kv_write|fused_qkv) /.test(e.label)), JSON.stringify(out.profile));
 }));

@@ -65,27 +65,39 @@ export const ATTENTION: BrickDef<AttnSpec> = {
 
   points: ['q', 'k', 'v', 'pattern', 'z'],
 
-  // Five dispatches: q, and k and v straight into the cache, each with the input norm (and rope) folded
-  // in; the attention; the output projection with the residual add. QK-norm needs whole heads: unfused.
+  // Three dispatches: q, k and v as one (k and v straight into the cache, the input norm and rope folded
+  // in); the attention; the output projection with the residual add. Where the backend cannot bind that
+  // many tensors to one op, q, k and v take one dispatch each. QK-norm needs whole heads: unfused.
   async fused(ctx, a, prefix, x, { norm, residual }) {
     if (a.qkNorm) return undefined;
     const { B, T, pos0 } = ctx;
     const D = a.headDim;
-    const rope = a.rope ? { pos0, invFreq: ctx.invFreq, headDim: D } : undefined;
-    const parts = (w: 'q' | 'k' | 'v') => ({
-      x, w: ctx.weight(`${prefix}.${w}.weight`), bias: a.qkvBias ? ctx.weight(`${prefix}.${w}.bias`) : undefined,
-      norm, rope: w === 'v' ? undefined : rope,
-    });
-    const q = op.fusedLinear(parts('q')).reshape([B, T, a.heads, D]);
-    const cache = ctx.kv(prefix);
-    if (!cache && pos0.some((p) => p !== 0)) throw new Error(`${prefix}: positions start after 0 but no KV cache was given`);
+    const cache0 = ctx.kv(prefix);
+    if (!cache0 && pos0.some((p) => p !== 0)) throw new Error(`${prefix}: positions start after 0 but no KV cache was given`);
     const shape = [B, a.kvHeads, T, D];
-    const keys = op.fusedKvWrite(cache?.k ?? ctx.backend.zeros(shape, 'f32'), parts('k'), pos0);
-    const values = op.fusedKvWrite(cache?.v ?? ctx.backend.zeros(shape, 'f32'), parts('v'), pos0);
-    const z = op.attention(q, keys, values, pos0, 1 / Math.sqrt(D)).reshape([B, T, a.heads * D]);
+    const cache = cache0 ?? { k: ctx.backend.zeros(shape, 'f32'), v: ctx.backend.zeros(shape, 'f32') };
+    const w = (name: string) => ctx.weight(`${prefix}.${name}`);
+    // Inputs and output of the one-dispatch form: caches, x, three weights, norm weights, biases, q.
+    const tensors = 7 + (norm ? (norm.b ? 2 : 1) : 0) + (a.qkvBias ? 3 : 0);
+    let q: Tensor;
+    if (tensors <= (ctx.backend.maxOpTensors ?? Infinity)) {
+      q = op.fusedQkv(cache, {
+        x, wq: w('q.weight'), wk: w('k.weight'), wv: w('v.weight'), norm,
+        bias: a.qkvBias ? { q: w('q.bias'), k: w('k.bias'), v: w('v.bias') } : undefined,
+        rope: a.rope ? { invFreq: ctx.invFreq, headDim: D } : undefined,
+      }, pos0);
+    } else {
+      const rope = a.rope ? { pos0, invFreq: ctx.invFreq, headDim: D } : undefined;
+      const parts = (p: 'q' | 'k' | 'v') => ({ x, w: w(`${p}.weight`), bias: a.qkvBias ? w(`${p}.bias`) : undefined, norm, rope: p === 'v' ? undefined : rope });
+      q = op.fusedLinear(parts('q'));
+      op.fusedKvWrite(cache.k, parts('k'), pos0);
+      op.fusedKvWrite(cache.v, parts('v'), pos0);
+    }
+    const keys = cache.k, values = cache.v;
+    const z = op.attention(q.reshape([B, T, a.heads, D]), keys, values, pos0, 1 / Math.sqrt(D)).reshape([B, T, a.heads * D]);
     ctx.drop(q);
-    if (!cache) ctx.drop(keys, values);
-    const y = op.fusedLinear({ x: z, w: ctx.weight(`${prefix}.o.weight`), bias: a.outBias ? ctx.weight(`${prefix}.o.bias`) : undefined, residual });
+    if (!cache0) ctx.drop(keys, values);
+    const y = op.fusedLinear({ x: z, w: w('o.weight'), bias: a.outBias ? w('o.bias') : undefined, residual });
     ctx.drop(z);
     return y;
   },

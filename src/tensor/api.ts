@@ -101,10 +101,39 @@ export function fusedKvWrite(cache: Tensor, p: FusedLinearParts, pos0: number[])
   return run('fused_kv_write', [cache, ...xs], { linear: attrs, pos0 });
 }
 
+/** The pieces of a `fused_qkv`: the sublayer's input, its three projections, the shared norm and rope. */
+export interface FusedQkvParts {
+  /** Input (B, T, C). */
+  x: Tensor;
+  /** Weights (H·D, C), (K·D, C), (K·D, C), stored (out, in). */
+  wq: Tensor; wk: Tensor; wv: Tensor;
+  /** Biases of all three projections, or none. */
+  bias?: { q: Tensor; k: Tensor; v: Tensor };
+  norm?: FusedLinearParts['norm'];
+  /** Rotary positions on q and k (the positions are the cache's). */
+  rope?: { invFreq: number[]; headDim: number };
+}
+
+/**
+ * q, k and v of an attention sublayer in one dispatch: returns q (B, T, H·D) and writes k and v at
+ * positions pos0[b].. into their caches (B, K, S, D).
+ * @example
+ *   const q = fusedQkv(cache, { x, wq, wk, wv, norm, rope: { invFreq, headDim: D } }, pos0);
+ */
+export function fusedQkv(cache: { k: Tensor; v: Tensor }, p: FusedQkvParts, pos0: number[]): Tensor {
+  const xs = [cache.k, cache.v, p.x, p.wq, p.wk, p.wv];
+  if (p.norm) { xs.push(p.norm.w); if (p.norm.b) xs.push(p.norm.b); }
+  if (p.bias) xs.push(p.bias.q, p.bias.k, p.bias.v);
+  return run('fused_qkv', xs, { norm: normAttrs(p.norm), bias: p.bias !== undefined, rope: p.rope, pos0 });
+}
+
+const normAttrs = (n: FusedLinearParts['norm']): OpAttrs['fused_linear']['norm'] =>
+  n && { kind: n.kind, eps: n.eps, bias: n.b !== undefined, scale: n.scale ?? 1 };
+
 function fusedLinearCall(p: FusedLinearParts): { xs: Tensor[]; attrs: OpAttrs['fused_linear'] } {
   if (p.up && (p.up.bias === undefined) !== (p.bias === undefined)) throw new Error('fusedLinear: the gate and up projections must both have a bias or neither');
   const attrs: OpAttrs['fused_linear'] = {
-    norm: p.norm && { kind: p.norm.kind, eps: p.norm.eps, bias: p.norm.b !== undefined, scale: p.norm.scale ?? 1 },
+    norm: normAttrs(p.norm),
     bias: p.bias !== undefined, act: p.act, glu: p.up !== undefined, rope: p.rope, residual: p.residual !== undefined,
   };
   const xs = [p.x, p.w];

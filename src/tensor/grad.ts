@@ -190,6 +190,7 @@ export const GRAD_RULES: { [O in OpName]: GradEntry<O> } = {
   kv_read: { none: 'backward-only op: second derivatives are not supported' },
   fused_linear: { none: 'inference-only fused op: bricks use it only when no Tape is recording' },
   fused_kv_write: { none: 'inference-only fused op: bricks use it only when no Tape is recording' },
+  fused_qkv: { none: 'inference-only fused op: bricks use it only when no Tape is recording' },
   scatter_add: { none: 'backward-only op: second derivatives are not supported' },
   cross_entropy: ({ g, xs: [logits, targets] }) => [op.crossEntropyGrad(logits, targets, g)],
   cross_entropy_grad: { none: 'backward-only op: second derivatives are not supported' },

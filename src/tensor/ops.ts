@@ -106,12 +106,29 @@ export interface OpAttrs {
    * Inputs: the cache, then the fused linear's. Returns the cache; no gradient (inference only).
    */
   fused_kv_write: { linear: OpAttrs['fused_linear']; pos0: number[] };
+  /**
+   * An attention sublayer's three input projections as one dispatch: q is returned, and k and v are
+   * written into their caches as `fused_kv_write` writes them. Each projection is the `fused_linear`
+   * of x with the shared norm, its own bias, and rope on q and k (v is not rotated).
+   * Inputs: kCache, vCache (B, K, S, D), x (B, T, C), wq (H·D, C), wk and wv (K·D, C),
+   * [normW (C), [normB (C)]], [bq (H·D), bk (K·D), bv (K·D) when bias]. Output q (B, T, H·D);
+   * inputs 0 and 1 are updated in place. No gradient (inference only).
+   */
+  fused_qkv: {
+    norm?: OpAttrs['fused_linear']['norm'];
+    bias: boolean;
+    rope?: { invFreq: number[]; headDim: number };
+    pos0: number[];
+  };
 }
 
 export type OpName = keyof OpAttrs;
 
 /** Ops that update their input 0 in place and return it (every other op returns a new tensor). */
 export const IN_PLACE_OPS: ReadonlySet<OpName> = new Set<OpName>(['kv_write', 'adam_moments', 'adam_apply', 'fused_kv_write']);
+
+/** Ops that update leading inputs in place besides returning a new tensor: how many (inputs 0..n-1). */
+export const WRITTEN_INPUTS: Partial<Record<OpName, number>> = { fused_qkv: 2 };
 
 /** Every op name, in a fixed order (derived from a table so it cannot miss one). */
 export const OP_NAMES = Object.keys({
@@ -120,7 +137,7 @@ export const OP_NAMES = Object.keys({
   topk: 1, gather: 1, kv_write: 1, attention: 1, attention_probs: 1,
   permute: 1, sum_to: 1, slice: 1, pad: 1, act_grad: 1, norm_grad: 1, attention_grad: 1, attention_stats: 1, kv_read: 1,
   scatter_add: 1, cross_entropy: 1, cross_entropy_grad: 1, adam_moments: 1, adam_apply: 1,
-  fused_linear: 1, fused_kv_write: 1,
+  fused_linear: 1, fused_kv_write: 1, fused_qkv: 1,
 } satisfies Record<OpName, 1>) as OpName[];
 
 /** Where each input of a `fused_linear` sits (undefined: not an input under these attributes). */
@@ -135,4 +152,31 @@ export function fusedLinearSlots(a: OpAttrs['fused_linear']): FusedLinearSlots {
   if (a.residual) s.residual = n++;
   s.count = n;
   return s;
+}
+
+/** Where each input of a `fused_qkv` sits (undefined: not an input under these attributes). */
+export interface FusedQkvSlots { kCache: 0; vCache: 1; x: 2; wq: 3; wk: 4; wv: 5; normW?: number; normB?: number; bq?: number; bk?: number; bv?: number; count: number }
+
+export function fusedQkvSlots(a: OpAttrs['fused_qkv']): FusedQkvSlots {
+  let n = 6;
+  const s: FusedQkvSlots = { kCache: 0, vCache: 1, x: 2, wq: 3, wk: 4, wv: 5, count: 0 };
+  if (a.norm) { s.normW = n++; if (a.norm.bias) s.normB = n++; }
+  if (a.bias) { s.bq = n++; s.bk = n++; s.bv = n++; }
+  s.count = n;
+  return s;
+}
+
+/**
+ * The three `fused_linear` calls a `fused_qkv` stands for, over its inputs `xs` (shapes, tensors, host
+ * arrays): q with rope, k with rope (its rows then go into xs[0]), v without (into xs[1]).
+ */
+export function splitFusedQkv<T>(xs: readonly T[], a: OpAttrs['fused_qkv']): Record<'q' | 'k' | 'v', { xs: T[]; attrs: OpAttrs['fused_linear'] }> {
+  const s = fusedQkvSlots(a);
+  const norm = s.normW === undefined ? [] : s.normB === undefined ? [xs[s.normW]] : [xs[s.normW], xs[s.normB]];
+  const rope = a.rope && { pos0: a.pos0, invFreq: a.rope.invFreq, headDim: a.rope.headDim };
+  const one = (w: number, b: number | undefined, rotate: boolean) => ({
+    xs: [xs[s.x], xs[w], ...norm, ...(b === undefined ? [] : [xs[b]])],
+    attrs: { norm: a.norm, bias: a.bias, glu: false, residual: false, rope: rotate ? rope : undefined },
+  });
+  return { q: one(s.wq, s.bq, true), k: one(s.wk, s.bk, true), v: one(s.wv, s.bv, false) };
 }

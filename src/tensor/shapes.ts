@@ -2,7 +2,7 @@
 // Backends call `inferShape` before running a kernel, so kernels can trust their inputs.
 
 import { ShapeError } from '../util/errors.ts';
-import { fusedLinearSlots, type OpAttrs, type OpName } from './ops.ts';
+import { fusedLinearSlots, fusedQkvSlots, splitFusedQkv, type OpAttrs, type OpName } from './ops.ts';
 
 type Shape = readonly number[];
 type Rule<O extends OpName> = (s: Shape[], a: OpAttrs[O]) => number[];
@@ -258,6 +258,17 @@ export const SHAPE_RULES: { [O in OpName]: Rule<O> } = {
     if (pos0.length !== B) throw new ShapeError('fused_kv_write', `pos0 has ${pos0.length} entries, expected B = ${B}`);
     for (const p of pos0) if (p < 0 || p + T > c[2]) throw new ShapeError('fused_kv_write', `rows ${p}..${p + T} do not fit the cache length ${c[2]}`);
     return [...c];
+  },
+  fused_qkv: (s, a) => {
+    need('fused_qkv', s, fusedQkvSlots(a).count);
+    const [kc, vc] = s;
+    if (fmt(kc) !== fmt(vc)) throw new ShapeError('fused_qkv', `key cache ${fmt(kc)} and value cache ${fmt(vc)} differ`);
+    const parts = splitFusedQkv(s, a);
+    const q = SHAPE_RULES.fused_linear(parts.q.xs, parts.q.attrs);
+    // k and v follow fused_kv_write's rules, which check their widths against the caches and the positions.
+    SHAPE_RULES.fused_kv_write([kc, ...parts.k.xs], { linear: parts.k.attrs, pos0: a.pos0 });
+    SHAPE_RULES.fused_kv_write([vc, ...parts.v.xs], { linear: parts.v.attrs, pos0: a.pos0 });
+    return q;
   },
 };
 

@@ -39,6 +39,11 @@ export interface Backend {
    * tiled over key blocks (WebGPU). It changes speed, not results.
    */
   readonly wantsAttentionStats?: boolean;
+  /**
+   * The most tensors (inputs and output) one op may bind, where the backend has such a limit (a WebGPU
+   * device's storage buffers per shader stage). Bricks choose a less fused form of an op that would need more.
+   */
+  readonly maxOpTensors?: number;
 }
 
 /** A tensor on some backend. Create with `backend.upload`/`zeros` or as an op result. */

@@ -2,7 +2,7 @@
 // loops, accumulation in JS doubles — not speed; faster implementations live in fast/ and are
 // tested against these. Kernels receive inputs already shape-checked by tensor/shapes.ts.
 
-import { fusedLinearSlots, type OpAttrs, type OpName } from '../../tensor/ops.ts';
+import { fusedLinearSlots, splitFusedQkv, type OpAttrs, type OpName } from '../../tensor/ops.ts';
 
 /** A host view of an input tensor. f32 tensors are Float32Array, i32 tensors Int32Array. */
 export interface HostTensor {
@@ -453,7 +453,22 @@ export const CPU_KERNELS: CpuKernelTable = {
   },
   fused_linear: (out, xs, a, outShape) => composeFusedLinear(CPU_KERNELS)(out, xs, a, outShape),
   fused_kv_write: (out, xs, a) => composeFusedKvWrite(CPU_KERNELS)(out, xs, a, xs[0].shape),
+  fused_qkv: (out, xs, a, outShape) => composeFusedQkv(CPU_KERNELS)(out, xs, a, outShape),
 };
+
+/**
+ * `fused_qkv` as its three fused linears over the kernels of `k`: q into out, k and v into the caches
+ * xs[0] and xs[1] (in place).
+ */
+export function composeFusedQkv(k: CpuKernelTable): CpuKernel<'fused_qkv'> {
+  const linear = composeFusedLinear(k), kvWrite = composeFusedKvWrite(k);
+  return (out, xs, a, outShape) => {
+    const parts = splitFusedQkv(xs, a);
+    linear(out, parts.q.xs, parts.q.attrs, outShape);
+    kvWrite(xs[0].data as Float32Array, [xs[0], ...parts.k.xs], { linear: parts.k.attrs, pos0: a.pos0 }, xs[0].shape);
+    kvWrite(xs[1].data as Float32Array, [xs[1], ...parts.v.xs], { linear: parts.v.attrs, pos0: a.pos0 }, xs[1].shape);
+  };
+}
 
 /** `fused_kv_write` as `fused_linear` then `kv_write` over the kernels of `k` (in place: out is the cache). */
 export function composeFusedKvWrite(k: CpuKernelTable): CpuKernel<'fused_kv_write'> {

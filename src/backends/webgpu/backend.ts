@@ -88,6 +88,8 @@ export class WebGpuBackend implements Backend {
    */
   submitEvery = 0;
   private sinceSubmit = 0;
+  /** The device's storage buffers per shader stage, less the bounds checker's counters when it runs. */
+  readonly maxOpTensors: number;
   /** What kernel plans see besides their inputs; `matmulTile` lives here. */
   private readonly env: KernelEnv;
   readonly stats: WebGpuStats = { dispatches: 0, perOp: {}, submits: 0, readbacks: 0, allocatedBytes: 0, pipelines: 0 };
@@ -137,6 +139,7 @@ export class WebGpuBackend implements Backend {
       const group = this.device.createBindGroup({ layout, entries: [{ binding: 0, resource: { buffer: buf, offset: 0, size: 4 * BOUNDS_SITES } }] });
       this.check = { buf, layout, group, pending: [], reads: [], found: [] };
     }
+    this.maxOpTensors = lim.maxStorageBuffersPerShaderStage - (this.check ? 1 : 0);
   }
 
   /** Whether every kernel's array indices are checked (WebGpuOptions.checkBounds). */
@@ -209,12 +212,16 @@ export class WebGpuBackend implements Backend {
     free.push(h.buffer);
   }
 
-  private layout(nIn: number, inPlace: boolean): GPUBindGroupLayout {
-    const key = nIn + (inPlace ? 'p' : '');
+  /**
+   * The bind group layout of a dispatch with nIn inputs, of which the first `writes` are read-write;
+   * inPlace: input 0 is the result (no output binding).
+   */
+  private layout(nIn: number, inPlace: boolean, writes: number): GPUBindGroupLayout {
+    const key = `${nIn}${inPlace ? 'p' : ''}${writes}`;
     let l = this.layouts.get(key);
     if (!l) {
       const entries: GPUBindGroupLayoutEntry[] = [{ binding: 0, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'uniform', hasDynamicOffset: true, minBindingSize: ARENA_SLOT } }];
-      for (let i = 0; i < nIn; i++) entries.push({ binding: i + 1, visibility: GPUShaderStage.COMPUTE, buffer: { type: inPlace && i === 0 ? 'storage' : 'read-only-storage' } });
+      for (let i = 0; i < nIn; i++) entries.push({ binding: i + 1, visibility: GPUShaderStage.COMPUTE, buffer: { type: i < writes ? 'storage' : 'read-only-storage' } });
       if (!inPlace) entries.push({ binding: nIn + 1, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'storage' } });
       l = this.device.createBindGroupLayout({ entries });
       this.layouts.set(key, l);
@@ -222,12 +229,11 @@ export class WebGpuBackend implements Backend {
     return l;
   }
 
-  private pipeline(op: string, key: string, wgsl: () => string, layout: GPUBindGroupLayout, nIn: number, inPlace: boolean): GPUComputePipeline {
+  private pipeline(op: string, key: string, wgsl: () => string, layout: GPUBindGroupLayout, slot: number): GPUComputePipeline {
     let byKey = this.pipelines.get(op);
     if (!byKey) this.pipelines.set(op, (byKey = new Map()));
     let variants = byKey.get(key);
     if (!variants) byKey.set(key, (variants = []));
-    const slot = 2 * nIn + (inPlace ? 1 : 0);
     let p = variants[slot];
     if (!p) {
       const code = wgsl();
@@ -375,6 +381,12 @@ export class WebGpuBackend implements Backend {
     const d = kernel.plan(ins, attrs, outShape, this.env);
     const outDtype = d.outDtype ?? 'f32';
     const inPlace = d.inPlace === true;
+    const writes = inPlace ? 1 : (d.writes ?? 0);
+    const nBound = inputs.length + (inPlace ? 0 : 1);
+    if (nBound > this.maxOpTensors) {
+      throw new BrickworkError('E_BINDINGS', `${op} binds ${nBound} tensors; this device allows ${this.maxOpTensors} per op (${this.device.limits.maxStorageBuffersPerShaderStage} storage buffers per shader stage${this.check ? ', one taken by the bounds checker' : ''})`,
+        'bricks fall back to less fused ops where backend.maxOpTensors is too small; call those instead');
+    }
     let out: Tensor;
     if (inPlace) out = inputs[0];
     else {
@@ -389,8 +401,10 @@ export class WebGpuBackend implements Backend {
     if (wg[0] === 0 || wg[1] === 0 || wg[2] === 0) return out; // empty tensor: nothing to do
 
     const nIn = inputs.length;
-    const layout = this.layout(nIn, inPlace);
-    const pipeline = this.pipeline(op, d.key, d.wgsl, layout, nIn, inPlace);
+    const layout = this.layout(nIn, inPlace, writes);
+    // One small integer per layout: the input count, whether the result is input 0, how many inputs are written.
+    const slot = (4 * nIn + writes) * 2 + (inPlace ? 1 : 0);
+    const pipeline = this.pipeline(op, d.key, d.wgsl, layout, slot);
     if (this.arenaUsed + ARENA_SLOT > this.arenaHost.byteLength) this.flush();
     const offset = this.arenaUsed;
     this.arenaWords.set(d.params, offset >> 2);
@@ -398,9 +412,8 @@ export class WebGpuBackend implements Backend {
 
     // A buffer's binding always spans the whole buffer (pooled buffers are exactly a size class), so its
     // id alone identifies the binding.
-    const nBound = nIn + (inPlace ? 0 : 1);
-    let node: BindTrie | undefined = this.bindGroups.get(2 * nIn + (inPlace ? 1 : 0));
-    if (!node) this.bindGroups.set(2 * nIn + (inPlace ? 1 : 0), (node = { next: new Map() }));
+    let node: BindTrie | undefined = this.bindGroups.get(slot);
+    if (!node) this.bindGroups.set(slot, (node = { next: new Map() }));
     for (let i = 0; i < nBound; i++) {
       const id = this.bufferId(((i < nIn ? inputs[i] : out).handle as GpuHandle).buffer);
       let child: BindTrie | undefined = node.next!.get(id);
@@ -410,7 +423,7 @@ export class WebGpuBackend implements Backend {
     let bg = node.group;
     if (!bg) {
       const entries: GPUBindGroupEntry[] = [{ binding: 0, resource: { buffer: this.arena, offset: 0, size: ARENA_SLOT } }];
-      for (let i = 0; i < nIn + (inPlace ? 0 : 1); i++) {
+      for (let i = 0; i < nBound; i++) {
         const h = (i < nIn ? inputs[i] : out).handle as GpuHandle;
         entries.push({ binding: i + 1, resource: { buffer: h.buffer, offset: 0, size: h.bytes } });
       }

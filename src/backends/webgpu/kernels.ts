@@ -1,11 +1,12 @@
 // WGSL kernels: one entry per primitive op (a `Record<OpName, …>` the compiler keeps complete). Each
 // entry plans a dispatch: the shader variant (key + source, compiled once and cached), the workgroup
 // grid and the parameter words. Bindings: 0 = parameters (uniform, 256 u32 words read via u()/f()),
-// 1..n = inputs (read-only), n+1 = output — or input 0 read-write for in-place ops (kv_write, adam_*).
+// 1..n = inputs (read-only), n+1 = output — or input 0 read-write for in-place ops (kv_write, adam_*);
+// fused_qkv writes inputs 0 and 1 (the KV caches) besides its output.
 // 16-bit weights (f16/bf16) are stored two per u32 and widened in the shader.
 
 import type { DType } from '../../tensor/dtype.ts';
-import { fusedLinearSlots, type OpAttrs, type OpName } from '../../tensor/ops.ts';
+import { fusedLinearSlots, fusedQkvSlots, type OpAttrs, type OpName } from '../../tensor/ops.ts';
 import { ShapeError } from '../../util/errors.ts';
 
 export interface KernelInput {
@@ -22,6 +23,8 @@ export interface KernelPlan {
   outDtype?: DType;
   /** Input 0 is updated in place and is the result. */
   inPlace?: boolean;
+  /** Inputs 0..writes-1 are updated in place besides the (new) result. */
+  writes?: number;
 }
 
 /** What a plan may depend on besides its inputs: the device's features and the backend's kernel choices. */
@@ -917,11 +920,15 @@ fn deriv(x: f32) -> f32 {
   },
   fused_linear: {
     dtypes: (i) => (i >= 1 && i <= 4 ? ['f32', 'f16', 'bf16'] : ['f32']), // w, and wUp at 2..4; plan checks which
-    plan: (ins, a) => fusedLinearPlan(ins, a),
+    plan: (ins, a) => fusedLinearPlan(ins, { kind: 'linear', a }),
   },
   fused_kv_write: {
     dtypes: (i) => (i >= 2 && i <= 5 ? ['f32', 'f16', 'bf16'] : ['f32']), // w, and wUp at 3..5; plan checks which
-    plan: (ins, { linear, pos0 }) => fusedLinearPlan(ins, linear, { pos0 }),
+    plan: (ins, { linear, pos0 }) => fusedLinearPlan(ins, { kind: 'kv', a: linear, pos0 }),
+  },
+  fused_qkv: {
+    dtypes: (i) => (i >= 3 && i <= 5 ? ['f32', 'f16', 'bf16'] : ['f32']), // wq, wk, wv; plan checks they agree
+    plan: (ins, a) => fusedLinearPlan(ins, { kind: 'qkv', a }),
   },
 };
 
@@ -988,62 +995,104 @@ var<workgroup> red: array<f32, ${WG * M}>;
   };
 }
 
+/** What a fused GEMV dispatch computes: one linear, one linear into a KV cache, or q, k and v at once. */
+type FusedMode =
+  | { kind: 'linear'; a: OpAttrs['fused_linear'] }
+  | { kind: 'kv'; a: OpAttrs['fused_linear']; pos0: number[] }
+  | { kind: 'qkv'; a: OpAttrs['fused_qkv'] };
+
+/** One projection of a fused dispatch: its weight and bias bindings, its rope, and where its rows go. */
+interface FusedSeg {
+  w: string;
+  wu?: string;
+  bias?: string;
+  biasu?: string;
+  rope: boolean;
+  /** WGSL expressions for its output columns and its jobs. */
+  N: string;
+  J: string;
+  /** The array its rows go to, and whether that is a KV cache (rows at positions) or row-major (M, N). */
+  dst: string;
+  cache: boolean;
+}
+
 /**
- * `fused_linear` as one GEMV-style dispatch: one 64-thread workgroup per job and chunk of up to 8 rows.
- * A job is one output column; with rope, a rotary pair of columns (d, d + R) of one head (or one
- * pass-through column d >= 2R); with glu, the gate and up rows of one column. The workgroup walks K
- * once, scaling x by the norm weights as it loads it (LayerNorm reduces its rows' mean and variance
- * first; RMSNorm sums x² in the same walk and scales the sums at the end), then applies bias,
+ * `fused_linear`, `fused_kv_write` and `fused_qkv` as one GEMV-style dispatch: one 64-thread workgroup
+ * per job and chunk of up to 8 rows. A job is one output column; with rope, a rotary pair of columns
+ * (d, d + R) of one head (or one pass-through column d >= 2R); with glu, the gate and up rows of one
+ * column. `fused_qkv` lays the jobs of q, k and v end to end, each workgroup taking one. The workgroup
+ * walks K once, scaling x by the norm weights as it loads it (LayerNorm reduces its rows' mean and
+ * variance first; RMSNorm sums x² in the same walk and scales the sums at the end), then applies bias,
  * activation / GLU, rope and the residual to the reduced sums. Weight loads are as in `gemvT` (vec4,
  * eight halves per load when packed).
  */
-function fusedLinearPlan(all: KernelInput[], a: OpAttrs['fused_linear'], kv?: { pos0: number[] }): KernelPlan {
-  // With kv (fused_kv_write) input 0 is the cache (B, K, S, D), written in place; the linear's inputs follow.
-  const base = kv ? 1 : 0;
-  const ins = all.slice(base);
-  const slot = fusedLinearSlots(a);
-  const bt = ins[1].dtype;
-  ins.forEach((x, i) => {
-    const weight = i === 1 || i === slot.wUp;
-    if (weight ? x.dtype !== bt : x.dtype !== 'f32')
-      throw new ShapeError('fused_linear', `input ${i + base} is ${x.dtype}; expected ${weight ? `${bt} like the first weight` : 'f32'}`);
-  });
-  const K = last(ins[0].shape), N = ins[1].shape[0], M = numel(ins[0].shape) / K;
+function fusedLinearPlan(all: KernelInput[], mode: FusedMode): KernelPlan {
+  const { kind } = mode;
+  const lin = kind === 'qkv' ? undefined : mode.a;
+  const norm = mode.a.norm;
+  const rope = mode.a.rope;
+  const pos0 = kind === 'linear' ? (mode.a.rope?.pos0 ?? []) : kind === 'kv' ? mode.pos0 : mode.a.pos0;
+  // Bindings: [name, WGSL element type (before vectorising), input index, weight?]. Caches are written in
+  // place (fused_kv_write's is bound as `o`); every other input is read-only.
+  const ls = lin && fusedLinearSlots(lin), qs = kind === 'qkv' ? fusedQkvSlots(mode.a) : undefined;
+  const base = kind === 'linear' ? 0 : kind === 'kv' ? 1 : 2; // index of x
+  const slot = (i: number | undefined) => (i === undefined ? undefined : i + (kind === 'kv' ? 1 : 0));
+  const bind: [name: string, input: number | undefined, weight: boolean][] = qs
+    ? [['inp', qs.x, false], ['wq', qs.wq, true], ['wk', qs.wk, true], ['wv', qs.wv, true], ['nw', qs.normW, false], ['nb', qs.normB, false],
+      ['bq', qs.bq, false], ['bk', qs.bk, false], ['bv', qs.bv, false]]
+    : [['inp', base, false], ['w', base + 1, true], ['nw', slot(ls!.normW), false], ['nb', slot(ls!.normB), false], ['wu', slot(ls!.wUp), true],
+      ['bias', slot(ls!.bias), false], ['biasu', slot(ls!.biasUp), false], ['res', slot(ls!.residual), false]];
+  const present = bind.filter(([, i]) => i !== undefined) as [string, number, boolean][];
+  const bt = all[base + 1].dtype;
+  for (const [, i, weight] of present) {
+    if (weight ? all[i].dtype !== bt : all[i].dtype !== 'f32')
+      throw new ShapeError(kind === 'qkv' ? 'fused_qkv' : 'fused_linear', `input ${i} is ${all[i].dtype}; expected ${weight ? `${bt} like the first weight` : 'f32'}`);
+  }
+  const x = all[base].shape;
+  const K = last(x), M = numel(x) / K;
   const MC = Math.min(M, 8), chunks = Math.ceil(M / MC);
   const E = is16(bt) ? 8 : 4; // elements per weight load in the vector path
   const vec = K % E === 0;
-  const D = a.rope?.headDim ?? (kv ? last(all[0].shape) : 1), R = a.rope?.invFreq.length ?? 0;
-  const J = a.rope ? (N / D) * (D - R) : N;
-  const two = !!a.rope || a.glu; // two accumulators per row: the rotary partner column, or the up row
+  const cacheShape = kind === 'linear' ? undefined : all[0].shape;
+  const D = rope?.headDim ?? (cacheShape ? last(cacheShape) : 1), R = rope?.invFreq.length ?? 0;
+  const [, KH, S] = cacheShape ?? [0, 0, 0];
+  const jobsOf = (N: number, rotated: boolean) => (rotated ? (N / D) * (D - R) : N);
+  const N0 = all[base + 1].shape[0];
+  const J = kind === 'qkv' ? jobsOf(N0, !!rope) + jobsOf(KH * D, !!rope) + KH * D : jobsOf(N0, !!rope);
   const g = grid(J * chunks * 64, 64);
-  const positioned = a.rope || kv; // x is (B, T, K): rows have positions
-  const B = positioned ? ins[0].shape[0] : 1, T = positioned ? ins[0].shape[1] : 1;
-  const [, KH, S] = kv ? all[0].shape : [0, 0, 0];
-  const params = words(J * chunks, g.nx, M, N, K, J, T, f(a.norm?.eps ?? 0), f(a.norm?.scale ?? 1), R, D, B, S, KH,
-    a.rope?.pos0 ?? kv?.pos0 ?? [], (a.rope?.invFreq ?? []).map(f));
-  const key = `fused_linear:${bt}:${vec}:${MC}:${a.norm ? a.norm.kind + a.norm.bias : '-'}:${a.bias}:${a.act ?? '-'}:${a.glu}:${!!a.rope}:${a.residual}:${!!kv}`;
+  const positioned = rope || kind !== 'linear'; // x is (B, T, K): rows have positions
+  const B = positioned ? x[0] : 1, T = positioned ? x[1] : 1;
+  const params = words(J * chunks, g.nx, M, N0, K, J, T, f(norm?.eps ?? 0), f(norm?.scale ?? 1), R, D, B, S, KH,
+    pos0, (rope?.invFreq ?? []).map(f));
+  const key = `${kind}:${bt}:${vec}:${MC}:${norm ? norm.kind + norm.bias : '-'}:${mode.a.bias}:${lin?.act ?? '-'}:${!!lin?.glu}:${!!rope}:${!!lin?.residual}`;
+  const Jexpr = (N: string, rotated: boolean) => (rotated ? `(${N} / D) * (D - R)` : N);
+  const segs: FusedSeg[] = kind === 'qkv'
+    ? [
+      { w: 'wq', bias: mode.a.bias ? 'bq' : undefined, rope: !!rope, N: 'u(3u)', J: Jexpr('u(3u)', !!rope), dst: 'o', cache: false },
+      { w: 'wk', bias: mode.a.bias ? 'bk' : undefined, rope: !!rope, N: 'u(13u) * D', J: Jexpr('u(13u) * D', !!rope), dst: 'kc', cache: true },
+      { w: 'wv', bias: mode.a.bias ? 'bv' : undefined, rope: false, N: 'u(13u) * D', J: 'u(13u) * D', dst: 'vc', cache: true },
+    ]
+    : [{ w: 'w', wu: lin!.glu ? 'wu' : undefined, bias: lin!.bias ? 'bias' : undefined, biasu: lin!.bias && lin!.glu ? 'biasu' : undefined,
+      rope: !!rope, N: 'u(3u)', J: 'u(5u)', dst: 'o', cache: kind === 'kv' }];
 
   const wgsl = () => {
     const xType = vec ? 'vec4<f32>' : 'f32';
-    const rms = a.norm?.kind === 'rmsnorm';
+    const rms = norm?.kind === 'rmsnorm';
+    const twoOf = (s: FusedSeg) => s.rope || s.wu !== undefined; // two accumulators per row: the rotary partner column, or the up row
     // Shared slices of 64 partial sums: row sums of the first (and second) accumulator, then Σx² (RMSNorm).
-    const ssAt = MC * (two ? 2 : 1);
-    const parts = ssAt + (rms ? MC : 0);
+    const partsOf = (s: FusedSeg) => MC * (twoOf(s) ? 2 : 1) + (rms ? MC : 0);
     const wType = vec ? (is16(bt) ? 'vec4<u32>' : 'vec4<f32>') : storageType(bt);
-    const bind: [string, string, number | undefined][] = [
-      ['inp', xType, 0], ['w', wType, 1], ['nw', xType, slot.normW], ['nb', xType, slot.normB], ['wu', wType, slot.wUp],
-      ['bias', 'f32', slot.bias], ['biasu', 'f32', slot.biasUp], ['res', 'f32', slot.residual],
-    ];
-    const decls = bind.filter(([, , i]) => i !== undefined)
-      .map(([name, type, i]) => `@group(0) @binding(${i! + base + 1}) var<storage, read> ${name}: array<${type}>;`).join('\n');
-    // Where output (row r, column c) goes: row-major (M, N), or the cache row of (b, t) and head c / D.
-    const oi = kv ? 'let T = u(6u); let D = u(10u); let b = r / T; return ((b * u(13u) + c / D) * u(12u) + u(14u + b) + r % T) * D + c % D;'
-      : 'return r * u(3u) + c;';
+    const decls = present.map(([name, i, weight]) =>
+      `@group(0) @binding(${i + 1}) var<storage, read> ${name}: array<${weight ? wType : name === 'inp' || name === 'nw' || name === 'nb' ? xType : 'f32'}>;`);
+    if (kind === 'qkv') decls.unshift('@group(0) @binding(1) var<storage, read_write> kc: array<f32>;', '@group(0) @binding(2) var<storage, read_write> vc: array<f32>;');
+    const oBinding = kind === 'kv' ? 1 : all.length + 1;
+    // Where output (row r, column c) of a cache goes: the cache row of (b, t) and head c / D.
+    const oi = kind === 'linear' ? '' : 'fn oi(r: u32, c: u32) -> u32 { let T = u(6u); let D = u(10u); let b = r / T; return ((b * u(13u) + c / D) * u(12u) + u(14u + b) + r % T) * D + c % D; }';
     // The normalised input: v is raw x (f32 or vec4), i indexes the norm weights alike. RMSNorm's 1/rms is
     // a per-row factor, so it is taken out of the dot product: Σx² accumulates in the main loop and the
     // sums are scaled at the end. LayerNorm reduces the mean and variance first (two passes, as the
     // reference does), over x in the same units as the main loop.
-    const nrm = !a.norm ? 'v' : rms ? '(nw[i] * v) * s' : `(((v - mu) * inv) * nw[i]${a.norm.bias ? ' + nb[i]' : ''}) * s`;
+    const nrm = !norm ? 'v' : rms ? '(nw[i] * v) * s' : `(((v - mu) * inv) * nw[i]${norm.bias ? ' + nb[i]' : ''}) * s`;
     const sum = (v: string) => (vec ? `dot(${v}, vec4<f32>(1.0))` : v);
     const sq = (v: string) => (vec ? `dot(${v}, ${v})` : `${v} * ${v}`);
     const units = vec ? 'K / 4u' : 'K';
@@ -1056,7 +1105,7 @@ function fusedLinearPlan(all: KernelInput[], a: OpAttrs['fused_linear'], kv?: { 
     reduce_parts(lid, ${MC}u);
     for (var m = 0u; m < ${MC}u; m++) { ${acc}; }
     workgroupBarrier(); }`;
-    const stats = !a.norm || rms ? '' : statsPass('mus[m] = part[m * 64u] / f32(K)', sum)
+    const stats = !norm || rms ? '' : statsPass('mus[m] = part[m * 64u] / f32(K)', sum)
       + statsPass('ivs[m] = inverseSqrt(part[m * 64u] / f32(K) + eps)', (v) => sq(`(${v} - mus[m])`));
     // Loads: weight row `row` at step `st` → wN0 (and wN1 for packed halves); x of row r normalised.
     const wLoad = (arr: string, row: string, out: string) => !vec ? `let ${out}0 = ld_${arr}(${row} * K + st);`
@@ -1069,13 +1118,60 @@ function fusedLinearPlan(all: KernelInput[], a: OpAttrs['fused_linear'], kv?: { 
         : xAt(0, 'r * (K / 4u) + st', 'st');
     const mac = (w: string) => !vec ? `x0 * ${w}0` : is16(bt) ? `dot(x0, ${w}0) + dot(x1, ${w}1)` : `dot(x0, ${w}0)`;
     const steps = !vec ? 'K' : `K / ${E}u`;
+    const at = (s: FusedSeg, c: string) => (s.cache ? `oi(r, ${c})` : `r * N + ${c}`);
+    // One projection's job jl: the walk over K, the reduction, and the epilogue on the reduced sums.
+    const body = (s: FusedSeg, jl: string) => {
+      const two = twoOf(s), ssAt = MC * (two ? 2 : 1);
+      return `{
+    let jn = ${jl}; let N = ${s.N};
+    ${s.rope ? `let hd = jn / (D - R); let j = jn % (D - R); let paired = j < R;
+    let colA = hd * D + select(j + R, j, paired); let colB = select(colA, colA + R, paired);` : 'let colA = jn; let colB = jn;'}
+    var acc0: array<f32, ${MC}>; var acc1: array<f32, ${MC}>; var ss: array<f32, ${MC}>;
+    for (var st = lid; st < ${steps}; st += 64u) {
+      ${wLoad(s.w, 'colA', 'wa')}
+      ${s.rope ? wLoad(s.w, 'colB', 'wb') : s.wu ? wLoad(s.wu, 'colA', 'wb') : ''}
+      for (var m = 0u; m < ${MC}u; m++) {
+        let r = min(m0 + m, M - 1u); let mu = mus[m]; let inv = ivs[m];
+        ${xLoad}
+        acc0[m] += ${mac('wa')};${two ? `\n        acc1[m] += ${mac('wb')};` : ''}
+      }
+    }
+    for (var m = 0u; m < ${MC}u; m++) {
+      part[m * 64u + lid] = acc0[m];${two ? ` part[(${MC}u + m) * 64u + lid] = acc1[m];` : ''}${rms ? ` part[(${ssAt}u + m) * 64u + lid] = ss[m];` : ''}
+    }
+    reduce_parts(lid, ${partsOf(s)}u);
+    if (lid < ${MC}u && m0 + lid < M) {
+      let r = m0 + lid;
+      var ya = part[lid * 64u];
+      var yb = ${two ? `part[(${MC}u + lid) * 64u]` : '0.0'};
+      ${rms ? `let rinv = inverseSqrt(part[(${ssAt}u + lid) * 64u] / f32(K) + eps); ya *= rinv; yb *= rinv;` : ''}
+      ${s.bias ? `ya += ${s.bias}[colA]; yb += ${s.biasu ? `${s.biasu}[colA]` : s.rope ? `${s.bias}[colB]` : '0.0'};` : ''}
+      ${lin?.act ? `{ let x = ya; ya = ${ACT_WGSL[lin.act]}; }` : ''}
+      ${s.wu ? 'ya = ya * yb;' : ''}
+      ${s.rope ? `if (paired) {
+        let B = u(11u);
+        let pos = f32(u(14u + r / u(6u)) + r % u(6u));
+        let sc = sincos_(f(14u + B + j) * pos);
+        let ra = ya * sc.y - yb * sc.x; let rb = yb * sc.y + ya * sc.x;
+        ya = ra; yb = rb;
+      }` : ''}
+      ${lin?.residual ? `ya = res[r * N + colA] + ya;${s.rope ? ' yb = res[r * N + colB] + yb;' : ''}` : ''}
+      ${s.dst}[${at(s, 'colA')}] = ya;
+      ${s.rope ? `if (paired) { ${s.dst}[${at(s, 'colB')}] = yb; }` : ''}
+    }
+  }`;
+    };
+    const dispatch = segs.length === 1 ? body(segs[0], 'jn')
+      : `let Jq = ${segs[0].J}; let Jk = ${segs[1].J};
+  if (jn < Jq) ${body(segs[0], 'jn')} else if (jn < Jq + Jk) ${body(segs[1], 'jn - Jq')} else ${body(segs[2], 'jn - Jq - Jk')}`;
+    const weights = present.filter(([, , weight]) => weight).map(([name]) => name);
     return `${PARAMS_WGSL}
-${decls}
-@group(0) @binding(${kv ? 1 : slot.count + 1}) var<storage, read_write> o: array<f32>;
-fn oi(r: u32, c: u32) -> u32 { ${oi} }
-${vec ? '' : loader('ld_w', 'w', bt) + (a.glu ? loader('ld_wu', 'wu', bt) : '')}
-${a.act === 'gelu_erf' ? ERF_WGSL : ''}${a.rope ? SINCOS_WGSL : ''}
-var<workgroup> part: array<f32, ${64 * parts}>;
+${decls.join('\n')}
+@group(0) @binding(${oBinding}) var<storage, read_write> o: array<f32>;
+${oi}
+${vec ? '' : weights.map((w) => loader(`ld_${w}`, w, bt)).join('')}
+${lin?.act === 'gelu_erf' ? ERF_WGSL : ''}${rope ? SINCOS_WGSL : ''}
+var<workgroup> part: array<f32, ${64 * Math.max(...segs.map(partsOf))}>;
 fn xn(v: ${xType}, i: u32, mu: f32, inv: f32) -> ${xType} { let s = f(8u); return ${nrm}; }
 // Sums each of the first n 64-wide slices of part into its slot 0.
 fn reduce_parts(lid: u32, n: u32) {
@@ -1089,47 +1185,13 @@ fn reduce_parts(lid: u32, n: u32) {
   let job = wid.x + wid.y * u(1u);
   if (job >= u(0u)) { return; }
   let lid = lv.x;
-  let M = u(2u); let N = u(3u); let K = u(4u); let J = u(5u); let eps = f(7u);
+  let M = u(2u); let K = u(4u); let J = u(5u); let eps = f(7u); let R = u(9u); let D = u(10u);
   let jn = job % J; let m0 = (job / J) * ${MC}u;
-  ${a.rope ? `let R = u(9u); let D = u(10u);
-  let hd = jn / (D - R); let j = jn % (D - R); let paired = j < R;
-  let colA = hd * D + select(j + R, j, paired); let colB = select(colA, colA + R, paired);` : 'let colA = jn; let colB = jn;'}
   var mus: array<f32, ${MC}>; var ivs: array<f32, ${MC}>;${stats}
-  var acc0: array<f32, ${MC}>; var acc1: array<f32, ${MC}>; var ss: array<f32, ${MC}>;
-  for (var st = lid; st < ${steps}; st += 64u) {
-    ${wLoad('w', 'colA', 'wa')}
-    ${a.rope ? wLoad('w', 'colB', 'wb') : a.glu ? wLoad('wu', 'colA', 'wb') : ''}
-    for (var m = 0u; m < ${MC}u; m++) {
-      let r = min(m0 + m, M - 1u); let mu = mus[m]; let inv = ivs[m];
-      ${xLoad}
-      acc0[m] += ${mac('wa')};${two ? `\n      acc1[m] += ${mac('wb')};` : ''}
-    }
-  }
-  for (var m = 0u; m < ${MC}u; m++) {
-    part[m * 64u + lid] = acc0[m];${two ? ` part[(${MC}u + m) * 64u + lid] = acc1[m];` : ''}${rms ? ` part[(${ssAt}u + m) * 64u + lid] = ss[m];` : ''}
-  }
-  reduce_parts(lid, ${parts}u);
-  if (lid >= ${MC}u || m0 + lid >= M) { return; }
-  let r = m0 + lid;
-  var ya = part[lid * 64u];
-  var yb = ${two ? `part[(${MC}u + lid) * 64u]` : '0.0'};
-  ${rms ? `let rinv = inverseSqrt(part[(${ssAt}u + lid) * 64u] / f32(K) + eps); ya *= rinv; yb *= rinv;` : ''}
-  ${a.bias ? `ya += bias[colA]; yb += ${a.glu ? 'biasu[colA]' : a.rope ? 'bias[colB]' : '0.0'};` : ''}
-  ${a.act ? `{ let x = ya; ya = ${ACT_WGSL[a.act]}; }` : ''}
-  ${a.glu ? 'ya = ya * yb;' : ''}
-  ${a.rope ? `if (paired) {
-    let B = u(11u);
-    let pos = f32(u(14u + r / u(6u)) + r % u(6u));
-    let sc = sincos_(f(14u + B + j) * pos);
-    let ra = ya * sc.y - yb * sc.x; let rb = yb * sc.y + ya * sc.x;
-    ya = ra; yb = rb;
-  }` : ''}
-  ${a.residual ? `ya = res[r * N + colA] + ya;${a.rope ? ' yb = res[r * N + colB] + yb;' : ''}` : ''}
-  o[oi(r, colA)] = ya;
-  ${a.rope ? 'if (paired) { o[oi(r, colB)] = yb; }' : ''}
+  ${dispatch}
 }`;
   };
-  return { key, workgroups: g.workgroups, params, wgsl, inPlace: kv !== undefined };
+  return { key, workgroups: g.workgroups, params, wgsl, inPlace: kind === 'kv', writes: kind === 'qkv' ? 2 : undefined };
 }
 
 /**

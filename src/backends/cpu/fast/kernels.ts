@@ -2,7 +2,7 @@
 // two matmuls per kv head over the head-major cache, typed elementwise and norm loops. Each one is
 // tested against the reference in test/ops.test.ts; the reference stays the definition.
 
-import { CPU_KERNELS, composeFusedKvWrite, composeFusedLinear, type CpuKernel, type CpuKernelTable, type HostTensor } from '../kernels.ts';
+import { CPU_KERNELS, composeFusedKvWrite, composeFusedLinear, composeFusedQkv, type CpuKernel, type CpuKernelTable, type HostTensor } from '../kernels.ts';
 import { allocF32, freeF32, matmulF32 } from './matmul.ts';
 
 /** Resident scratch buffers for attention, grown on demand and kept. */
@@ -250,14 +250,15 @@ export const FAST_KERNELS: Partial<CpuKernelTable> = {
   // The same composition as the reference, over the fast kernels (a fused pass equals the unfused one).
   fused_linear: (out, xs, a, shape) => fusedFast().linear(out, xs, a, shape),
   fused_kv_write: (out, xs, a, shape) => fusedFast().kvWrite(out, xs, a, shape),
+  fused_qkv: (out, xs, a, shape) => fusedFast().qkv(out, xs, a, shape),
 };
 
 /** The fused kernels composed over the reference table overlaid with the fast one, built once. */
-let fused: { linear: CpuKernel<'fused_linear'>; kvWrite: CpuKernel<'fused_kv_write'> } | undefined;
+let fused: { linear: CpuKernel<'fused_linear'>; kvWrite: CpuKernel<'fused_kv_write'>; qkv: CpuKernel<'fused_qkv'> } | undefined;
 function fusedFast() {
   if (!fused) {
     const table = { ...CPU_KERNELS, ...FAST_KERNELS } as CpuKernelTable;
-    fused = { linear: composeFusedLinear(table), kvWrite: composeFusedKvWrite(table) };
+    fused = { linear: composeFusedLinear(table), kvWrite: composeFusedKvWrite(table), qkv: composeFusedQkv(table) };
   }
   return fused;
 }
