@@ -140,6 +140,15 @@ test('where a backend cannot bind q, k and v in one op, they take a dispatch eac
   }
 });
 
+test('fused_qkv rejects one tensor given as both caches, and caches that differ in shape', () => {
+  const f = (shape: number[]) => cpu.zeros(shape, 'f32');
+  const parts = { x: f([1, 1, 4]), wq: f([4, 4]), wk: f([2, 4]), wv: f([2, 4]) };
+  const c = f([1, 1, 3, 2]);
+  assert.throws(() => ops.fusedQkv({ k: c, v: c }, parts, [0]), /E_SHAPE|share storage/);
+  assert.throws(() => ops.fusedQkv({ k: c, v: f([1, 1, 5, 2]) }, parts, [0]), /key cache \[1, 1, 3, 2\] and value cache \[1, 1, 5, 2\] differ/);
+  assert.deepEqual(ops.fusedQkv({ k: c, v: f([1, 1, 3, 2]) }, parts, [2]).shape, [1, 1, 4]);
+});
+
 test('under a Tape nothing is fused, so gradients still flow', async () => {
   const model = randomModel(zooSpec({ ...DIMS, scheme: 'pre' }), cpu, { seed: 5 });
   const before = fusedCount(cpu);

@@ -1,6 +1,7 @@
 // The functional front of the op set: one small function per primitive, so bricks read like math.
 // Each call is exactly one backend dispatch; nothing here computes on its own.
 
+import { ShapeError } from '../util/errors.ts';
 import type { OpAttrs, OpName } from './ops.ts';
 import { activeRecorder } from './record.ts';
 import type { Tensor } from './tensor.ts';
@@ -121,6 +122,7 @@ export interface FusedQkvParts {
  *   const q = fusedQkv(cache, { x, wq, wk, wv, norm, rope: { invFreq, headDim: D } }, pos0);
  */
 export function fusedQkv(cache: { k: Tensor; v: Tensor }, p: FusedQkvParts, pos0: number[]): Tensor {
+  if (cache.k.handle === cache.v.handle) throw new ShapeError('fused_qkv', 'the key and value caches share storage; give each its own tensor');
   const xs = [cache.k, cache.v, p.x, p.wq, p.wk, p.wv];
   if (p.norm) { xs.push(p.norm.w); if (p.norm.b) xs.push(p.norm.b); }
   if (p.bias) xs.push(p.bias.q, p.bias.k, p.bias.v);

@@ -4,7 +4,7 @@
 // upload must not overtake recorded work). Kernels come from kernels.ts, one WGSL program per op.
 
 import type { DType, HostArray } from '../../tensor/dtype.ts';
-import type { OpAttrs, OpName } from '../../tensor/ops.ts';
+import { WRITTEN_INPUTS, type OpAttrs, type OpName } from '../../tensor/ops.ts';
 import { inferShape } from '../../tensor/shapes.ts';
 import { Tensor, type Backend, type BackendStats } from '../../tensor/tensor.ts';
 import { BrickworkError, UnsupportedOpError } from '../../util/errors.ts';
@@ -381,7 +381,7 @@ export class WebGpuBackend implements Backend {
     const d = kernel.plan(ins, attrs, outShape, this.env);
     const outDtype = d.outDtype ?? 'f32';
     const inPlace = d.inPlace === true;
-    const writes = inPlace ? 1 : (d.writes ?? 0);
+    const writes = inPlace ? 1 : (WRITTEN_INPUTS[op] ?? 0);
     const nBound = inputs.length + (inPlace ? 0 : 1);
     if (nBound > this.maxOpTensors) {
       throw new BrickworkError('E_BINDINGS', `${op} binds ${nBound} tensors; this device allows ${this.maxOpTensors} per op (${this.device.limits.maxStorageBuffersPerShaderStage} storage buffers per shader stage${this.check ? ', one taken by the bounds checker' : ''})`,

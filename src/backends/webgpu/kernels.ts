@@ -23,8 +23,6 @@ export interface KernelPlan {
   outDtype?: DType;
   /** Input 0 is updated in place and is the result. */
   inPlace?: boolean;
-  /** Inputs 0..writes-1 are updated in place besides the (new) result. */
-  writes?: number;
 }
 
 /** What a plan may depend on besides its inputs: the device's features and the backend's kernel choices. */
@@ -1191,7 +1189,7 @@ fn reduce_parts(lid: u32, n: u32) {
   ${dispatch}
 }`;
   };
-  return { key, workgroups: g.workgroups, params, wgsl, inPlace: kind === 'kv', writes: kind === 'qkv' ? 2 : undefined };
+  return { key, workgroups: g.workgroups, params, wgsl, inPlace: kind === 'kv' };
 }
 
 /**
