@@ -29,10 +29,12 @@ function print(title: string, wallMs: number, entries: ProfileEntry[]): void {
   const gpu = entries.reduce((s, e) => s + e.ms, 0);
   report[title] = { wallMs, gpuMs: gpu, kernels: entries };
   console.log(`\n${title}: ${wallMs.toFixed(2)} ms wall, ${gpu.toFixed(2)} ms of GPU time in ${entries.reduce((s, e) => s + e.count, 0)} dispatches`);
-  console.log('| kernel (op, variant, input shapes) | dispatches | GPU ms | share | µs each |');
-  console.log('|---|---:|---:|---:|---:|');
+  // GB/s: the bytes each dispatch binds ÷ its time; for GEMVs and elementwise kernels their bandwidth.
+  console.log('| kernel (op, variant, input shapes) | dispatches | GPU ms | share | µs each | MB bound | GB/s |');
+  console.log('|---|---:|---:|---:|---:|---:|---:|');
   for (const e of entries.slice(0, top)) {
-    console.log(`| ${e.label} | ${e.count} | ${e.ms.toFixed(3)} | ${(100 * e.ms / gpu).toFixed(1)}% | ${(1000 * e.ms / e.count).toFixed(1)} |`);
+    const gbs = e.ms > 0 ? (e.count * e.bytes) / (e.ms * 1e6) : 0;
+    console.log(`| ${e.label} | ${e.count} | ${e.ms.toFixed(3)} | ${(100 * e.ms / gpu).toFixed(1)}% | ${(1000 * e.ms / e.count).toFixed(1)} | ${(e.bytes / 1e6).toFixed(2)} | ${gbs.toFixed(0)} |`);
   }
 }
 

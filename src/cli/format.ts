@@ -86,11 +86,16 @@ export function skippedText(s: { ffn: number; attn: number; all: number; overhea
 }
 
 /** The costliest kinds of GPU dispatch of a profile (WebGpuBackend.stopProfile), as a table. */
-export function profileTable(entries: readonly { label: string; count: number; ms: number }[], top: number): string {
+/** GB/s is the bytes each dispatch binds ÷ its time: for GEMVs and elementwise kernels, their bandwidth. */
+export function profileTable(entries: readonly { label: string; count: number; ms: number; bytes: number }[], top: number): string {
   const total = entries.reduce((s, e) => s + e.ms, 0);
-  const rows: Row[] = entries.slice(0, top).map((e) => [e.label, fmtInt(e.count), fmtFixed(e.ms, 3), `${fmtFixed((100 * e.ms) / total, 1)}%`, fmtFixed((1000 * e.ms) / e.count, 1)]);
+  const gbs = (e: { count: number; ms: number; bytes: number }) => {
+    const v = e.ms > 0 ? (e.count * e.bytes) / (e.ms * 1e6) : 0;
+    return v === 0 ? '' : fmtFixed(v, v >= 100 ? 0 : v >= 1 ? 1 : 3);
+  };
+  const rows: Row[] = entries.slice(0, top).map((e) => [e.label, fmtInt(e.count), fmtFixed(e.ms, 3), `${fmtFixed((100 * e.ms) / total, 1)}%`, fmtFixed((1000 * e.ms) / e.count, 1), gbs(e)]);
   const rest = entries.slice(top);
-  if (rest.length) rows.push([`(${rest.length} more kinds)`, fmtInt(rest.reduce((s, e) => s + e.count, 0)), fmtFixed(rest.reduce((s, e) => s + e.ms, 0), 3), `${fmtFixed((100 * rest.reduce((s, e) => s + e.ms, 0)) / total, 1)}%`, '']);
-  rows.push('rule', ['total', fmtInt(entries.reduce((s, e) => s + e.count, 0)), fmtFixed(total, 3), '100.0%', '']);
-  return table([{ header: 'kernel (op, variant, input shapes)' }, { header: 'dispatches', align: 'right' }, { header: 'GPU ms', align: 'right' }, { header: 'share', align: 'right' }, { header: 'µs each', align: 'right' }], rows);
+  if (rest.length) rows.push([`(${rest.length} more kinds)`, fmtInt(rest.reduce((s, e) => s + e.count, 0)), fmtFixed(rest.reduce((s, e) => s + e.ms, 0), 3), `${fmtFixed((100 * rest.reduce((s, e) => s + e.ms, 0)) / total, 1)}%`, '', '']);
+  rows.push('rule', ['total', fmtInt(entries.reduce((s, e) => s + e.count, 0)), fmtFixed(total, 3), '100.0%', '', '']);
+  return table([{ header: 'kernel (op, variant, input shapes)' }, { header: 'dispatches', align: 'right' }, { header: 'GPU ms', align: 'right' }, { header: 'share', align: 'right' }, { header: 'µs each', align: 'right' }, { header: 'GB/s', align: 'right' }], rows);
 }

@@ -49,6 +49,13 @@ export interface ProfileEntry {
   count: number;
   /** Total GPU time in milliseconds. */
   ms: number;
+  /**
+   * Bytes of the tensors one such dispatch binds (inputs and output, whole). For a kernel that reads each
+   * input once and writes its output (a GEMV, an elementwise op) this is its memory traffic, so
+   * count · bytes / time is its achieved bandwidth; kernels that reread (a tiled matmul) or touch part
+   * of a tensor (a KV cache) move more or less.
+   */
+  bytes: number;
 }
 
 /** A level of the bind-group cache: children by buffer id, and the group once every binding is chosen. */
@@ -115,7 +122,7 @@ export class WebGpuBackend implements Backend {
   private readonly dynOffset = new Uint32Array(1);
   private destroyed = false;
   /** Per-dispatch timing while a profile runs: labels of the dispatches recorded since the last submit. */
-  private prof?: { set: GPUQuerySet; resolve: GPUBuffer; labels: string[]; reads: Promise<void>[]; totals: Map<string, { count: number; ns: number }> };
+  private prof?: { set: GPUQuerySet; resolve: GPUBuffer; labels: string[]; reads: Promise<void>[]; totals: Map<string, { count: number; ns: number }>; bytes: Map<string, number> };
   /** Validation/out-of-memory errors the device reported; raised at the next read or sync. */
   private readonly gpuErrors: string[] = [];
   /** Bounds checking: the counters, their bind group, and per pending dispatch its label and access sites. */
@@ -273,7 +280,7 @@ export class WebGpuBackend implements Backend {
     this.prof = {
       set: this.device.createQuerySet({ type: 'timestamp', count: 2 * PROFILE_PAIRS }),
       resolve: this.device.createBuffer({ size: 16 * PROFILE_PAIRS, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC }),
-      labels: [], reads: [], totals: new Map(),
+      labels: [], reads: [], totals: new Map(), bytes: new Map(),
     };
   }
 
@@ -286,7 +293,7 @@ export class WebGpuBackend implements Backend {
     this.prof = undefined;
     prof.set.destroy();
     prof.resolve.destroy();
-    return [...prof.totals].map(([label, t]) => ({ label, count: t.count, ms: t.ns / 1e6 })).sort((a, b) => b.ms - a.ms);
+    return [...prof.totals].map(([label, t]) => ({ label, count: t.count, ms: t.ns / 1e6, bytes: prof.bytes.get(label) ?? 0 })).sort((a, b) => b.ms - a.ms);
   }
 
   /**
@@ -441,6 +448,11 @@ export class WebGpuBackend implements Backend {
       this.endPass();
       const i = prof.labels.length;
       prof.labels.push(label);
+      if (!prof.bytes.has(label)) {
+        let bytes = inPlace ? 0 : storageBytes(out.size, outDtype);
+        for (const t of inputs) bytes += storageBytes(t.size, t.dtype);
+        prof.bytes.set(label, bytes);
+      }
       this.pass = this.encoder.beginComputePass({ timestampWrites: { querySet: prof.set, beginningOfPassWriteIndex: 2 * i, endOfPassWriteIndex: 2 * i + 1 } });
     }
     this.pass ??= this.encoder.beginComputePass();

@@ -1006,8 +1006,7 @@ interface FusedSeg {
   bias?: string;
   biasu?: string;
   rope: boolean;
-  /** WGSL expressions for its output columns and its jobs. */
-  N: string;
+  /** Its number of jobs, as a WGSL expression. */
   J: string;
   /** The array its rows go to, and whether that is a KV cache (rows at positions) or row-major (M, N). */
   dst: string;
@@ -1030,19 +1029,13 @@ function fusedLinearPlan(all: KernelInput[], mode: FusedMode): KernelPlan {
   const norm = mode.a.norm;
   const rope = mode.a.rope;
   const pos0 = kind === 'linear' ? (mode.a.rope?.pos0 ?? []) : kind === 'kv' ? mode.pos0 : mode.a.pos0;
-  // Bindings: [name, WGSL element type (before vectorising), input index, weight?]. Caches are written in
-  // place (fused_kv_write's is bound as `o`); every other input is read-only.
-  const ls = lin && fusedLinearSlots(lin), qs = kind === 'qkv' ? fusedQkvSlots(mode.a) : undefined;
+  const ls = lin && fusedLinearSlots(lin);
   const base = kind === 'linear' ? 0 : kind === 'kv' ? 1 : 2; // index of x
-  const slot = (i: number | undefined) => (i === undefined ? undefined : i + (kind === 'kv' ? 1 : 0));
-  const bind: [name: string, input: number | undefined, weight: boolean][] = qs
-    ? [['inp', qs.x, false], ['wq', qs.wq, true], ['wk', qs.wk, true], ['wv', qs.wv, true], ['nw', qs.normW, false], ['nb', qs.normB, false],
-      ['bq', qs.bq, false], ['bk', qs.bk, false], ['bv', qs.bv, false]]
-    : [['inp', base, false], ['w', base + 1, true], ['nw', slot(ls!.normW), false], ['nb', slot(ls!.normB), false], ['wu', slot(ls!.wUp), true],
-      ['bias', slot(ls!.bias), false], ['biasu', slot(ls!.biasUp), false], ['res', slot(ls!.residual), false]];
-  const present = bind.filter(([, i]) => i !== undefined) as [string, number, boolean][];
+  // NOTE: plans run for every dispatch of every token; the bindings and projections are worked out in wgsl(), once per variant.
   const bt = all[base + 1].dtype;
-  for (const [, i, weight] of present) {
+  const upAt = ls?.wUp === undefined ? -1 : ls.wUp + base;
+  for (let i = 0; i < all.length; i++) {
+    const weight = kind === 'qkv' ? i >= 3 && i <= 5 : i === base + 1 || i === upAt;
     if (weight ? all[i].dtype !== bt : all[i].dtype !== 'f32')
       throw new ShapeError(kind === 'qkv' ? 'fused_qkv' : 'fused_linear', `input ${i} is ${all[i].dtype}; expected ${weight ? `${bt} like the first weight` : 'f32'}`);
   }
@@ -1063,22 +1056,30 @@ function fusedLinearPlan(all: KernelInput[], mode: FusedMode): KernelPlan {
   const params = words(J * chunks, g.nx, M, N0, K, J, T, f(norm?.eps ?? 0), f(norm?.scale ?? 1), R, D, B, S, KH,
     pos0, (rope?.invFreq ?? []).map(f));
   const key = `${kind}:${bt}:${vec}:${MC}:${norm ? norm.kind + norm.bias : '-'}:${mode.a.bias}:${lin?.act ?? '-'}:${!!lin?.glu}:${!!rope}:${!!lin?.residual}`;
-  const Jexpr = (N: string, rotated: boolean) => (rotated ? `(${N} / D) * (D - R)` : N);
-  const segs: FusedSeg[] = kind === 'qkv'
-    ? [
-      { w: 'wq', bias: mode.a.bias ? 'bq' : undefined, rope: !!rope, N: 'u(3u)', J: Jexpr('u(3u)', !!rope), dst: 'o', cache: false },
-      { w: 'wk', bias: mode.a.bias ? 'bk' : undefined, rope: !!rope, N: 'u(13u) * D', J: Jexpr('u(13u) * D', !!rope), dst: 'kc', cache: true },
-      { w: 'wv', bias: mode.a.bias ? 'bv' : undefined, rope: false, N: 'u(13u) * D', J: 'u(13u) * D', dst: 'vc', cache: true },
-    ]
-    : [{ w: 'w', wu: lin!.glu ? 'wu' : undefined, bias: lin!.bias ? 'bias' : undefined, biasu: lin!.bias && lin!.glu ? 'biasu' : undefined,
-      rope: !!rope, N: 'u(3u)', J: 'u(5u)', dst: 'o', cache: kind === 'kv' }];
 
   const wgsl = () => {
+    // Bindings: [name, input index, weight?]. Caches are written in place (fused_kv_write's is bound as
+    // `o`; fused_qkv's as kc and vc); every other input is read-only.
+    const qs = kind === 'qkv' ? fusedQkvSlots(mode.a) : undefined;
+    const slot = (i: number | undefined) => (i === undefined ? undefined : i + base);
+    const bind: [name: string, input: number | undefined, weight: boolean][] = qs
+      ? [['inp', qs.x, false], ['wq', qs.wq, true], ['wk', qs.wk, true], ['wv', qs.wv, true], ['nw', qs.normW, false], ['nb', qs.normB, false],
+        ['bq', qs.bq, false], ['bk', qs.bk, false], ['bv', qs.bv, false]]
+      : [['inp', base, false], ['w', base + 1, true], ['nw', slot(ls!.normW), false], ['nb', slot(ls!.normB), false], ['wu', slot(ls!.wUp), true],
+        ['bias', slot(ls!.bias), false], ['biasu', slot(ls!.biasUp), false], ['res', slot(ls!.residual), false]];
+    const present = bind.filter(([, i]) => i !== undefined) as [string, number, boolean][];
+    const Jexpr = (N: string, rotated: boolean) => (rotated ? `(${N} / D) * (D - R)` : N);
+    const segs: FusedSeg[] = kind === 'qkv'
+      ? [
+        { w: 'wq', bias: mode.a.bias ? 'bq' : undefined, rope: !!rope, J: Jexpr('Nq', !!rope), dst: 'o', cache: false },
+        { w: 'wk', bias: mode.a.bias ? 'bk' : undefined, rope: !!rope, J: Jexpr('Nkv', !!rope), dst: 'kc', cache: true },
+        { w: 'wv', bias: mode.a.bias ? 'bv' : undefined, rope: false, J: 'Nkv', dst: 'vc', cache: true },
+      ]
+      : [{ w: 'w', wu: lin!.glu ? 'wu' : undefined, bias: lin!.bias ? 'bias' : undefined, biasu: lin!.bias && lin!.glu ? 'biasu' : undefined,
+        rope: !!rope, J: 'u(5u)', dst: 'o', cache: kind === 'kv' }];
     const xType = vec ? 'vec4<f32>' : 'f32';
     const rms = norm?.kind === 'rmsnorm';
     const twoOf = (s: FusedSeg) => s.rope || s.wu !== undefined; // two accumulators per row: the rotary partner column, or the up row
-    // Shared slices of 64 partial sums: row sums of the first (and second) accumulator, then Σx² (RMSNorm).
-    const partsOf = (s: FusedSeg) => MC * (twoOf(s) ? 2 : 1) + (rms ? MC : 0);
     const wType = vec ? (is16(bt) ? 'vec4<u32>' : 'vec4<f32>') : storageType(bt);
     const decls = present.map(([name, i, weight]) =>
       `@group(0) @binding(${i + 1}) var<storage, read> ${name}: array<${weight ? wType : name === 'inp' || name === 'nw' || name === 'nb' ? xType : 'f32'}>;`);
@@ -1117,51 +1118,57 @@ function fusedLinearPlan(all: KernelInput[], mode: FusedMode): KernelPlan {
     const mac = (w: string) => !vec ? `x0 * ${w}0` : is16(bt) ? `dot(x0, ${w}0) + dot(x1, ${w}1)` : `dot(x0, ${w}0)`;
     const steps = !vec ? 'K' : `K / ${E}u`;
     const at = (s: FusedSeg, c: string) => (s.cache ? `oi(r, ${c})` : `r * N + ${c}`);
-    // One projection's job jl: the walk over K, the reduction, and the epilogue on the reduced sums.
-    const body = (s: FusedSeg, jl: string) => {
-      const two = twoOf(s), ssAt = MC * (two ? 2 : 1);
-      return `{
-    let jn = ${jl}; let N = ${s.N};
-    ${s.rope ? `let hd = jn / (D - R); let j = jn % (D - R); let paired = j < R;
-    let colA = hd * D + select(j + R, j, paired); let colB = select(colA, colA + R, paired);` : 'let colA = jn; let colB = jn;'}
-    var acc0: array<f32, ${MC}>; var acc1: array<f32, ${MC}>; var ss: array<f32, ${MC}>;
-    for (var st = lid; st < ${steps}; st += 64u) {
+    // Per-projection code under a branch on seg (uniform across the workgroup: one job per workgroup);
+    // the reduction and its barriers stay outside the branches.
+    const pick = (code: (s: FusedSeg) => string) => (segs.length === 1 ? code(segs[0])
+      : segs.map((s, i) => `${i ? ' else ' : ''}${i < segs.length - 1 ? `if (seg == ${i}u) ` : ''}{\n${code(s)}\n    }`).join(''));
+    // Shared slices of 64 partial sums: row sums of the first (and second) accumulator, then Σx² (RMSNorm).
+    const two = segs.some(twoOf), ssAt = MC * (two ? 2 : 1);
+    // The walk over K for one projection: its weight row(s) against the normalised x.
+    const walk = (s: FusedSeg) => `    for (var st = lid; st < ${steps}; st += 64u) {
       ${wLoad(s.w, 'colA', 'wa')}
       ${s.rope ? wLoad(s.w, 'colB', 'wb') : s.wu ? wLoad(s.wu, 'colA', 'wb') : ''}
       for (var m = 0u; m < ${MC}u; m++) {
         let r = min(m0 + m, M - 1u); let mu = mus[m]; let inv = ivs[m];
         ${xLoad}
-        acc0[m] += ${mac('wa')};${two ? `\n        acc1[m] += ${mac('wb')};` : ''}
+        acc0[m] += ${mac('wa')};${twoOf(s) ? `\n        acc1[m] += ${mac('wb')};` : ''}
       }
-    }
-    for (var m = 0u; m < ${MC}u; m++) {
-      part[m * 64u + lid] = acc0[m];${two ? ` part[(${MC}u + m) * 64u + lid] = acc1[m];` : ''}${rms ? ` part[(${ssAt}u + m) * 64u + lid] = ss[m];` : ''}
-    }
-    reduce_parts(lid, ${partsOf(s)}u);
-    if (lid < ${MC}u && m0 + lid < M) {
-      let r = m0 + lid;
-      var ya = part[lid * 64u];
-      var yb = ${two ? `part[(${MC}u + lid) * 64u]` : '0.0'};
-      ${rms ? `let rinv = inverseSqrt(part[(${ssAt}u + lid) * 64u] / f32(K) + eps); ya *= rinv; yb *= rinv;` : ''}
-      ${s.bias ? `ya += ${s.bias}[colA]; yb += ${s.biasu ? `${s.biasu}[colA]` : s.rope ? `${s.bias}[colB]` : '0.0'};` : ''}
-      ${lin?.act ? `{ let x = ya; ya = ${ACT_WGSL[lin.act]}; }` : ''}
-      ${s.wu ? 'ya = ya * yb;' : ''}
-      ${s.rope ? `if (paired) {
-        let B = u(11u);
-        let pos = f32(u(14u + r / u(6u)) + r % u(6u));
-        let sc = sincos_(f(14u + B + j) * pos);
-        let ra = ya * sc.y - yb * sc.x; let rb = yb * sc.y + ya * sc.x;
-        ya = ra; yb = rb;
-      }` : ''}
-      ${lin?.residual ? `ya = res[r * N + colA] + ya;${s.rope ? ' yb = res[r * N + colB] + yb;' : ''}` : ''}
-      ${s.dst}[${at(s, 'colA')}] = ya;
-      ${s.rope ? `if (paired) { ${s.dst}[${at(s, 'colB')}] = yb; }` : ''}
-    }
-  }`;
-    };
-    const dispatch = segs.length === 1 ? body(segs[0], 'jn')
-      : `let Jq = ${segs[0].J}; let Jk = ${segs[1].J};
-  if (jn < Jq) ${body(segs[0], 'jn')} else if (jn < Jq + Jk) ${body(segs[1], 'jn - Jq')} else ${body(segs[2], 'jn - Jq - Jk')}`;
+    }`;
+    const addBias = (s: FusedSeg) => (s.bias ? `      ya += ${s.bias}[colA]; yb += ${s.biasu ? `${s.biasu}[colA]` : s.rope ? `${s.bias}[colB]` : '0.0'};` : '');
+    const store = (s: FusedSeg) => `      ${s.dst}[${at(s, 'colA')}] = ya;${s.rope ? ` if (paired) { ${s.dst}[${at(s, 'colB')}] = yb; }` : ''}`;
+    // Which projection and column(s) this job is: with rope a rotary pair (colA, colB = colA + R) of head hd,
+    // or one pass-through column (paired false); without, column jl.
+    const cols = (rot: string) => `let hd = jl / select(D, D - R, ${rot}); let j = jl % select(D, D - R, ${rot}); let paired = ${rot} && j < R;
+  let colA = select(jl, hd * D + select(j + R, j, paired), ${rot}); let colB = select(colA, colA + R, paired);`;
+    const job = segs.length === 1 ? `let seg = 0u; let jl = jn; let N = u(3u);\n  ${cols(segs[0].rope ? 'true' : 'false')}`
+      : `let Nq = u(3u); let Nkv = u(13u) * D; let Jq = ${segs[0].J}; let Jk = ${segs[1].J};
+  let seg = select(select(0u, 1u, jn >= Jq), 2u, jn >= Jq + Jk);
+  let jl = jn - select(0u, select(Jq, Jq + Jk, seg == 2u), seg > 0u); let N = select(Nq, Nkv, seg > 0u);
+  ${cols(rope ? 'seg < 2u' : 'false')}`;
+    const dispatch = `${job}
+  var acc0: array<f32, ${MC}>; var acc1: array<f32, ${MC}>; var ss: array<f32, ${MC}>;
+  ${pick(walk)}
+  for (var m = 0u; m < ${MC}u; m++) {
+    part[m * 64u + lid] = acc0[m];${two ? ` part[(${MC}u + m) * 64u + lid] = acc1[m];` : ''}${rms ? ` part[(${ssAt}u + m) * 64u + lid] = ss[m];` : ''}
+  }
+  reduce_parts(lid, ${ssAt + (rms ? MC : 0)}u);
+  if (lid >= ${MC}u || m0 + lid >= M) { return; }
+  let r = m0 + lid;
+  var ya = part[lid * 64u];
+  var yb = ${two ? `part[(${MC}u + lid) * 64u]` : '0.0'};
+  ${rms ? `let rinv = inverseSqrt(part[(${ssAt}u + lid) * 64u] / f32(K) + eps); ya *= rinv; yb *= rinv;` : ''}
+  ${segs.some((x) => x.bias) ? pick(addBias) : ''}
+  ${lin?.act ? `{ let x = ya; ya = ${ACT_WGSL[lin.act]}; }` : ''}
+  ${lin?.glu ? 'ya = ya * yb;' : ''}
+  ${rope ? `if (paired) {
+    let B = u(11u);
+    let pos = f32(u(14u + r / u(6u)) + r % u(6u));
+    let sc = sincos_(f(14u + B + j) * pos);
+    let ra = ya * sc.y - yb * sc.x; let rb = yb * sc.y + ya * sc.x;
+    ya = ra; yb = rb;
+  }` : ''}
+  ${lin?.residual ? `ya = res[r * N + colA] + ya;${rope ? ' if (paired) { yb = res[r * N + colB] + yb; }' : ''}` : ''}
+  ${pick(store)}`;
     const weights = present.filter(([, , weight]) => weight).map(([name]) => name);
     return `${PARAMS_WGSL}
 ${decls.join('\n')}
@@ -1169,7 +1176,7 @@ ${decls.join('\n')}
 ${oi}
 ${vec ? '' : weights.map((w) => loader(`ld_${w}`, w, bt)).join('')}
 ${lin?.act === 'gelu_erf' ? ERF_WGSL : ''}${rope ? SINCOS_WGSL : ''}
-var<workgroup> part: array<f32, ${64 * Math.max(...segs.map(partsOf))}>;
+var<workgroup> part: array<f32, ${64 * (ssAt + (rms ? MC : 0))}>;
 fn xn(v: ${xType}, i: u32, mu: f32, inv: f32) -> ${xType} { let s = f(8u); return ${nrm}; }
 // Sums each of the first n 64-wide slices of part into its slot 0.
 fn reduce_parts(lid: u32, n: u32) {
