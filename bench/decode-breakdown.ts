@@ -1,6 +1,7 @@
 // Where a decode step's time goes on WebGPU: recording the ops (JS + Dawn calls), waiting for the GPU,
 // and reading the logits back, for a random-weight Llama-shaped model (default ~125M, f16), unfused,
-// fused (ForwardOptions.fuse), and fused with submits during recording, in the same run.
+// fused (ForwardOptions.fuse), fused with q, k and v in three dispatches, and fused with submits during
+// recording, in the same run.
 //   node --import tsx bench/decode-breakdown.ts [--1b] [--narrow] [--tokens N]
 // --narrow keeps the layer count and every dispatch but shrinks the widths (C 64, F 128, V 512): the
 // host half (recording) depends only on the dispatches, so it can be measured on an emulated GPU, or
@@ -21,9 +22,14 @@ const model = randomModel(llamaSpec({ ...dims, context: 2048 }), be, { seed: 1, 
 console.log(`${label}: ${be.info.vendor} ${be.info.architecture} ${be.info.description}`.trim());
 console.log('| path | dispatches/token | record ms | GPU wait ms | readback ms | total ms | tok/s |');
 console.log('|---|---:|---:|---:|---:|---:|---:|');
-// The third path also submits every 24 dispatches, so the GPU runs while the host records (see WebGpuBackend.submitEvery).
-for (const [fuse, submitEvery] of [[false, 0], [true, 0], [true, 24]] as const) {
+// The third path keeps q, k and v in three dispatches (fused_linear, and fused_kv_write for k and v; see
+// WebGpuBackend.maxOpTensors); the last also submits every 24 dispatches, so the GPU runs while the host
+// records (see WebGpuBackend.submitEvery).
+const PATHS = [[false, 0, false], [true, 0, false], [true, 0, true], [true, 24, false]] as const;
+const bindings = be.maxOpTensors;
+for (const [fuse, submitEvery, apart] of PATHS) {
   be.submitEvery = submitEvery;
+  be.maxOpTensors = apart ? 7 : bindings;
   const cache = model.newCache(1, 512);
   const prompt = Int32Array.from({ length: 32 }, (_, i) => (i * 7 + 1) % dims.vocab);
   await (await model.forward(prompt, 1, 32, { cache, logitRows: [31] })).logits.toF32();
@@ -43,7 +49,7 @@ for (const [fuse, submitEvery] of [[false, 0], [true, 0], [true, 24]] as const) 
   }
   cache.dispose();
   const total = (rec + gpu + read) / N;
-  console.log(`| ${fuse ? 'fused' : 'unfused'}${submitEvery ? `, submit every ${submitEvery}` : ''} | ${dispatches / N} | ${(rec / N).toFixed(3)} | ${(gpu / N).toFixed(3)} | ${(read / N).toFixed(3)} | ${total.toFixed(3)} | ${(1000 / total).toFixed(1)} |`);
+  console.log(`| ${fuse ? 'fused' : 'unfused'}${apart ? ', q k v apart' : ''}${submitEvery ? `, submit every ${submitEvery}` : ''} | ${dispatches / N} | ${(rec / N).toFixed(3)} | ${(gpu / N).toFixed(3)} | ${(read / N).toFixed(3)} | ${total.toFixed(3)} | ${(1000 / total).toFixed(1)} |`);
 }
 be.destroy();
 process.exit(0);

@@ -90,7 +90,7 @@ test('WebGPU: an op that binds more tensors than the device allows gets E_BINDIN
   const norm = extra === 1 || extra === 4 ? { kind: 'rmsnorm' as const, eps: 1e-5, w: f([4]) } : extra === 2 || extra === 5 ? { kind: 'layernorm' as const, eps: 1e-5, w: f([4]), b: f([4]) } : undefined;
   const bias = extra >= 3 ? { q: f([2]), k: f([2]), v: f([2]) } : undefined;
   assert.throws(() => ops.fusedQkv(cache, { ...parts, norm, bias }, [0]),
-    (e: unknown) => e instanceof BrickworkError && e.code === 'E_BINDINGS' && new RegExp(`fused_qkv binds ${n} tensors; this device allows ${n - 1} per op`).test(e.message) && /bounds checker/.test(e.message));
+    (e: unknown) => e instanceof BrickworkError && e.code === 'E_BINDINGS' && new RegExp(`fused_qkv binds ${n} tensors; this backend allows ${n - 1} per op`).test(e.message) && /bounds checker/.test(e.message));
   be.destroy();
 });
 

@@ -95,8 +95,15 @@ export class WebGpuBackend implements Backend {
    */
   submitEvery = 0;
   private sinceSubmit = 0;
-  /** The device's storage buffers per shader stage, less the bounds checker's counters when it runs. */
-  readonly maxOpTensors: number;
+  private readonly bindingLimit: number;
+  private opTensors: number;
+  /**
+   * The most tensors one op may bind: the device's storage buffers per shader stage, less the bounds
+   * checker's counters when it runs. It may be lowered (never raised past the device's limit), e.g. to 7
+   * to compare decoding with q, k and v in three dispatches against one.
+   */
+  get maxOpTensors(): number { return this.opTensors; }
+  set maxOpTensors(n: number) { this.opTensors = Math.min(Math.max(1, Math.floor(n)), this.bindingLimit); }
   /** What kernel plans see besides their inputs; `matmulTile` lives here. */
   private readonly env: KernelEnv;
   readonly stats: WebGpuStats = { dispatches: 0, perOp: {}, submits: 0, readbacks: 0, allocatedBytes: 0, pipelines: 0 };
@@ -146,7 +153,7 @@ export class WebGpuBackend implements Backend {
       const group = this.device.createBindGroup({ layout, entries: [{ binding: 0, resource: { buffer: buf, offset: 0, size: 4 * BOUNDS_SITES } }] });
       this.check = { buf, layout, group, pending: [], reads: [], found: [] };
     }
-    this.maxOpTensors = lim.maxStorageBuffersPerShaderStage - (this.check ? 1 : 0);
+    this.bindingLimit = this.opTensors = lim.maxStorageBuffersPerShaderStage - (this.check ? 1 : 0);
   }
 
   /** Whether every kernel's array indices are checked (WebGpuOptions.checkBounds). */
@@ -391,7 +398,7 @@ export class WebGpuBackend implements Backend {
     const writes = inPlace ? 1 : (WRITTEN_INPUTS[op] ?? 0);
     const nBound = inputs.length + (inPlace ? 0 : 1);
     if (nBound > this.maxOpTensors) {
-      throw new BrickworkError('E_BINDINGS', `${op} binds ${nBound} tensors; this device allows ${this.maxOpTensors} per op (${this.device.limits.maxStorageBuffersPerShaderStage} storage buffers per shader stage${this.check ? ', one taken by the bounds checker' : ''})`,
+      throw new BrickworkError('E_BINDINGS', `${op} binds ${nBound} tensors; this backend allows ${this.maxOpTensors} per op (the device has ${this.device.limits.maxStorageBuffersPerShaderStage} storage buffers per shader stage${this.check ? ', one taken by the bounds checker' : ''})`,
         'bricks fall back to less fused ops where backend.maxOpTensors is too small; call those instead');
     }
     let out: Tensor;
