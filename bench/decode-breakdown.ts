@@ -2,7 +2,7 @@
 // and reading the logits back, for a random-weight Llama-shaped model (default ~125M, f16), unfused,
 // fused (ForwardOptions.fuse), fused with q, k and v in three dispatches, and fused with submits during
 // recording, in the same run.
-//   node --import tsx bench/decode-breakdown.ts [--1b] [--narrow] [--tokens N]
+//   node --import ./scripts/ts.mjs bench/decode-breakdown.ts [--1b] [--narrow] [--tokens N]
 // --narrow keeps the layer count and every dispatch but shrinks the widths (C 64, F 128, V 512): the
 // host half (recording) depends only on the dispatches, so it can be measured on an emulated GPU, or
 // exactly with Dawn's null backend, which executes nothing: BRICKWORK_DAWN_FLAGS=backend=null.

@@ -25,7 +25,7 @@ runs=$(mktemp -d)
 mkdir -p "$out"
 log="$out/$part.log"
 : > "$log"
-tsx=(node --import tsx)
+run_ts=(node --import ./scripts/ts.mjs)
 # step SECONDS TITLE COMMAND...: runs one step under its own time limit and appends its output to the log.
 step() {
   local limit=$1 title=$2; shift 2
@@ -44,28 +44,28 @@ fi
 
 if [ "$part" = decode ] || [ "$part" = all ]; then
   command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee -a "$log"
-  step 330 "bench/webgpu.ts ${peer[*]}" "${tsx[@]}" bench/webgpu.ts "${peer[@]}" "${quickArgs[@]}"
-  step 60 "decode breakdown, 125M" "${tsx[@]}" bench/decode-breakdown.ts ${smoke:+--narrow --tokens 8}
-  [ -z "$smoke" ] && step 60 "decode breakdown, 1B" "${tsx[@]}" bench/decode-breakdown.ts "${big[@]}"
+  step 330 "bench/webgpu.ts ${peer[*]}" "${run_ts[@]}" bench/webgpu.ts "${peer[@]}" "${quickArgs[@]}"
+  step 60 "decode breakdown, 125M" "${run_ts[@]}" bench/decode-breakdown.ts ${smoke:+--narrow --tokens 8}
+  [ -z "$smoke" ] && step 60 "decode breakdown, 1B" "${run_ts[@]}" bench/decode-breakdown.ts "${big[@]}"
   step 60 "decode breakdown, 1B, without robust buffer access" \
-    env BRICKWORK_DAWN_FLAGS=enable-dawn-features=disable_robustness "${tsx[@]}" bench/decode-breakdown.ts "${big[@]}"
+    env BRICKWORK_DAWN_FLAGS=enable-dawn-features=disable_robustness "${run_ts[@]}" bench/decode-breakdown.ts "${big[@]}"
   step 60 "decode breakdown, 1B, with workgroup memory zeroed" \
-    env BRICKWORK_DAWN_FLAGS=disable-dawn-features=disable_workgroup_init "${tsx[@]}" bench/decode-breakdown.ts "${big[@]}"
+    env BRICKWORK_DAWN_FLAGS=disable-dawn-features=disable_workgroup_init "${run_ts[@]}" bench/decode-breakdown.ts "${big[@]}"
 fi
 
 if [ "$part" = profile ] || [ "$part" = all ]; then
-  step 120 "kernel profile" "${tsx[@]}" bench/profile.ts --models "$models" --train "${small[@]}"
+  step 120 "kernel profile" "${run_ts[@]}" bench/profile.ts --models "$models" --train "${small[@]}"
   step 60 "fp32 matmul without robust buffer access" env BRICKWORK_DAWN_FLAGS=enable-dawn-features=disable_robustness \
-    "${tsx[@]}" bench/webgpu.ts --matmul-only "${quickArgs[@]}"
+    "${run_ts[@]}" bench/webgpu.ts --matmul-only "${quickArgs[@]}"
   # The host's share on this machine's CPU alone: Dawn's null backend records and submits but runs nothing.
   step 60 "host share of decoding (Dawn null backend), 1B layout" env BRICKWORK_DAWN_FLAGS=backend=null \
-    "${tsx[@]}" bench/decode-breakdown.ts --narrow --1b --tokens 450
+    "${run_ts[@]}" bench/decode-breakdown.ts --narrow --1b --tokens 450
 fi
 
 if [ "$part" = skip ] || [ "$part" = all ]; then
-  step 200 "bench/skip.ts --device webgpu" "${tsx[@]}" bench/skip.ts --device webgpu --models "$models" ${smoke:+--tokens 8}
+  step 200 "bench/skip.ts --device webgpu" "${run_ts[@]}" bench/skip.ts --device webgpu --models "$models" ${smoke:+--tokens 8}
   if [ -f "$data/test.txt" ]; then
-    step 360 "sweep on tiny-llama, webgpu" "${tsx[@]}" src/cli/main.ts sweep --device webgpu --file "$data/test.txt" \
+    step 360 "sweep on tiny-llama, webgpu" "${run_ts[@]}" src/cli/main.ts sweep --device webgpu --file "$data/test.txt" \
       --policy "${sweepPolicies}" --speculative --draft 3 --calib "$data/valid.txt" \
       --max-tokens "$sweepTokens" ${smoke:+--values 0.25 --gen-tokens 8 --window 64} --out "$out/sweep"
   else
@@ -74,12 +74,12 @@ if [ "$part" = skip ] || [ "$part" = all ]; then
 fi
 
 if [ "$part" = train ] || [ "$part" = all ]; then
-  step 300 "bench/train.ts --device webgpu ${peer[*]}" "${tsx[@]}" bench/train.ts --device webgpu "${peer[@]}" "${small[@]}"
+  step 300 "bench/train.ts --device webgpu ${peer[*]}" "${run_ts[@]}" bench/train.ts --device webgpu "${peer[@]}" "${small[@]}"
   if [ -n "$smoke" ]; then
-    step 200 "compare, webgpu" "${tsx[@]}" src/cli/main.ts compare --device webgpu --width 64 --layers 2 --heads 4 --ffn 128 \
+    step 200 "compare, webgpu" "${run_ts[@]}" src/cli/main.ts compare --device webgpu --width 64 --layers 2 --heads 4 --ffn 128 \
       --steps 4 --batch 2 --seq 32 --eval-every 2 --eval-batches 1 --out "$runs/compare"
   else
-    step 240 "compare, webgpu" "${tsx[@]}" src/cli/main.ts compare --device webgpu --width 256 --layers 4 --heads 8 --ffn 688 \
+    step 240 "compare, webgpu" "${run_ts[@]}" src/cli/main.ts compare --device webgpu --width 256 --layers 4 --heads 8 --ffn 688 \
       --steps 200 --batch 8 --seq 64 --lr 2e-3 --warmup 20 --eval-every 25 --eval-batches 4 --seed 2 --out "$runs/compare"
   fi
   # Only the report comes back (a GPU machine returns at most 8 files); the runs' checkpoints stay behind.

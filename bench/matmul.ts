@@ -1,7 +1,7 @@
 // Benchmark of the fast CPU matmul (src/backends/cpu/fast/matmul.ts): GFLOP/s of a naive JS triple loop,
 // the tiled JS kernel and the WASM SIMD kernel on decode and prefill shapes, both b layouts; then decode
 // with weights streamed from memory against the measured read bandwidth (the decode speed limit).
-// Run: node --import tsx bench/matmul.ts [--quick]. Ratios are against peers measured in the same run.
+// Run: node --import ./scripts/ts.mjs bench/matmul.ts [--quick]. Ratios are against peers measured in the same run.
 // Naive on big shapes runs on a row subset (its cost is linear in M). Other load on the box shows up here.
 
 import os from 'node:os';

@@ -3,7 +3,7 @@
 // Llama-shaped models in f16, and for one training step of a GPT-2-small-shaped model (fp32), and
 // prints the kernels that take the most GPU time. Each dispatch runs in a pass of its own while
 // profiling, so totals run a little above an unprofiled pass; the shares are what to read.
-//   node --import tsx bench/profile.ts [--models tiny,125M,1B] [--train] [--top N] [--small]
+//   node --import ./scripts/ts.mjs bench/profile.ts [--models tiny,125M,1B] [--train] [--top N] [--small]
 // --small shrinks every shape (for a check on an emulated GPU: the numbers then mean nothing).
 
 import { writeFileSync } from 'node:fs';

@@ -3,7 +3,7 @@
 // Speed does not depend on the weights, so the 125M and 1B Llama shapes use random weights; quality and
 // acceptance rates come from trained models (`brickwork sweep`). Self-speculative decoding is timed on
 // the bundled tiny-llama, where the draft's acceptance is real.
-//   node --import tsx bench/skip.ts [--device cpu|webgpu] [--models tiny,125M,1B] [--tokens N]
+//   node --import ./scripts/ts.mjs bench/skip.ts [--device cpu|webgpu] [--models tiny,125M,1B] [--tokens N]
 
 import {
   brickCosts, createPolicy, generate, getBackend, llamaSpec, loadModel, randomModel, speculativeGenerate, SkipMeter,

@@ -2,7 +2,7 @@
 // (forward, backward, AdamW) for a GPT-2-small-shaped model (124M parameters, T 1024, fp32) on a
 // backend, against PyTorch + HF GPT2LMHeadModel on the same machine (fp32, TF32 off, dropout off) via
 // bench/peer_train.py. Prints both rates and the ratio.
-//   node --import tsx bench/train.ts [--device webgpu|cpu] [--batch B] [--seq T] [--steps N] [--small] [--peer]
+//   node --import ./scripts/ts.mjs bench/train.ts [--device webgpu|cpu] [--batch B] [--seq T] [--steps N] [--small] [--peer]
 // --small runs a 4-layer, C 256 model (T 256) for smoke tests on machines without a GPU.
 
 import { execFileSync } from 'node:child_process';

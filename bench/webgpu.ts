@@ -2,7 +2,7 @@
 // TF32 off), batch-1 decode and prefill tokens/s for the bundled tiny-llama and random-weight
 // Llama-shaped 125M and 1B models in f16 (vs HF transformers eager, same dtype), the copy-bandwidth
 // decode limit for the 1B model (and the limit from the rate a compute kernel reads at), dispatches per decoded token, and GPU memory across 1,000 generations.
-//   node --import tsx bench/webgpu.ts [--quick | --smoke] [--peer]     (--peer runs bench/peer_hf.py too)
+//   node --import ./scripts/ts.mjs bench/webgpu.ts [--quick | --smoke] [--peer]     (--peer runs bench/peer_hf.py too)
 // --smoke shrinks every size so that an emulated GPU gets through the whole script (to check it).
 // --matmul-only stops after the matmul (to compare Dawn settings: BRICKWORK_DAWN_FLAGS=…).
 

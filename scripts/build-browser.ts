@@ -1,5 +1,5 @@
 // Bundles src/browser.ts into one ES module for browsers with esbuild (well under a second):
-//   node --import tsx scripts/build-browser.ts [OUT_DIR]     (default .browser-build/, git-ignored)
+//   node --import ./scripts/ts.mjs scripts/build-browser.ts [OUT_DIR]     (default .browser-build/, git-ignored)
 // Node-only code is reached only through dynamic imports guarded by the environment (Dawn's `webgpu`
 // package; node:os and node:worker_threads for CPU threads). They stay external, and the build fails if
 // any module imports one of them statically.

@@ -23,7 +23,7 @@ const base = ['train', '--spec', SPEC, '--tokenizer', 'models/tiny-llama', '--da
 function cli(...args: string[]) {
   const env = { ...process.env };
   delete env.BRICKWORK_DEBUG;
-  const r = spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], { cwd: ROOT, env, encoding: 'utf8', timeout: 300_000 });
+  const r = spawnSync(process.execPath, ['--import', './scripts/ts.mjs', 'src/cli/main.ts', ...args], { cwd: ROOT, env, encoding: 'utf8', timeout: 300_000 });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
@@ -47,7 +47,7 @@ test('train: a run killed with SIGKILL and resumed ends exactly like an uninterr
   assert.equal(summary.steps, 24);
   assert.ok(Number.isFinite(summary.loss) && Number.isFinite(summary.val_loss));
 
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...base, '--out', b], { cwd: ROOT, stdio: 'ignore' });
+  const child = spawn(process.execPath, ['--import', './scripts/ts.mjs', 'src/cli/main.ts', ...base, '--out', b], { cwd: ROOT, stdio: 'ignore' });
   const exited = new Promise<number | null>((res) => child.on('exit', (code) => res(code)));
   while (stepOf(b) < 3) {
     if (child.exitCode !== null) break;

@@ -1,4 +1,4 @@
-// The CLI end to end: each case spawns `node --import tsx src/cli/main.ts …` as a user would and checks
+// The CLI end to end: each case spawns `node --import ./scripts/ts.mjs src/cli/main.ts …` as a user would and checks
 // stdout, stderr and the exit code, on the bundled models/tiny-llama (which is the fixtures' tiny-llama,
 // so greedy ids are compared with HF's golden ids when ../shared/fixtures is present). Bad input must
 // exit 1 with `error:` and a `hint:` and no stack trace. Also checks the streaming decoder in-process.
@@ -22,7 +22,7 @@ interface Run { code: number | null; stdout: string; stderr: string }
 function cli(...args: string[]): Run {
   const env = { ...process.env };
   delete env.BRICKWORK_DEBUG; // the no-stack-trace checks assume it is unset
-  const r = spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], { cwd: ROOT, env, encoding: 'utf8', timeout: 60_000 });
+  const r = spawnSync(process.execPath, ['--import', './scripts/ts.mjs', 'src/cli/main.ts', ...args], { cwd: ROOT, env, encoding: 'utf8', timeout: 60_000 });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 

@@ -105,7 +105,7 @@ test('WebGPU bounds checking: the conformance and attention-tile suites index on
   const why = await gpu();
   if (typeof why === 'string') return void t.skip(why);
   const root = fileURLToPath(new URL('..', import.meta.url));
-  const r = spawnSync(process.execPath, ['--import', 'tsx', '--test', 'test/webgpu-conformance.test.ts', 'test/webgpu-attention-tiles.test.ts'], {
+  const r = spawnSync(process.execPath, ['--import', './scripts/ts.mjs', '--test', 'test/webgpu-conformance.test.ts', 'test/webgpu-attention-tiles.test.ts'], {
     cwd: root, encoding: 'utf8', timeout: 900_000, env: { ...childEnv(), BRICKWORK_WEBGPU_CHECK_BOUNDS: '1' },
   });
   const tail = `${r.stdout}\n${r.stderr}`.split('\n').filter((l) => /^# (tests|pass|fail)|E_OUT_OF_BOUNDS|not ok/.test(l)).join('\n');

@@ -53,7 +53,7 @@ test('generate --profile --json reports the costliest kernels of the run on WebG
   const { spawnSync } = await import('node:child_process');
   const { fileURLToPath } = await import('node:url');
   const root = fileURLToPath(new URL('..', import.meta.url));
-  const r = spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'generate', '--device', 'webgpu', '--prompt', 'Once upon a time',
+  const r = spawnSync(process.execPath, ['--import', './scripts/ts.mjs', 'src/cli/main.ts', 'generate', '--device', 'webgpu', '--prompt', 'Once upon a time',
     '--max-new-tokens', '2', '--json', '--profile', '3'], { cwd: root, encoding: 'utf8', timeout: 240_000 });
   assert.equal(r.status, 0, r.stderr);
   const out = JSON.parse(r.stdout) as { new_ids: number[]; gpu_ms: number; profile: { label: string; count: number; ms: number }[] };

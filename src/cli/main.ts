@@ -1,7 +1,7 @@
 // Entry point of the `brickwork` command: builds the commander program from the command files and
 // maps failures to exit codes: 0 ok, 1 a Brickwork error (message + hint, no stack) or any other error
 // (stack only with BRICKWORK_DEBUG), 2 a usage error commander caught. The CLI imports only the public
-// API (src/index.ts), node:* and npm packages. Run directly (`node --import tsx src/cli/main.ts`) or via bin/.
+// API (src/index.ts), node:* and npm packages. Run directly (`node --import ./scripts/ts.mjs src/cli/main.ts`) or via bin/.
 
 import { readFileSync, realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';

@@ -584,7 +584,7 @@ interface Helper {
 
 let helpers: Helper[] = [];
 
-// Plain JS run by `new Worker(..., { eval: true })`: no loader or file needed, the same under tsx or not.
+// Plain JS run by `new Worker(..., { eval: true })`: no loader or file needed, the same whichever loader runs the sources.
 const WORKER_SOURCE = `
 const { workerData, parentPort } = require('node:worker_threads');
 const { module, memory, ctl } = workerData;
