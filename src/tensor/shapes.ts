@@ -8,6 +8,7 @@ type Shape = readonly number[];
 type Rule<O extends OpName> = (s: Shape[], a: OpAttrs[O]) => number[];
 
 const fmt = (s: Shape) => `[${s.join(', ')}]`;
+const sameShape = (a: Shape, b: Shape) => a.length === b.length && a.every((d, i) => d === b[i]);
 const numel = (s: Shape) => s.reduce((p, d) => p * d, 1);
 
 function need(op: string, s: Shape[], n: number, m = n) {
@@ -52,7 +53,7 @@ function attnCheck(op: string, s: Shape[], pos0: number[]) {
   const [Bk, K, S, Dk] = k;
   if (Bk !== B || Dk !== D) throw new ShapeError(op, `q ${fmt(q)} and k ${fmt(k)} disagree on B or D`);
   if (H % K !== 0) throw new ShapeError(op, `query heads ${H} not a multiple of kv heads ${K}`);
-  if (s.length === 3 && fmt(s[2]) !== fmt(k)) throw new ShapeError(op, `v ${fmt(s[2])} must match k ${fmt(k)}`);
+  if (s.length === 3 && !sameShape(s[2], k)) throw new ShapeError(op, `v ${fmt(s[2])} must match k ${fmt(k)}`);
   if (pos0.length !== B) throw new ShapeError(op, `pos0 has ${pos0.length} entries, expected B = ${B}`);
   for (const p of pos0) if (p + T > S) throw new ShapeError(op, `positions up to ${p + T} exceed the key length ${S}`);
   return { B, T, H, D, S };
@@ -116,7 +117,7 @@ export const SHAPE_RULES: { [O in OpName]: Rule<O> } = {
   },
   gather: (s) => {
     need('gather', s, 2);
-    if (fmt(s[0].slice(0, -1)) !== fmt(s[1].slice(0, -1))) throw new ShapeError('gather', `leading dims of ${fmt(s[0])} and ${fmt(s[1])} differ`);
+    if (!sameShape(s[0].slice(0, -1), s[1].slice(0, -1))) throw new ShapeError('gather', `leading dims of ${fmt(s[0])} and ${fmt(s[1])} differ`);
     return [...s[1]];
   },
   kv_write: (s, { pos0 }) => {
@@ -139,7 +140,7 @@ export const SHAPE_RULES: { [O in OpName]: Rule<O> } = {
   },
   sum_to: (s, { shape }) => {
     need('sum_to', s, 1);
-    if (fmt(broadcastShapes(s[0], shape) ?? []) !== fmt(s[0]) || shape.length > s[0].length)
+    if (!sameShape(broadcastShapes(s[0], shape) ?? [], s[0]) || shape.length > s[0].length)
       throw new ShapeError('sum_to', `${fmt(s[0])} does not broadcast from ${fmt(shape)}`);
     return [...shape];
   },
@@ -160,27 +161,27 @@ export const SHAPE_RULES: { [O in OpName]: Rule<O> } = {
   },
   act_grad: (s) => {
     need('act_grad', s, 2);
-    if (fmt(s[0]) !== fmt(s[1])) throw new ShapeError('act_grad', `x ${fmt(s[0])} and g ${fmt(s[1])} differ`);
+    if (!sameShape(s[0], s[1])) throw new ShapeError('act_grad', `x ${fmt(s[0])} and g ${fmt(s[1])} differ`);
     return [...s[0]];
   },
   norm_grad: (s) => {
     need('norm_grad', s, 3);
     const C = s[0][s[0].length - 1];
     if (s[1].length !== 1 || s[1][0] !== C) throw new ShapeError('norm_grad', `weight ${fmt(s[1])} must be [${C}]`);
-    if (fmt(s[0]) !== fmt(s[2])) throw new ShapeError('norm_grad', `x ${fmt(s[0])} and g ${fmt(s[2])} differ`);
+    if (!sameShape(s[0], s[2])) throw new ShapeError('norm_grad', `x ${fmt(s[0])} and g ${fmt(s[2])} differ`);
     return [...s[0]];
   },
   attention_grad: (s, a) => {
     need('attention_grad', s, 4, 5);
     attnCheck('attention', s.slice(0, 3), a.pos0);
-    if (fmt(s[3]) !== fmt(s[0])) throw new ShapeError('attention_grad', `g ${fmt(s[3])} must match q ${fmt(s[0])}`);
-    if (s.length === 5 && fmt(s[4]) !== fmt([...s[0].slice(0, 3), 2])) throw new ShapeError('attention_grad', `stats ${fmt(s[4])} must be [${[...s[0].slice(0, 3), 2].join(', ')}] (from attention_stats)`);
+    if (!sameShape(s[3], s[0])) throw new ShapeError('attention_grad', `g ${fmt(s[3])} must match q ${fmt(s[0])}`);
+    if (s.length === 5 && !sameShape(s[4], [...s[0].slice(0, 3), 2])) throw new ShapeError('attention_grad', `stats ${fmt(s[4])} must be [${[...s[0].slice(0, 3), 2].join(', ')}] (from attention_stats)`);
     return [...(a.wrt === 'q' ? s[0] : s[1])];
   },
   attention_stats: (s, a) => {
     need('attention_stats', s, 4);
     const { B, T, H } = attnCheck('attention_stats', s.slice(0, 2), a.pos0);
-    for (const [i, name] of [[2, 'y'], [3, 'g']] as const) if (fmt(s[i]) !== fmt(s[0])) throw new ShapeError('attention_stats', `${name} ${fmt(s[i])} must match q ${fmt(s[0])}`);
+    for (const [i, name] of [[2, 'y'], [3, 'g']] as const) if (!sameShape(s[i], s[0])) throw new ShapeError('attention_stats', `${name} ${fmt(s[i])} must match q ${fmt(s[0])}`);
     return [B, T, H, 2];
   },
   kv_read: (s, { pos0, T }) => {
@@ -193,7 +194,7 @@ export const SHAPE_RULES: { [O in OpName]: Rule<O> } = {
   },
   scatter_add: (s, { size }) => {
     need('scatter_add', s, 2);
-    if (fmt(s[0]) !== fmt(s[1])) throw new ShapeError('scatter_add', `g ${fmt(s[0])} and idx ${fmt(s[1])} differ`);
+    if (!sameShape(s[0], s[1])) throw new ShapeError('scatter_add', `g ${fmt(s[0])} and idx ${fmt(s[1])} differ`);
     if (!(size >= 1)) throw new ShapeError('scatter_add', `size ${size} must be >= 1`);
     return [...s[0].slice(0, -1), size];
   },
@@ -205,7 +206,7 @@ export const SHAPE_RULES: { [O in OpName]: Rule<O> } = {
   },
   cross_entropy_grad: (s) => {
     need('cross_entropy_grad', s, 3);
-    if (s[0].length !== 2 || s[1].length !== 1 || s[1][0] !== s[0][0] || fmt(s[2]) !== fmt(s[1]))
+    if (s[0].length !== 2 || s[1].length !== 1 || s[1][0] !== s[0][0] || !sameShape(s[2], s[1]))
       throw new ShapeError('cross_entropy_grad', `expected logits (N,V), targets (N), g (N), found ${fmt(s[0])}, ${fmt(s[1])}, ${fmt(s[2])}`);
     return [...s[0]];
   },
@@ -233,8 +234,8 @@ export const SHAPE_RULES: { [O in OpName]: Rule<O> } = {
       if (i !== undefined && (s[i].length !== 1 || s[i][0] !== n)) throw new ShapeError('fused_linear', `${what} ${fmt(s[i])} must be [${n}]`);
     };
     vec(slot.normW, K, 'norm weight'); vec(slot.normB, K, 'norm bias'); vec(slot.bias, N, 'bias'); vec(slot.biasUp, N, 'up bias');
-    if (slot.wUp !== undefined && fmt(s[slot.wUp]) !== fmt(w)) throw new ShapeError('fused_linear', `up weight ${fmt(s[slot.wUp])} must match w ${fmt(w)}`);
-    if (slot.residual !== undefined && fmt(s[slot.residual]) !== fmt(out)) throw new ShapeError('fused_linear', `residual ${fmt(s[slot.residual])} must be the output shape ${fmt(out)}`);
+    if (slot.wUp !== undefined && !sameShape(s[slot.wUp], w)) throw new ShapeError('fused_linear', `up weight ${fmt(s[slot.wUp])} must match w ${fmt(w)}`);
+    if (slot.residual !== undefined && !sameShape(s[slot.residual], out)) throw new ShapeError('fused_linear', `residual ${fmt(s[slot.residual])} must be the output shape ${fmt(out)}`);
     if (a.glu && !a.act) throw new ShapeError('fused_linear', 'glu needs an activation for the gate');
     if (a.glu && a.residual) throw new ShapeError('fused_linear', 'glu and residual do not combine (a GLU output feeds the down projection)');
     if (a.rope && (a.act || a.glu)) throw new ShapeError('fused_linear', 'rope does not combine with an activation');
@@ -262,7 +263,7 @@ export const SHAPE_RULES: { [O in OpName]: Rule<O> } = {
   fused_qkv: (s, a) => {
     need('fused_qkv', s, fusedQkvSlots(a).count);
     const [kc, vc] = s;
-    if (fmt(kc) !== fmt(vc)) throw new ShapeError('fused_qkv', `key cache ${fmt(kc)} and value cache ${fmt(vc)} differ`);
+    if (!sameShape(kc, vc)) throw new ShapeError('fused_qkv', `key cache ${fmt(kc)} and value cache ${fmt(vc)} differ`);
     const parts = splitFusedQkv(s, a);
     const q = SHAPE_RULES.fused_linear(parts.q.xs, parts.q.attrs);
     // k and v follow fused_kv_write's rules, which check their widths against the caches and the positions.
