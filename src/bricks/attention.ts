@@ -77,21 +77,20 @@ export const ATTENTION: BrickDef<AttnSpec> = {
     const shape = [B, a.kvHeads, T, D];
     const cache = cache0 ?? { k: ctx.backend.zeros(shape, 'f32'), v: ctx.backend.zeros(shape, 'f32') };
     const w = (name: string) => ctx.weight(`${prefix}.${name}`);
-    // Inputs and output of the one-dispatch form: caches, x, three weights, norm weights, biases, q.
-    const tensors = 7 + (norm ? (norm.b ? 2 : 1) : 0) + (a.qkvBias ? 3 : 0);
+    const qkv: op.FusedQkvParts = {
+      x, wq: w('q.weight'), wk: w('k.weight'), wv: w('v.weight'), norm,
+      bias: a.qkvBias ? { q: w('q.bias'), k: w('k.bias'), v: w('v.bias') } : undefined,
+      rope: a.rope ? { invFreq: ctx.invFreq, headDim: D } : undefined,
+    };
     let q: Tensor;
-    if (tensors <= (ctx.backend.maxOpTensors ?? Infinity)) {
-      q = op.fusedQkv(cache, {
-        x, wq: w('q.weight'), wk: w('k.weight'), wv: w('v.weight'), norm,
-        bias: a.qkvBias ? { q: w('q.bias'), k: w('k.bias'), v: w('v.bias') } : undefined,
-        rope: a.rope ? { invFreq: ctx.invFreq, headDim: D } : undefined,
-      }, pos0);
+    if (op.fusedQkvTensors(qkv) <= (ctx.backend.maxOpTensors ?? Infinity)) {
+      q = op.fusedQkv(cache, qkv, pos0);
     } else {
       const rope = a.rope ? { pos0, invFreq: ctx.invFreq, headDim: D } : undefined;
-      const parts = (p: 'q' | 'k' | 'v') => ({ x, w: w(`${p}.weight`), bias: a.qkvBias ? w(`${p}.bias`) : undefined, norm, rope: p === 'v' ? undefined : rope });
-      q = op.fusedLinear(parts('q'));
-      op.fusedKvWrite(cache.k, parts('k'), pos0);
-      op.fusedKvWrite(cache.v, parts('v'), pos0);
+      const parts = (wt: Tensor, bias: Tensor | undefined, rotate: boolean) => ({ x, w: wt, bias, norm, rope: rotate ? rope : undefined });
+      q = op.fusedLinear(parts(qkv.wq, qkv.bias?.q, true));
+      op.fusedKvWrite(cache.k, parts(qkv.wk, qkv.bias?.k, true), pos0);
+      op.fusedKvWrite(cache.v, parts(qkv.wv, qkv.bias?.v, false), pos0);
     }
     const keys = cache.k, values = cache.v;
     const z = op.attention(q.reshape([B, T, a.heads, D]), keys, values, pos0, 1 / Math.sqrt(D)).reshape([B, T, a.heads * D]);

@@ -123,10 +123,18 @@ export interface FusedQkvParts {
  */
 export function fusedQkv(cache: { k: Tensor; v: Tensor }, p: FusedQkvParts, pos0: number[]): Tensor {
   if (cache.k.handle === cache.v.handle) throw new ShapeError('fused_qkv', 'the key and value caches share storage; give each its own tensor');
-  const xs = [cache.k, cache.v, p.x, p.wq, p.wk, p.wv];
+  return run('fused_qkv', [cache.k, cache.v, ...qkvInputs(p)], { norm: normAttrs(p.norm), bias: p.bias !== undefined, rope: p.rope, pos0 });
+}
+
+/** How many tensors a `fused_qkv` of these parts binds: the two caches, its inputs and q (see Backend.maxOpTensors). */
+export const fusedQkvTensors = (p: FusedQkvParts): number => qkvInputs(p).length + 3;
+
+/** A fused_qkv's inputs after the caches, in OpAttrs order. */
+function qkvInputs(p: FusedQkvParts): Tensor[] {
+  const xs = [p.x, p.wq, p.wk, p.wv];
   if (p.norm) { xs.push(p.norm.w); if (p.norm.b) xs.push(p.norm.b); }
   if (p.bias) xs.push(p.bias.q, p.bias.k, p.bias.v);
-  return run('fused_qkv', xs, { norm: normAttrs(p.norm), bias: p.bias !== undefined, rope: p.rope, pos0 });
+  return xs;
 }
 
 const normAttrs = (n: FusedLinearParts['norm']): OpAttrs['fused_linear']['norm'] =>
