@@ -85,8 +85,10 @@ export function skippedText(s: { ffn: number; attn: number; all: number; overhea
   return `${p(s.ffn)} of FFN FLOPs, ${p(s.attn)} of attention FLOPs (${p(s.all)} of all sublayer FLOPs${over})`;
 }
 
-/** The costliest kinds of GPU dispatch of a profile (WebGpuBackend.stopProfile), as a table. */
-/** GB/s is the bytes each dispatch binds ÷ its time: for GEMVs and elementwise kernels, their bandwidth. */
+/**
+ * The costliest kinds of GPU dispatch of a profile (WebGpuBackend.stopProfile), as a table. GB/s is the
+ * bytes each dispatch binds ÷ its time: for GEMVs and elementwise kernels, their bandwidth.
+ */
 export function profileTable(entries: readonly { label: string; count: number; ms: number; bytes: number }[], top: number): string {
   const total = entries.reduce((s, e) => s + e.ms, 0);
   const gbs = (e: { count: number; ms: number; bytes: number }) => {

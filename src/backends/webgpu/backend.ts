@@ -113,7 +113,8 @@ export class WebGpuBackend implements Backend {
   private readonly pool = new Map<number, GPUBuffer[]>();
   /** Compiled pipelines by op, then by kernel key and binding layout (two levels: no key concatenation per dispatch). */
   private readonly pipelines = new Map<string, Map<string, GPUComputePipeline[]>>();
-  private readonly layouts = new Map<string, GPUBindGroupLayout>();
+  /** Bind group layouts by slot (see run: the input count, how many inputs are written, in place or not). */
+  private readonly layouts = new Map<number, GPUBindGroupLayout>();
   /** Bind groups by layout, then by the ids of their buffers in binding order (a trie of small-integer keys). */
   private readonly bindGroups = new Map<number, BindTrie>();
   private bindGroupCount = 0;
@@ -228,17 +229,16 @@ export class WebGpuBackend implements Backend {
 
   /**
    * The bind group layout of a dispatch with nIn inputs, of which the first `writes` are read-write;
-   * inPlace: input 0 is the result (no output binding).
+   * inPlace: input 0 is the result (no output binding). Cached by `slot`, which encodes the three.
    */
-  private layout(nIn: number, inPlace: boolean, writes: number): GPUBindGroupLayout {
-    const key = `${nIn}${inPlace ? 'p' : ''}${writes}`;
-    let l = this.layouts.get(key);
+  private layout(slot: number, nIn: number, inPlace: boolean, writes: number): GPUBindGroupLayout {
+    let l = this.layouts.get(slot);
     if (!l) {
       const entries: GPUBindGroupLayoutEntry[] = [{ binding: 0, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'uniform', hasDynamicOffset: true, minBindingSize: ARENA_SLOT } }];
       for (let i = 0; i < nIn; i++) entries.push({ binding: i + 1, visibility: GPUShaderStage.COMPUTE, buffer: { type: i < writes ? 'storage' : 'read-only-storage' } });
       if (!inPlace) entries.push({ binding: nIn + 1, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'storage' } });
       l = this.device.createBindGroupLayout({ entries });
-      this.layouts.set(key, l);
+      this.layouts.set(slot, l);
     }
     return l;
   }
@@ -415,9 +415,9 @@ export class WebGpuBackend implements Backend {
     if (wg[0] === 0 || wg[1] === 0 || wg[2] === 0) return out; // empty tensor: nothing to do
 
     const nIn = inputs.length;
-    const layout = this.layout(nIn, inPlace, writes);
     // One small integer per layout: the input count, whether the result is input 0, how many inputs are written.
     const slot = (4 * nIn + writes) * 2 + (inPlace ? 1 : 0);
+    const layout = this.layout(slot, nIn, inPlace, writes);
     const pipeline = this.pipeline(op, d.key, d.wgsl, layout, slot);
     if (this.arenaUsed + ARENA_SLOT > this.arenaHost.byteLength) this.flush();
     const offset = this.arenaUsed;
