@@ -157,16 +157,16 @@ function weightBytes(m: Model): number {
   return n;
 }
 
-interface Row { name: string; params: number; decode: number; overlapped: number; prefill: number; prefill128: number; dispatchesPerToken: number; weightBytes: number; unfused: { decode: number; dispatchesPerToken: number } }
+interface Row { name: string; params: number; decode: number; overlapped: number; serial: number; prefill: number; prefill128: number; dispatchesPerToken: number; weightBytes: number; unfused: { decode: number; dispatchesPerToken: number } }
 async function measure(name: string, model: Model): Promise<Row> {
   const V = model.spec.vocabSize;
   const prompt = Array.from({ length: 32 }, (_, i) => (i * 7919 + 11) % V);
   await generate(model, [prompt], { maxNewTokens: 8, stopTokens: [] }); // warm-up: pipelines, pools
   const NEW = smoke ? 4 : quick ? 32 : 128;
   // Decode as shipped (fused on WebGPU), and unfused for comparison.
-  const run = async (fuse?: boolean) => {
+  const run = async (fuse?: boolean, pipeline?: boolean) => {
     const d0 = be.stats.dispatches;
-    const r = await generate(model, [prompt], { maxNewTokens: NEW, stopTokens: [], fuse });
+    const r = await generate(model, [prompt], { maxNewTokens: NEW, stopTokens: [], fuse, pipeline });
     return { decode: r.decodeSteps / (r.decodeMs / 1e3), dispatchesPerToken: (be.stats.dispatches - d0) / (r.decodeSteps + 1) };
   };
   const unfused = await run(false);
@@ -176,6 +176,8 @@ async function measure(name: string, model: Model): Promise<Row> {
   be.submitEvery = 24;
   const overlapped = (await run()).decode;
   be.submitEvery = every;
+  // Waiting for each token before recording the next step (GenerateOptions.pipeline off).
+  const serial = (await run(undefined, false)).decode;
   const P = smoke ? 64 : 512;
   const long = Int32Array.from({ length: P }, (_, i) => (i * 104729 + 7) % V);
   const pre = async () => { const { logits } = await model.forward(long, 1, P, { logitRows: [P - 1] }); await logits.toF32(); logits.dispose(); };
@@ -190,8 +192,8 @@ async function measure(name: string, model: Model): Promise<Row> {
   };
   const prefill = await prefillRate(64);
   const prefill128 = await prefillRate(128);
-  const row = { name, params: model.numParams, decode, overlapped, prefill, prefill128, dispatchesPerToken: perToken, weightBytes: weightBytes(model), unfused };
-  log(`${name}: decode ${decode.toFixed(1)} tok/s (unfused ${unfused.decode.toFixed(1)}, submit every 24 ${overlapped.toFixed(1)}), prefill ${prefill.toFixed(0)} tok/s (tile 128: ${prefill128.toFixed(0)}), ${perToken.toFixed(0)} dispatches/token (unfused ${unfused.dispatchesPerToken.toFixed(0)})`);
+  const row = { name, params: model.numParams, decode, overlapped, serial, prefill, prefill128, dispatchesPerToken: perToken, weightBytes: weightBytes(model), unfused };
+  log(`${name}: decode ${decode.toFixed(1)} tok/s (waiting for each token ${serial.toFixed(1)}, unfused ${unfused.decode.toFixed(1)}, submit every 24 ${overlapped.toFixed(1)}), prefill ${prefill.toFixed(0)} tok/s (tile 128: ${prefill128.toFixed(0)}), ${perToken.toFixed(0)} dispatches/token (unfused ${unfused.dispatchesPerToken.toFixed(0)})`);
   return row;
 }
 
@@ -238,6 +240,7 @@ for (const r of rows) {
 }
 for (const r of rows) {
   const p = hf?.models[r.name];
+  log(`  waiting for each token before recording the next step, ${r.name}: decode ${fmt(r.serial)} tok/s (pipelined as shipped: ${(r.decode / r.serial).toFixed(2)}×)`);
   log(`  submitting every 24 dispatches, ${r.name}: decode ${fmt(r.overlapped)} tok/s${p ? ` (${(r.overlapped / p.decode_tok_s).toFixed(2)}× HF)` : ''}`);
   const ms = (r.dispatchesPerToken * floorChained) / 1e3;
   log(`  dispatch floor, ${r.name}: ${r.dispatchesPerToken.toFixed(0)} dispatches × ${floorChained.toFixed(2)} µs = ${ms.toFixed(2)} ms per token, at most ${(1e3 / ms).toFixed(0)} tok/s from dispatches alone`);

@@ -200,22 +200,28 @@ export class Model {
   }
 
   /**
-   * Run the model on token ids (B rows of T ids each, row-major).
+   * Run the model on token ids (B rows of T ids each, row-major). The ids may also be an i32 tensor
+   * on the model's backend (e.g. the argmax of the previous pass, left on the GPU); its values are not
+   * range-checked, since reading them would wait for the device.
    * @example
    *   const { logits } = await model.forward(Int32Array.from(ids), 1, ids.length);
    */
-  async forward(ids: Int32Array, B: number, T: number, opts: ForwardOptions = {}): Promise<ForwardResult> {
+  async forward(ids: Int32Array | Tensor, B: number, T: number, opts: ForwardOptions = {}): Promise<ForwardResult> {
     const spec = this.spec;
-    if (ids.length !== B * T) throw new Error(`forward: ${ids.length} ids for B=${B}, T=${T}`);
+    const onDevice = !(ids instanceof Int32Array);
+    const n = onDevice ? ids.size : ids.length;
+    if (n !== B * T) throw new Error(`forward: ${n} ids for B=${B}, T=${T}`);
+    if (onDevice && (ids.dtype !== 'i32' || ids.backend !== this.backend))
+      throw new Error(`forward: token ids must be an i32 tensor on backend '${this.backend.name}', got ${ids.dtype} on '${ids.backend.name}'`);
     const pos0 = opts.pos0 ?? new Array(B).fill(0);
     for (const p of pos0) if (p + T > spec.maxContext) throw new Error(`forward: positions up to ${p + T} exceed maxContext ${spec.maxContext}`);
-    for (const id of ids) if (!(id >= 0 && id < spec.vocabSize)) throw new Error(`forward: token id ${id} outside the vocabulary 0..${spec.vocabSize - 1}`);
+    if (!onDevice) for (const id of ids) if (!(id >= 0 && id < spec.vocabSize)) throw new Error(`forward: token id ${id} outside the vocabulary 0..${spec.vocabSize - 1}`);
     const ctx = new Ctx(this, B, T, pos0, opts);
     const be = this.backend;
 
-    const idT = be.upload(ids, [B, T], 'i32');
+    const idT = onDevice ? ids.reshape([B, T]) : be.upload(ids, [B, T], 'i32');
     let x = op.gatherRows(this.weights.get('embed.weight')!, idT);
-    ctx.drop(idT);
+    if (!onDevice) ctx.drop(idT);
     if (spec.learnedPositions) {
       const pos = new Int32Array(B * T);
       for (let b = 0; b < B; b++) for (let t = 0; t < T; t++) pos[b * T + t] = pos0[b] + t;

@@ -20,6 +20,13 @@ export interface GenerateOptions {
   policy?: Policy;
   /** Fused sublayers (ForwardOptions.fuse); default: the backend's preference for small passes. */
   fuse?: boolean;
+  /**
+   * Greedy decoding on a backend that picks tokens on the device (WebGPU): record each step from the
+   * ids the previous step left on the device, before they reach the host, so the host's recording
+   * overlaps the GPU's work (default true). The tokens are the same; after a stop token one step may
+   * run whose output is dropped. Passes whose policy plan captures points or may exit early still wait.
+   */
+  pipeline?: boolean;
 }
 
 export interface GenerateResult {
@@ -77,31 +84,65 @@ export async function generate(model: Model, prompts: number[][], opts: Generate
     prompts.forEach((p, b) => ids.set(p, b * Tmax));
     // Greedy: token ids come back (picked on the device where the backend prefers it), not B·V logits.
     const greedy = sampling.greedy === true;
-    const readOut = (t: Tensor): Promise<Float32Array | Int32Array> => (greedy ? argmaxRows(t, V) : t.toF32());
+    const onDevice = greedy && model.backend.prefersFusion === true;
+    const pipeline = onDevice && opts.pipeline !== false;
     const pre = await policyPass(model, session, meter, 'prefill', ids, B, Tmax, { cache, logitRows: lens.map((l) => l - 1), fuse: opts.fuse }, lens.reduce((p, l) => p + l, 0), (b, t) => t < lens[b]);
-    let logits = await readOut(pre.logits);
-    pre.logits.dispose();
+    let cur = readOut(pre.logits, V, greedy, onDevice);
+    let got = await cur.values; // the first new token belongs to the prefill's time
     const t1 = performance.now();
     const pos = [...lens];
     const step = new Int32Array(B);
+    // A decode pass: from the host's ids, or from the ids the pass before left on the device.
+    let passes = 0;
+    const decodePass = async (from: Int32Array | Tensor): Promise<Pending> => {
+      const out = await policyPass(model, session, meter, 'decode', from, B, 1, { cache, pos0: [...pos], logitRows: new Array(B).fill(0), fuse: opts.fuse }, B);
+      for (let b = 0; b < B; b++) pos[b]++; // stays below capacity: at most maxNewTokens - 1 passes
+      passes++;
+      return readOut(out.logits, V, greedy, onDevice);
+    };
+    let ahead: Promise<Pending> | undefined;
     let steps = 0;
-    for (;;) {
-      for (let b = 0; b < B; b++) {
-        if (done[b]) continue;
-        const tok = greedy ? logits[b] : sampleToken(logits, b * V, V, sampling, rng);
-        tokens[b].push(tok);
-        opts.onToken?.(b, tok);
-        if (stops.has(tok)) { done[b] = true; finish[b] = 'stop'; }
-        else if (tokens[b].length >= opts.maxNewTokens) done[b] = true;
-        step[b] = tok;
+    try {
+      for (;;) {
+        for (let b = 0; b < B; b++) {
+          if (done[b]) continue;
+          const tok = greedy ? got[b] : sampleToken(got, b * V, V, sampling, rng);
+          tokens[b].push(tok);
+          opts.onToken?.(b, tok);
+          if (stops.has(tok)) { done[b] = true; finish[b] = 'stop'; }
+          else if (tokens[b].length >= opts.maxNewTokens) done[b] = true;
+          step[b] = tok;
+        }
+        if (done.every(Boolean)) {
+          // A pass recorded ahead of a stop token: let it finish and drop its output.
+          if (ahead) {
+            const extra = await ahead;
+            ahead = undefined;
+            await extra.values;
+            extra.ids?.dispose();
+          }
+          break;
+        }
+        // Finished rows still ride along (their outputs are ignored) so the batch stays rectangular.
+        const next = ahead ? await ahead : await decodePass(step);
+        cur.ids?.dispose();
+        cur = next;
+        steps++;
+        // Pipelined: the pass after this one goes to the device before this one's ids are read. A plan
+        // that captures or may exit needs its observation (or its exit's readback) first, so it waits.
+        ahead = pipeline && cur.ids && passes < opts.maxNewTokens - 1 && passive(session) ? decodePass(cur.ids) : undefined;
+        // Awaited below, or in `finally` when this pass fails first.
+        ahead?.catch(() => undefined);
+        got = await cur.values;
       }
-      if (done.every(Boolean)) break;
-      // Finished rows still ride along (their outputs are ignored) so the batch stays rectangular.
-      const out = await policyPass(model, session, meter, 'decode', step, B, 1, { cache, pos0: pos, logitRows: new Array(B).fill(0), fuse: opts.fuse }, B);
-      logits = await readOut(out.logits);
-      out.logits.dispose();
-      for (let b = 0; b < B; b++) pos[b]++; // stays below capacity: at most maxNewTokens - 1 steps
-      steps++;
+    } finally {
+      cur.ids?.dispose();
+      // Failed while a pass was recorded ahead: let it settle before the cache goes; the first error is thrown.
+      if (ahead) {
+        const extra = await ahead.catch(() => undefined);
+        await extra?.values.catch(() => undefined);
+        extra?.ids?.dispose();
+      }
     }
     return result(t1 - t0, performance.now() - t1, steps);
   } finally {
@@ -114,15 +155,43 @@ export async function generate(model: Model, prompts: number[][], opts: Generate
  * prefers few, small transfers (WebGPU: one id per row comes back instead of V logits), else on the host.
  */
 export async function argmaxRows(logits: Tensor, V: number): Promise<Int32Array> {
-  const rows = logits.size / V;
   if (logits.backend.prefersFusion) {
-    const best = op.topk(logits.reshape([rows, V]), 1);
-    const ids = (await logits.backend.read(best)) as Int32Array;
+    const best = argmaxOnDevice(logits, V);
+    const ids = (await best.backend.read(best)) as Int32Array;
     best.dispose();
     return ids;
   }
-  const L = await logits.toF32();
-  return Int32Array.from({ length: rows }, (_, r) => argmax(L, r * V, V));
+  return argmaxOnHost(await logits.toF32(), V);
+}
+
+const argmaxOnDevice = (logits: Tensor, V: number): Tensor => op.topk(logits.reshape([logits.size / V, V]), 1);
+const argmaxOnHost = (L: Float32Array, V: number): Int32Array => Int32Array.from({ length: L.length / V }, (_, r) => argmax(L, r * V, V));
+
+/** What a pass hands on: its values on their way to the host and, when picked on the device, the ids there. */
+interface Pending {
+  values: Promise<Float32Array | Int32Array>;
+  ids?: Tensor;
+}
+
+/** Start reading a pass's output (ids when greedy, else the logits); takes (disposes) the logits. */
+function readOut(logits: Tensor, V: number, greedy: boolean, onDevice: boolean): Pending {
+  if (onDevice) {
+    const ids = argmaxOnDevice(logits, V);
+    logits.dispose();
+    return { values: ids.backend.read(ids) as Promise<Int32Array>, ids };
+  }
+  const values = logits.toF32().then((L) => {
+    logits.dispose();
+    return greedy ? argmaxOnHost(L, V) : L;
+  });
+  return { values };
+}
+
+/** Whether the session's next decode plan needs nothing from the pass (no capture, no early exit). */
+function passive(session: PolicySession | undefined): boolean {
+  if (!session) return true;
+  const plan = session.plan('decode');
+  return !plan.capture && !plan.exit;
 }
 
 /**
@@ -130,7 +199,7 @@ export async function argmaxRows(logits: Tensor, V: number): Promise<Int32Array>
  * result, and the meter records what was skipped over `tokens` positions.
  */
 export async function policyPass(model: Model, session: PolicySession | undefined, meter: SkipMeter, phase: 'prefill' | 'decode',
-  ids: Int32Array, B: number, T: number, fwd: ForwardOptions, tokens: number, valid?: (b: number, t: number) => boolean, predicted = 1) {
+  ids: Int32Array | Tensor, B: number, T: number, fwd: ForwardOptions, tokens: number, valid?: (b: number, t: number) => boolean, predicted = 1) {
   const plan = session?.plan(phase) ?? {};
   const r = await model.forward(ids, B, T, { ...fwd, ...plan });
   if (session) await session.observe(r, { B, T, predicted, valid });

@@ -32,7 +32,10 @@ export interface PassInfo {
 }
 
 export interface PolicySession {
-  /** Options for the next pass. `prefill` passes never exit early. */
+  /**
+   * Options for the next pass. `prefill` passes never exit early. No side effects: generation may ask
+   * more than once per pass (a plan without `capture` or `exit` lets it record the pass early).
+   */
   plan(phase: 'prefill' | 'decode'): PassPlan;
   /** See the pass that ran with the last plan; disposes what that plan captured. */
   observe(result: ForwardResult, pass: PassInfo): Promise<void>;

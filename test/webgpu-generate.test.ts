@@ -1,0 +1,122 @@
+// Pipelined greedy generation (GenerateOptions.pipeline): on WebGPU each decode pass is recorded from
+// the ids the pass before left on the device, before they reach the host. It must give exactly the
+// tokens of waiting for each id, end rows on the same stop tokens, run at most one pass past the end,
+// and fall back to waiting for passes whose policy plan captures points or may exit early.
+// Model.forward takes token ids as a device tensor for this; on the CPU too.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { CpuBackend, createPolicy, generate, loadModel, ops, type GenerateOptions, type Model } from '../src/index.ts';
+import { withGpu } from './gpu-helpers.ts';
+import { BUNDLED } from './helpers.ts';
+
+const PROMPTS = [[1, 450, 2217, 338], [1, 903], [1, 3118, 2501, 263, 931]];
+
+/**
+ * Run `generate` and note, per decode pass, whether its ids came from the device, and how many earlier
+ * passes' outputs had reached the host when it started.
+ */
+async function traced(model: Model, prompts: number[][], opts: GenerateOptions) {
+  const kinds: ('device' | 'host')[] = [];
+  const behind: number[] = [];
+  let passes = 0, reads = 0;
+  const { forward } = model;
+  const be = model.backend;
+  const read = be.read;
+  model.forward = function (ids, B, T, o) {
+    if (passes > 0) { kinds.push(ids instanceof Int32Array ? 'host' : 'device'); behind.push(passes - reads); }
+    passes++;
+    return forward.call(this, ids, B, T, o);
+  };
+  be.read = async function (t) { const r = await read.call(this, t); reads++; return r; };
+  try {
+    const r = await generate(model, prompts, opts);
+    return { ...r, kinds, behind };
+  } finally {
+    model.forward = forward;
+    be.read = read;
+  }
+}
+
+test('WebGPU: pipelined greedy decoding gives the tokens of waiting for each one, from device ids', (t) => withGpu(t, async (gpu) => {
+  const { model } = await loadModel(BUNDLED, { backend: gpu });
+  const base = { maxNewTokens: 10, stopTokens: [] };
+  const serial = await traced(model, PROMPTS, { ...base, pipeline: false });
+  const piped = await traced(model, PROMPTS, base);
+  assert.deepEqual(piped.tokens, serial.tokens);
+  assert.deepEqual(piped.finish, ['length', 'length', 'length']);
+  assert.equal(piped.decodeSteps, 9);
+  // Serial: every pass from host ids. Pipelined: the first decode pass waits for the prefill's token,
+  // every later one reads the previous pass's ids on the device, and none runs past the last token.
+  assert.deepEqual(serial.kinds, new Array(9).fill('host'));
+  assert.deepEqual(piped.kinds, ['host', ...new Array(8).fill('device')]);
+  // …and each of those starts while the pass before it is still out: recording overlaps the GPU.
+  assert.deepEqual(serial.behind, new Array(9).fill(0));
+  assert.deepEqual(piped.behind, [0, ...new Array(8).fill(1)]);
+  // The CPU (which waits for every token) agrees.
+  const { model: onCpu } = await loadModel(BUNDLED, { backend: new CpuBackend() });
+  assert.deepEqual((await generate(onCpu, PROMPTS, base)).tokens, serial.tokens);
+
+  // One or two new tokens: nothing is recorded ahead, and no pass runs past the end.
+  for (const n of [1, 2]) {
+    const a = await traced(model, PROMPTS, { maxNewTokens: n, stopTokens: [] });
+    const b = await traced(model, PROMPTS, { maxNewTokens: n, stopTokens: [], pipeline: false });
+    assert.deepEqual(a.tokens, b.tokens, `${n} new tokens`);
+    assert.equal(a.kinds.length, n - 1, `${n} new tokens: ${n - 1} decode passes`);
+  }
+}));
+
+test('WebGPU: pipelined decoding stops on the same stop tokens and runs at most one pass past them', (t) => withGpu(t, async (gpu) => {
+  const { model } = await loadModel(BUNDLED, { backend: gpu });
+  const prompt = [PROMPTS[0]];
+  const free = await traced(model, prompt, { maxNewTokens: 10, stopTokens: [], pipeline: false });
+  // Stop on the 4th new token (first occurrence of that id).
+  const stop = free.tokens[0][3];
+  const at = free.tokens[0].indexOf(stop);
+  const serial = await traced(model, prompt, { maxNewTokens: 10, stopTokens: [stop], pipeline: false });
+  const piped = await traced(model, prompt, { maxNewTokens: 10, stopTokens: [stop] });
+  assert.deepEqual(serial.tokens[0], free.tokens[0].slice(0, at + 1));
+  assert.deepEqual(piped.tokens, serial.tokens);
+  assert.deepEqual(piped.finish, ['stop']);
+  assert.equal(piped.decodeSteps, serial.decodeSteps, 'decode steps count the passes whose tokens were used');
+  assert.equal(piped.kinds.length, serial.kinds.length + 1, 'one pass was recorded ahead of the stop token');
+  // Its buffers went back to the pool: a second run allocates nothing new.
+  const bytes = gpu.stats.allocatedBytes;
+  await traced(model, prompt, { maxNewTokens: 10, stopTokens: [stop] });
+  assert.equal(gpu.stats.allocatedBytes, bytes);
+}));
+
+test('WebGPU: policies — a static plan pipelines; ffn-skip waits through its warm-up, then pipelines; early exit waits', (t) => withGpu(t, async (gpu) => {
+  const { model } = await loadModel(BUNDLED, { backend: gpu });
+  const prompt = [PROMPTS[0]];
+  for (const [spec, want] of [
+    ['static:layers.3.ffn', ['host', ...new Array(6).fill('device')]],
+    // Warm-up passes capture the FFNs' inputs and outputs: the prefill and decode passes 1–3 predict
+    // the 4 warm-up tokens, so passes 2 and 3 wait; pass 4 runs with the chosen skips and goes ahead.
+    ['ffn-skip:0.25,warmup=4', ['host', 'host', 'host', ...new Array(4).fill('device')]],
+    ['early-exit:0.5', new Array(7).fill('host')],
+  ] as [string, string[]][]) {
+    const policy = await createPolicy(model, spec);
+    const serial = await traced(model, prompt, { maxNewTokens: 8, stopTokens: [], policy, pipeline: false });
+    const piped = await traced(model, prompt, { maxNewTokens: 8, stopTokens: [], policy });
+    assert.deepEqual(piped.tokens, serial.tokens, spec);
+    assert.deepEqual(piped.skipping, serial.skipping, spec);
+    assert.deepEqual(piped.kinds, want, spec);
+  }
+}));
+
+test('forward takes token ids as an i32 tensor on the model\'s backend, and refuses others', async () => {
+  const be = new CpuBackend();
+  const { model } = await loadModel(BUNDLED, { backend: be });
+  const ids = Int32Array.from(PROMPTS[2]);
+  const a = await model.forward(ids, 1, ids.length);
+  const t = be.upload(ids, [ids.length], 'i32');
+  const b = await model.forward(t, 1, ids.length);
+  assert.deepEqual(await b.logits.toF32(), await a.logits.toF32());
+  assert.equal(t.isDisposed, false, 'the caller keeps its ids tensor');
+  const f = ops.scale(be.upload(Float32Array.from(ids), [ids.length], 'f32'), 1);
+  await assert.rejects(model.forward(f, 1, ids.length), /token ids must be an i32 tensor on backend 'cpu', got f32 on 'cpu'/);
+  await assert.rejects(model.forward(t, 1, 2), /5 ids for B=1, T=2/);
+  await assert.rejects(model.forward(t, 1, ids.length, { cache: undefined, pos0: [model.spec.maxContext] }), /exceed maxContext/);
+  for (const x of [a.logits, b.logits, t, f]) x.dispose();
+});
