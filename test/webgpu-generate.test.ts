@@ -1,12 +1,13 @@
 // Pipelined greedy generation (GenerateOptions.pipeline): on WebGPU each decode pass is recorded from
 // the ids the pass before left on the device, before they reach the host. It must give exactly the
 // tokens of waiting for each id, end rows on the same stop tokens, run at most one pass past the end,
-// and fall back to waiting for passes whose policy plan captures points or may exit early.
-// Model.forward takes token ids as a device tensor for this; on the CPU too.
+// and fall back to waiting for passes whose policy plan captures points or may exit early. Greedy
+// self-speculative decoding chains its draft passes the same way. Model.forward takes token ids as a
+// device tensor for this; on the CPU too.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { CpuBackend, createPolicy, generate, loadModel, ops, type GenerateOptions, type Model } from '../src/index.ts';
+import { CpuBackend, createPolicy, generate, loadModel, ops, speculativeGenerate, type GenerateOptions, type Model } from '../src/index.ts';
 import { withGpu } from './gpu-helpers.ts';
 import { BUNDLED } from './helpers.ts';
 
@@ -102,6 +103,34 @@ test('WebGPU: policies — a static plan pipelines; ffn-skip waits through its w
     assert.deepEqual(piped.tokens, serial.tokens, spec);
     assert.deepEqual(piped.skipping, serial.skipping, spec);
     assert.deepEqual(piped.kinds, want, spec);
+  }
+}));
+
+test('WebGPU: greedy speculative drafts chain on the device and give dense greedy tokens, stop tokens included', (t) => withGpu(t, async (gpu) => {
+  const { model } = await loadModel(BUNDLED, { backend: gpu });
+  const prompt = PROMPTS[0];
+  const dense = (await generate(model, [prompt], { maxNewTokens: 10, stopTokens: [] })).tokens[0];
+  const draft = await createPolicy(model, 'static:layers.4-7');
+  let fromDevice = 0;
+  const { forward } = model;
+  model.forward = function (ids, B, T, o) {
+    if (!(ids instanceof Int32Array)) fromDevice++;
+    return forward.call(this, ids, B, T, o);
+  };
+  try {
+    const r = await speculativeGenerate(model, prompt, { maxNewTokens: 10, draft, draftLength: 3, stopTokens: [] });
+    assert.deepEqual(r.tokens, dense);
+    // Each round's first draft pass starts from host ids; the others read the draft before them on the
+    // device. (draftPasses also counts the draft's own prefill: its skips make it differ from the target's.)
+    assert.equal(fromDevice, r.draftPasses - 1 - r.rounds);
+    assert.ok(fromDevice > 0);
+    // A stop token among the drafts: the drafts after it are dropped, and the output ends on it as dense decoding does.
+    const stop = dense[5], at = dense.indexOf(stop);
+    const s = await speculativeGenerate(model, prompt, { maxNewTokens: 10, draft, draftLength: 4, stopTokens: [stop] });
+    assert.deepEqual(s.tokens, dense.slice(0, at + 1));
+    assert.equal(s.finish, 'stop');
+  } finally {
+    model.forward = forward;
   }
 }));
 

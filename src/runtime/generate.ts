@@ -168,13 +168,13 @@ const argmaxOnDevice = (logits: Tensor, V: number): Tensor => op.topk(logits.res
 const argmaxOnHost = (L: Float32Array, V: number): Int32Array => Int32Array.from({ length: L.length / V }, (_, r) => argmax(L, r * V, V));
 
 /** What a pass hands on: its values on their way to the host and, when picked on the device, the ids there. */
-interface Pending {
+export interface Pending {
   values: Promise<Float32Array | Int32Array>;
   ids?: Tensor;
 }
 
 /** Start reading a pass's output (ids when greedy, else the logits); takes (disposes) the logits. */
-function readOut(logits: Tensor, V: number, greedy: boolean, onDevice: boolean): Pending {
+export function readOut(logits: Tensor, V: number, greedy: boolean, onDevice: boolean): Pending {
   if (onDevice) {
     const ids = argmaxOnDevice(logits, V);
     logits.dispose();

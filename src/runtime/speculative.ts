@@ -10,7 +10,8 @@
 import { KVCache, type Model } from '../model/assemble.ts';
 import * as op from '../tensor/api.ts';
 import { ContextLengthError, UsageError } from '../util/errors.ts';
-import { argmaxRows, policyPass } from './generate.ts';
+import { argmaxRows, policyPass, readOut, type Pending } from './generate.ts';
+import type { Tensor } from '../tensor/tensor.ts';
 import { SkipMeter, type Policy, type SkippedFraction } from './policies/index.ts';
 import { drawIndex, Rng, samplingDistribution, validateSampling, type SamplingOptions } from './sampling.ts';
 
@@ -104,6 +105,8 @@ export async function speculativeGenerate(model: Model, prompt: number[], opts: 
     return out.length >= opts.maxNewTokens;
   };
 
+  // Greedy where the backend picks tokens on the device: the draft's passes chain there (see below).
+  const chained = sampling.greedy === true && model.backend.prefersFusion === true;
   const target = model.newCache(1, cap);
   let draftCache: KVCache | undefined;
   try {
@@ -137,7 +140,31 @@ export async function speculativeGenerate(model: Model, prompt: number[], opts: 
       const kk = Math.min(k, opts.maxNewTokens - out.length);
       const drafts: number[] = [], qs: Float64Array[] = []; // qs: the draft's distributions (sampling only)
       let pending = seq.slice(dpos);
-      for (let i = 0; i < kk; i++) {
+      if (chained) {
+        // Each draft pass reads the previous draft's id on the device: the passes go to the GPU back to
+        // back and the ids come back together. Drafts after a stop token are dropped (a dense loop would
+        // not have made them), so verification sees the same drafts.
+        const outs: Pending[] = [];
+        try {
+          let from: Int32Array | Tensor = Int32Array.from(pending);
+          for (let i = 0; i < kk; i++) {
+            const n = from instanceof Int32Array ? from.length : 1;
+            const r = await policyPass(model, session, meter, 'decode', from, 1, n, { cache: draftCache, pos0: [dpos], logitRows: [n - 1] }, n);
+            const o = readOut(r.logits, V, true, true);
+            o.values.catch(() => undefined); // awaited below unless a later pass fails first
+            outs.push(o);
+            draftPasses++;
+            dpos += n;
+            from = o.ids!;
+          }
+          for (const ids of await Promise.all(outs.map((o) => o.values))) {
+            drafts.push(ids[0]);
+            if (stops.has(ids[0])) break;
+          }
+        } finally {
+          for (const o of outs) o.ids?.dispose();
+        }
+      } else for (let i = 0; i < kk; i++) {
         const r = await policyPass(model, session, meter, 'decode', Int32Array.from(pending), 1, pending.length,
           { cache: draftCache, pos0: [dpos], logitRows: [pending.length - 1] }, pending.length);
         let d: number;
