@@ -109,6 +109,7 @@ test('position, indexing and layout gradients', async () => {
   await check('gather', ([x, i]) => ops.gather(x, i), [f([3, 5]), ints([4, 1, 0, 0, 2, 3], [3, 2])]);
   await check('permute', ([x]) => ops.permute(x, [2, 0, 1]), [f([2, 3, 4])]);
   await check('slice', ([x]) => ops.slice(x, 1, 1, 3), [f([2, 4, 3])]);
+  await check('concat', ([a, b]) => ops.concat(a, b, 1), [f([2, 4, 3]), f([2, 2, 3])]);
   await check('pad', ([x]) => ops.pad(x, 0, 1, 2), [f([2, 3])]);
   await check('kv_write', ([c, x]) => ops.kvWrite(c, x, [1, 0]), [konst(f([2, 2, 4, 3])), f([2, 2, 2, 3])]);
 });

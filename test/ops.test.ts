@@ -63,6 +63,11 @@ test('reference ops: hand-checked cases', async () => {
   const x = f32(ref, [0.1, 0.9, 0.5, 0.9], [1, 4]);
   assert.deepEqual(await vals(ops.topk(x, 3)), [1, 3, 2]); // ties → lower index first
   close(await vals(ops.gather(x, i32(ref, [3, 0], [1, 2]))), [0.9, 0.1]);
+  assert.deepEqual(await vals(ops.concat(a, f32(ref, [7, 8], [2, 1]), 1)), [1, 2, 3, 7, 4, 5, 6, 8]);
+  assert.deepEqual(await vals(ops.concat(a, f32(ref, [7, 8, 9], [1, 3]), 0)), [1, 2, 3, 4, 5, 6, 7, 8, 9]);
+  const ids = ops.concat(i32(ref, [5], [1, 1]), i32(ref, [9, 2], [1, 2]), 1);
+  assert.equal(ids.dtype, 'i32');
+  assert.deepEqual(Array.from(ref.view(ids)), [5, 9, 2]);
   // rope by 90° at position 1 with inverse frequency π/2 rotates (x1, x2) → (-x2, x1).
   close(await vals(ops.rope(f32(ref, [1, 2], [1, 1, 1, 2]), [1], [Math.PI / 2])), [-2, 1], 1e-6);
 });
@@ -90,6 +95,9 @@ test('shape errors and unsupported dtypes are typed', () => {
   assert.throws(() => ops.add(a, f32(ref, [1, 2], [2])), ShapeError);
   assert.throws(() => ops.topk(a, 4), ShapeError);
   assert.throws(() => ops.silu(i32(ref, [1], [1])), UnsupportedOpError);
+  assert.throws(() => ops.concat(a, f32(ref, [1, 2], [1, 2]), 0), /concat: \[2, 3\] and \[1, 2\] differ outside axis 0/);
+  assert.throws(() => ops.concat(a, a, 2), /axis 2 outside the 2 axes/);
+  assert.throws(() => ops.concat(i32(ref, [1], [1]), f32(ref, [1], [1]), 0), /inputs are i32 and f32; expected one dtype/);
   assert.throws(() => ref.upload(new Uint16Array(1), [1], 'f16'), UnsupportedOpError);
 });
 

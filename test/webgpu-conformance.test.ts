@@ -164,6 +164,12 @@ const CASES: Record<OpName, Case[]> = {
     { name: 'first axis', run: (_, m) => ops.slice(m.f([7, 33]), 0, 3, 7) },
     { name: 'one element', run: (_, m) => ops.slice(m.f([257]), 0, 256, 257) },
   ],
+  concat: [
+    { name: 'last axis', run: (_, m) => ops.concat(m.f([7, 33]), m.f([7, 5]), 1) },
+    { name: 'middle axis', run: (_, m) => ops.concat(m.f([2, 3, 3, 5]), m.f([2, 9, 3, 5]), 1) },
+    { name: 'first axis', run: (_, m) => ops.concat(m.f([1, 257]), m.f([3, 257]), 0) },
+    { name: 'i32 ids', run: (_, m) => ops.concat(m.i([7, 1, 42], [1, 3]), m.i([-5, 2147483647], [1, 2]), 1) },
+  ],
   pad: [
     { name: 'last axis', run: (_, m) => ops.pad(m.f([7, 25]), 1, 5, 3) },
     { name: 'middle axis', run: (_, m) => ops.pad(m.f([2, 7, 3, 5]), 1, 2, 0) },

@@ -106,7 +106,7 @@ test('WebGPU: policies — a static plan pipelines; ffn-skip waits through its w
   }
 }));
 
-test('WebGPU: greedy speculative drafts chain on the device and give dense greedy tokens, stop tokens included', (t) => withGpu(t, async (gpu) => {
+test('WebGPU: greedy speculative rounds chain on the device and give dense greedy tokens, stop tokens included', (t) => withGpu(t, async (gpu) => {
   const { model } = await loadModel(BUNDLED, { backend: gpu });
   const prompt = PROMPTS[0];
   const dense = (await generate(model, [prompt], { maxNewTokens: 10, stopTokens: [] })).tokens[0];
@@ -120,9 +120,10 @@ test('WebGPU: greedy speculative drafts chain on the device and give dense greed
   try {
     const r = await speculativeGenerate(model, prompt, { maxNewTokens: 10, draft, draftLength: 3, stopTokens: [] });
     assert.deepEqual(r.tokens, dense);
-    // Each round's first draft pass starts from host ids; the others read the draft before them on the
-    // device. (draftPasses also counts the draft's own prefill: its skips make it differ from the target's.)
-    assert.equal(fromDevice, r.draftPasses - 1 - r.rounds);
+    // Each round's first draft pass starts from host ids; the other draft passes read the draft before
+    // them on the device, and each verification reads [last, d1, …, dk] joined there (concat). So every
+    // pass but the draft's prefill and each round's first draft takes device ids.
+    assert.equal(fromDevice, r.draftPasses - 1);
     assert.ok(fromDevice > 0);
     // A stop token among the drafts: the drafts after it are dropped, and the output ends on it as dense decoding does.
     const stop = dense[5], at = dense.indexOf(stop);

@@ -140,11 +140,15 @@ export async function speculativeGenerate(model: Model, prompt: number[], opts: 
       const kk = Math.min(k, opts.maxNewTokens - out.length);
       const drafts: number[] = [], qs: Float64Array[] = []; // qs: the draft's distributions (sampling only)
       let pending = seq.slice(dpos);
+      let verified: Int32Array | undefined; // chained: the full model's argmax of every verified row
       if (chained) {
-        // Each draft pass reads the previous draft's id on the device: the passes go to the GPU back to
-        // back and the ids come back together. Drafts after a stop token are dropped (a dense loop would
-        // not have made them), so verification sees the same drafts.
+        // Each draft pass reads the previous draft's id on the device, and the verification input
+        // [last, d1, …, dk] is joined there too: the whole round goes to the GPU before anything is
+        // read back, and the drafts' and the full model's ids come back together. Drafts after a stop
+        // token are dropped from the comparison (a dense loop would not have made them); rows of the
+        // verification past them change no earlier row (causal attention) and are rolled back below.
         const outs: Pending[] = [];
+        const owned: Tensor[] = [];
         try {
           let from: Int32Array | Tensor = Int32Array.from(pending);
           for (let i = 0; i < kk; i++) {
@@ -157,12 +161,20 @@ export async function speculativeGenerate(model: Model, prompt: number[], opts: 
             dpos += n;
             from = o.ids!;
           }
-          for (const ids of await Promise.all(outs.map((o) => o.values))) {
+          let vin = model.backend.upload(Int32Array.of(last), [1, 1], 'i32');
+          owned.push(vin);
+          for (const o of outs) owned.push((vin = op.concat(vin, o.ids!, 1)));
+          const ver = await model.forward(vin, 1, outs.length + 1, { cache: target, pos0: [pos] });
+          const best = readOut(ver.logits, V, true, true);
+          owned.push(best.ids!);
+          const [ds, bs] = await Promise.all([Promise.all(outs.map((o) => o.values)), best.values]);
+          for (const ids of ds) {
             drafts.push(ids[0]);
             if (stops.has(ids[0])) break;
           }
+          verified = bs as Int32Array;
         } finally {
-          for (const o of outs) o.ids?.dispose();
+          for (const t of [...outs.map((o) => o.ids), ...owned]) t?.dispose();
         }
       } else for (let i = 0; i < kk; i++) {
         const r = await policyPass(model, session, meter, 'decode', Int32Array.from(pending), 1, pending.length,
@@ -182,20 +194,19 @@ export async function speculativeGenerate(model: Model, prompt: number[], opts: 
         if (stops.has(d)) break;
       }
       // The full model scores `last` and every draft in one pass: row i predicts the token after input i.
-      const vin = Int32Array.from([last, ...drafts]);
-      const ver = await model.forward(vin, 1, vin.length, { cache: target, pos0: [pos] });
+      const ver = verified ? undefined : await model.forward(Int32Array.from([last, ...drafts]), 1, drafts.length + 1, { cache: target, pos0: [pos] });
       rounds++;
       drafted += drafts.length;
       let n = 0, next = -1;
       if (sampling.greedy) {
         // Greedy: accept drafts while they are the full model's argmax; the first miss is replaced by it.
-        const best = await argmaxRows(ver.logits, V);
-        ver.logits.dispose();
+        const best = verified ?? (await argmaxRows(ver!.logits, V));
+        ver?.logits.dispose();
         while (n < drafts.length && best[n] === drafts[n]) n++;
         next = best[n];
       } else {
-        const L = await ver.logits.toF32();
-        ver.logits.dispose();
+        const L = await ver!.logits.toF32();
+        ver!.logits.dispose();
         for (let i = 0; i < drafts.length; i++) {
           const d = acceptOrResample(denseDist(L, i * V, V, sampling), qs[i], drafts[i], rng);
           if (d.accepted) { n++; continue; }

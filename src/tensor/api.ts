@@ -47,6 +47,7 @@ export const attentionProbs = (q: Tensor, k: Tensor, pos0: number[], scale: numb
 export const permute = (x: Tensor, perm: number[]) => run('permute', [x], { perm });
 export const sumTo = (x: Tensor, shape: readonly number[]) => run('sum_to', [x], { shape: [...shape] });
 export const slice = (x: Tensor, axis: number, start: number, end: number) => run('slice', [x], { axis, start, end });
+export const concat = (a: Tensor, b: Tensor, axis: number) => run('concat', [a, b], { axis });
 export const pad = (x: Tensor, axis: number, before: number, after: number) => run('pad', [x], { axis, before, after });
 export const actGrad = (x: Tensor, g: Tensor, fn: OpAttrs['act_grad']['fn']) => run('act_grad', [x, g], { fn });
 export const normGrad = (x: Tensor, w: Tensor, g: Tensor, kind: OpAttrs['norm_grad']['kind'], eps: number) =>

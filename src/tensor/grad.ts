@@ -182,6 +182,7 @@ export const GRAD_RULES: { [O in OpName]: GradEntry<O> } = {
   },
   sum_to: ({ g, xs: [x] }) => [broadcastTo(g, x.shape)],
   slice: ({ g, xs: [x], attrs: { axis, start, end } }) => [op.pad(g, axis, start, x.shape[axis] - end)],
+  concat: ({ g, xs: [a, b], attrs: { axis } }) => [op.slice(g, axis, 0, a.shape[axis]), op.slice(g, axis, a.shape[axis], a.shape[axis] + b.shape[axis])],
   pad: ({ g, xs: [x], attrs: { axis, before } }) => [op.slice(g, axis, before, before + x.shape[axis])],
   act_grad: { none: 'backward-only op: second derivatives are not supported' },
   norm_grad: { none: 'backward-only op: second derivatives are not supported' },

@@ -55,6 +55,9 @@ export interface OpAttrs {
   sum_to: { shape: number[] };
   /** Elements [start, end) of one axis. */
   slice: { axis: number; start: number; end: number };
+  /** Two tensors joined along one axis (every other axis equal); f32 or i32, both alike (e.g. token ids
+   *  picked on the device, joined into the next pass's input). */
+  concat: { axis: number };
   /** Zeros on both sides of one axis (the gradient of `slice`). */
   pad: { axis: number; before: number; after: number };
   /** x, g (same shape) → g · act'(x) for an elementwise activation. */
@@ -135,7 +138,7 @@ export const OP_NAMES = Object.keys({
   matmul: 1, add: 1, sub: 1, mul: 1, div: 1, scale: 1, silu: 1, relu: 1, gelu_erf: 1, gelu_tanh: 1,
   softmax: 1, sum: 1, max: 1, layernorm: 1, rmsnorm: 1, rope: 1, gather_rows: 1, index_add_rows: 1,
   topk: 1, gather: 1, kv_write: 1, attention: 1, attention_probs: 1,
-  permute: 1, sum_to: 1, slice: 1, pad: 1, act_grad: 1, norm_grad: 1, attention_grad: 1, attention_stats: 1, kv_read: 1,
+  permute: 1, sum_to: 1, slice: 1, concat: 1, pad: 1, act_grad: 1, norm_grad: 1, attention_grad: 1, attention_stats: 1, kv_read: 1,
   scatter_add: 1, cross_entropy: 1, cross_entropy_grad: 1, adam_moments: 1, adam_apply: 1,
   fused_linear: 1, fused_kv_write: 1, fused_qkv: 1,
 } satisfies Record<OpName, 1>) as OpName[];

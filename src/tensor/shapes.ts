@@ -152,6 +152,14 @@ export const SHAPE_RULES: { [O in OpName]: Rule<O> } = {
       throw new ShapeError('slice', `range [${start}, ${end}) is not inside axis ${axis} of length ${x[axis]}`);
     return x.map((d, i) => (i === axis ? end - start : d));
   },
+  concat: (s, { axis }) => {
+    need('concat', s, 2);
+    const [a, b] = s;
+    if (!(Number.isInteger(axis) && axis >= 0 && axis < a.length)) throw new ShapeError('concat', `axis ${axis} outside the ${a.length} axes of ${fmt(a)}`);
+    if (a.length !== b.length || a.some((d, i) => i !== axis && d !== b[i]))
+      throw new ShapeError('concat', `${fmt(a)} and ${fmt(b)} differ outside axis ${axis}`);
+    return a.map((d, i) => (i === axis ? d + b[i] : d));
+  },
   pad: (s, { axis, before, after }) => {
     need('pad', s, 1);
     const x = s[0];

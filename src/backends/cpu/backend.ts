@@ -8,13 +8,15 @@ import type { OpAttrs, OpName } from '../../tensor/ops.ts';
 import { IN_PLACE_OPS, OP_NAMES } from '../../tensor/ops.ts';
 import { inferShape } from '../../tensor/shapes.ts';
 import { Tensor, type Backend, type BackendStats } from '../../tensor/tensor.ts';
-import { UnsupportedOpError } from '../../util/errors.ts';
+import { ShapeError, UnsupportedOpError } from '../../util/errors.ts';
 import { CPU_KERNELS, type CpuKernel, type CpuKernelTable, type HostTensor } from './kernels.ts';
 import { FAST_KERNELS } from './fast/kernels.ts';
 import { allocF32, freeF32, isResident } from './fast/matmul.ts';
 
 /** Ops whose output is integer indices. */
 const INT_OUTPUT: Partial<Record<OpName, true>> = { topk: true };
+/** Ops that take f32 or i32 inputs, all of one dtype, and return that dtype. */
+const ANY_DTYPE: Partial<Record<OpName, true>> = { concat: true };
 /** Ops whose integer inputs are indices (allowed alongside f32 data). */
 const INDEX_INPUTS: Partial<Record<OpName, number[]>> = {
   gather_rows: [1], index_add_rows: [2], gather: [1], scatter_add: [1], cross_entropy: [1], cross_entropy_grad: [1],
@@ -89,9 +91,12 @@ export class CpuBackend implements Backend {
 
   run<O extends OpName>(op: O, inputs: readonly Tensor[], attrs: OpAttrs[O]): Tensor {
     const idx: number[] = INDEX_INPUTS[op] ?? [];
+    const any = ANY_DTYPE[op] === true && (inputs[0]?.dtype === 'i32' || inputs[0]?.dtype === 'f32');
+    if (any && inputs.some((t) => t.dtype !== inputs[0].dtype))
+      throw new ShapeError(op, `inputs are ${inputs.map((t) => t.dtype).join(' and ')}; expected one dtype`);
     inputs.forEach((t, i) => {
       if (t.backend !== this) throw new Error(`${op}: input ${i} lives on backend '${t.backend.name}', not '${this.name}'`);
-      const want = idx.includes(i) ? 'i32' : 'f32';
+      const want = any ? inputs[0].dtype : idx.includes(i) ? 'i32' : 'f32';
       if (t.dtype !== want) throw new UnsupportedOpError(op, t.dtype, this.name);
     });
     const outShape = inferShape(op, inputs.map((t) => t.shape), attrs);
@@ -103,7 +108,7 @@ export class CpuBackend implements Backend {
       kernel(xs[0].data, xs, attrs, outShape);
       return inputs[0];
     }
-    const dtype = INT_OUTPUT[op] ? 'i32' : 'f32';
+    const dtype = INT_OUTPUT[op] || (any && inputs[0].dtype === 'i32') ? 'i32' : 'f32';
     const out = this.alloc(outShape.reduce((p, d) => p * d, 1), dtype);
     kernel(out, xs, attrs, outShape);
     return this.wrap(outShape, dtype, out);

@@ -322,6 +322,14 @@ export const CPU_KERNELS: CpuKernelTable = {
     for (let o = 0; o < outer; o++) for (let j = 0; j < m; j++) for (let i = 0; i < inner; i++)
       out[(o * m + j) * inner + i] = x.data[(o * n + start + j) * inner + i];
   },
+  concat: (out, [a, b], { axis }) => {
+    const outer = numel(a.shape.slice(0, axis)), inner = numel(a.shape.slice(axis + 1));
+    const na = a.shape[axis] * inner, nb = b.shape[axis] * inner;
+    for (let o = 0; o < outer; o++) {
+      out.set(a.data.subarray(o * na, (o + 1) * na), o * (na + nb));
+      out.set(b.data.subarray(o * nb, (o + 1) * nb), o * (na + nb) + na);
+    }
+  },
   pad: (out, [x], { axis, before }, outShape) => {
     const outer = numel(x.shape.slice(0, axis)), inner = numel(x.shape.slice(axis + 1)), n = x.shape[axis], m = outShape[axis];
     out.fill(0);

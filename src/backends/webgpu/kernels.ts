@@ -710,6 +710,26 @@ ${wide ? 'var<workgroup> red: array<f32, 256>;' : ''}
       };
     },
   },
+  concat: {
+    // Copies 32-bit words, so f32 and i32 share one kernel.
+    dtypes: () => ['f32', 'i32'],
+    plan(ins, { axis }, outShape) {
+      if (ins[0].dtype !== ins[1].dtype) throw new ShapeError('concat', `inputs are ${ins[0].dtype} and ${ins[1].dtype}; expected one dtype`);
+      const inner = numel(outShape.slice(axis + 1)), n = numel(outShape);
+      const g = grid(n, 256);
+      return {
+        key: 'concat', outDtype: ins[0].dtype, workgroups: g.workgroups, params: words(n, g.nx, inner, ins[0].shape[axis], ins[1].shape[axis]),
+        wgsl: () => `${header(['u32', 'u32'], 'u32')}
+@compute @workgroup_size(256) fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  ${IDX}
+  if (i >= u(0u)) { return; }
+  let inner = u(2u); let na = u(3u); let nb = u(4u);
+  let k = i % inner; let j = (i / inner) % (na + nb); let outer = i / (inner * (na + nb));
+  if (j < na) { o[i] = a[(outer * na + j) * inner + k]; } else { o[i] = b[(outer * nb + j - na) * inner + k]; }
+}`,
+      };
+    },
+  },
   pad: {
     dtypes: () => ['f32'],
     plan(ins, { axis, before }, outShape) {
