@@ -1316,7 +1316,7 @@ function bigTileMatmul(M: number, N: number, K: number, batches: number, bBatche
 var<workgroup> As: array<vec4<f32>, 512>;
 var<workgroup> Bs: array<vec4<f32>, 512>;
 ${tileStart(128)}
-  var acc: array<vec4<f32>, 16>;
+  ${ACC128.decl}
   var pa: array<vec4<f32>, 2>;
   ${wide ? 'var pw: vec4<u32>;' : 'var pb: array<vec4<f32>, 2>;'}
   var kf = 0u;
@@ -1334,25 +1334,35 @@ ${tileStart(128)}
     for (var kk = 0u; kk < 16u; kk++) {
       let a0 = As[kk * 32u + ty]; let a1 = As[kk * 32u + 16u + ty];
       let b0 = Bs[kk * 32u + tx]; let b1 = Bs[kk * 32u + 16u + tx];
-      for (var i = 0u; i < 4u; i++) {
-        acc[i * 2u] += a0[i] * b0; acc[i * 2u + 1u] += a0[i] * b1;
-        acc[8u + i * 2u] += a1[i] * b0; acc[8u + i * 2u + 1u] += a1[i] * b1;
-      }
+      ${ACC128.products}
     }
     workgroupBarrier();
   }
-  for (var i = 0u; i < 8u; i++) {
-    let r = row0 + select(ty * 4u + i, 64u + ty * 4u + i - 4u, i >= 4u);
-    if (r >= M) { continue; }
-    for (var h = 0u; h < 2u; h++) {
-      let v = acc[i * 2u + h];
-      let c = col0 + h * 64u + tx * 4u;
-      for (var q = 0u; q < 4u; q++) { if (c + q < N) { o[oo + r * N + c + q] = v[q]; } }
-    }
-  }
+  ${ACC128.stores}
 }`,
   };
 }
+
+// The tile kernels' accumulators are named vec4 variables and their inner products and stores are written
+// out here, not looped over in WGSL: a private array indexed in a loop that the driver's compiler does not
+// unroll lives in (slow) local memory instead of registers.
+const XYZW = ['x', 'y', 'z', 'w'];
+/** Stores of one accumulator row `v` (4 columns from c) of output row r, each column bounds-checked. */
+const store4 = (r: string, c: string, v: string) =>
+  `if (${r} < M) { ${XYZW.map((q, j) => `if (${c} + ${j}u < N) { o[oo + ${r} * N + ${c} + ${j}u] = ${v}.${q}; }`).join(' ')} }`;
+/** 64-wide tile: thread (ty, tx) owns rows ty·4 + i (acc_i, a vec4 over columns tx·4 … tx·4 + 3). */
+const ACC64 = {
+  decl: [0, 1, 2, 3].map((i) => `var acc${i} = vec4<f32>(0.0);`).join(' '),
+  products: XYZW.map((q, i) => `acc${i} += av.${q} * bv;`).join(' '),
+  stores: [0, 1, 2, 3].map((i) => `{ let r = row0 + ty * 4u + ${i}u; let c = col0 + tx * 4u; ${store4('r', 'c', `acc${i}`)} }`).join('\n  '),
+};
+/** 128-wide tile: rows ty·4 + i and 64 + ty·4 + i (a0, a1), columns tx·4 and 64 + tx·4 (b0, b1): acc[half·8 + i·2 + h]. */
+const ACC128 = {
+  decl: Array.from({ length: 16 }, (_, i) => `var acc${i} = vec4<f32>(0.0);`).join(' '),
+  products: XYZW.map((q, i) => `acc${i * 2} += a0.${q} * b0; acc${i * 2 + 1} += a0.${q} * b1; acc${8 + i * 2} += a1.${q} * b0; acc${8 + i * 2 + 1} += a1.${q} * b1;`).join('\n      '),
+  stores: Array.from({ length: 8 }, (_, i) => [0, 1].map((h) =>
+    `{ let r = row0 + ${i < 4 ? `ty * 4u + ${i}u` : `64u + ty * 4u + ${i - 4}u`}; let c = col0 + ${h * 64}u + tx * 4u; ${store4('r', 'c', `acc${i * 2 + h}`)} }`).join('\n  ')).join('\n  '),
+};
 
 /** Tiled matmul: 64×64 output tiles per 256-thread workgroup, 4×4 outputs per thread, K in steps of 16. */
 function tiledMatmul(M: number, N: number, K: number, batches: number, bBatches: number, transB: boolean, transA: boolean, bt: DType): KernelPlan {
@@ -1364,7 +1374,7 @@ function tiledMatmul(M: number, N: number, K: number, batches: number, bBatches:
 var<workgroup> As: array<array<f32, 64>, 16>;
 var<workgroup> Bs: array<array<f32, 64>, 16>;
 ${tileStart(64)}
-  var acc: array<array<f32, 4>, 4>;
+  ${ACC64.decl}
   for (var k0 = 0u; k0 < K; k0 += 16u) {
     for (var e = tid; e < 1024u; e += 256u) {
       let kk = e % 16u; let r = e / 16u;
@@ -1378,17 +1388,13 @@ ${tileStart(64)}
     }
     workgroupBarrier();
     for (var kk = 0u; kk < 16u; kk++) {
-      var av: array<f32, 4>; var bv: array<f32, 4>;
-      for (var i = 0u; i < 4u; i++) { av[i] = As[kk][ty * 4u + i]; bv[i] = Bs[kk][tx * 4u + i]; }
-      for (var i = 0u; i < 4u; i++) { for (var j = 0u; j < 4u; j++) { acc[i][j] += av[i] * bv[j]; } }
+      let av = vec4<f32>(As[kk][ty * 4u], As[kk][ty * 4u + 1u], As[kk][ty * 4u + 2u], As[kk][ty * 4u + 3u]);
+      let bv = vec4<f32>(Bs[kk][tx * 4u], Bs[kk][tx * 4u + 1u], Bs[kk][tx * 4u + 2u], Bs[kk][tx * 4u + 3u]);
+      ${ACC64.products}
     }
     workgroupBarrier();
   }
-  for (var i = 0u; i < 4u; i++) {
-    let r = row0 + ty * 4u + i;
-    if (r >= M) { continue; }
-    for (var j = 0u; j < 4u; j++) { let c = col0 + tx * 4u + j; if (c < N) { o[oo + r * N + c] = acc[i][j]; } }
-  }
+  ${ACC64.stores}
 }`,
   };
 }
