@@ -63,7 +63,7 @@ if [ "$part" = profile ] || [ "$part" = all ]; then
 fi
 
 if [ "$part" = skip ] || [ "$part" = all ]; then
-  step 200 "bench/skip.ts --device webgpu" "${run_ts[@]}" bench/skip.ts --device webgpu --models "$models" ${smoke:+--tokens 8}
+  step 200 "bench/skip.ts --device webgpu" "${run_ts[@]}" bench/skip.ts --device webgpu --models "$models" ${smoke:+--tokens 8 --reps 1}
   if [ -f "$data/test.txt" ]; then
     step 360 "sweep on tiny-llama, webgpu" "${run_ts[@]}" src/cli/main.ts sweep --device webgpu --file "$data/test.txt" \
       --policy "${sweepPolicies}" --speculative --draft 3 --calib "$data/valid.txt" \

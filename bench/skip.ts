@@ -3,7 +3,8 @@
 // Speed does not depend on the weights, so the 125M and 1B Llama shapes use random weights; quality and
 // acceptance rates come from trained models (`brickwork sweep`). Self-speculative decoding is timed on
 // the bundled tiny-llama, where the draft's acceptance is real.
-//   node --import ./scripts/ts.mjs bench/skip.ts [--device cpu|webgpu] [--models tiny,125M,1B] [--tokens N]
+//   node --import ./scripts/ts.mjs bench/skip.ts [--device cpu|webgpu] [--models tiny,125M,1B] [--tokens N] [--reps R]
+// Each rate is the best of R runs (default 3), taken alternately with dense runs.
 
 import {
   brickCosts, createPolicy, generate, getBackend, llamaSpec, loadModel, randomModel, speculativeGenerate, SkipMeter,
@@ -17,19 +18,20 @@ const arg = (name: string, dflt: string) => {
 const device = arg('device', 'cpu') as 'cpu' | 'webgpu';
 const models = arg('models', device === 'cpu' ? 'tiny,125M' : 'tiny,125M,1B').split(',');
 const N = Number(arg('tokens', '64'));
+const REPS = Number(arg('reps', '3'));
 const log = (s: string) => process.stdout.write(s + '\n');
 
 const be: Backend = await getBackend(device);
 const PROMPT = [1031, 824, 259, 555, 14, 599, 309, 259];
 
-/** Decode tok/s of `run` and of dense greedy decoding: the best of 3 runs each, taken alternately. */
+/** Decode tok/s of `run` and of dense greedy decoding: the best of REPS runs each, taken alternately. */
 async function rates(model: Model, run: () => Promise<{ steps: number; ms: number }>): Promise<[number, number]> {
   const dense = async () => {
     const r = await generate(model, [PROMPT], { maxNewTokens: N, stopTokens: [] });
     return { steps: r.decodeSteps, ms: r.decodeMs };
   };
   const best = [0, 0];
-  for (let i = 0; i < 3; i++) for (const [j, f] of [run, dense].entries()) {
+  for (let i = 0; i < REPS; i++) for (const [j, f] of [run, dense].entries()) {
     const r = await f();
     best[j] = Math.max(best[j], r.steps / (r.ms / 1000));
   }
