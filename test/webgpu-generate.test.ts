@@ -81,6 +81,13 @@ test('WebGPU: pipelined decoding stops on the same stop tokens and runs at most 
   assert.deepEqual(piped.finish, ['stop']);
   assert.equal(piped.decodeSteps, serial.decodeSteps, 'decode steps count the passes whose tokens were used');
   assert.equal(piped.kinds.length, serial.kinds.length + 1, 'one pass was recorded ahead of the stop token');
+  // In a batch, a row that stopped rides along on its own device ids; the other rows' tokens do not change.
+  const two = [PROMPTS[0], PROMPTS[1]];
+  const a = await traced(model, two, { maxNewTokens: 8, stopTokens: [stop], pipeline: false });
+  const b = await traced(model, two, { maxNewTokens: 8, stopTokens: [stop] });
+  assert.deepEqual(b.tokens, a.tokens);
+  assert.deepEqual(b.finish, a.finish);
+  assert.equal(a.finish[0], 'stop');
   // Its buffers went back to the pool: a second run allocates nothing new.
   const bytes = gpu.stats.allocatedBytes;
   await traced(model, prompt, { maxNewTokens: 10, stopTokens: [stop] });
