@@ -12,7 +12,7 @@ import * as op from '../tensor/api.ts';
 import { ContextLengthError, UsageError } from '../util/errors.ts';
 import { argmaxRows, policyPass, readOut, type Pending } from './generate.ts';
 import type { Tensor } from '../tensor/tensor.ts';
-import { SkipMeter, type Policy, type SkippedFraction } from './policies/index.ts';
+import { SkipMeter, type Policy, type PolicySession, type SkippedFraction } from './policies/index.ts';
 import { drawIndex, Rng, samplingDistribution, validateSampling, type SamplingOptions } from './sampling.ts';
 
 export interface SpeculativeOptions {
@@ -69,6 +69,49 @@ export function acceptOrResample(p: Float64Array, q: Float64Array, d: number, rn
 }
 
 /**
+ * One greedy round recorded whole on a backend that picks tokens on the device: each draft pass reads
+ * the previous draft's id there, the verification input [last, d1, …, dk] is joined there too, and the
+ * drafts' and the full model's ids come back together (one wait per round). Drafts after a stop token
+ * are dropped from the result (a one-at-a-time loop would not have made them); rows of the verification
+ * past them change no earlier row (causal attention), and the caller rolls both caches back past them.
+ * Runs k draft passes (dpos advances by pending.length + k − 1) and one verification.
+ */
+async function deviceRound(model: Model, session: PolicySession, meter: SkipMeter, stops: Set<number>,
+  r: { pending: number[]; last: number; k: number; draftCache: KVCache; target: KVCache; dpos: number; pos: number }): Promise<{ drafts: number[]; best: Int32Array }> {
+  const V = model.spec.vocabSize;
+  const outs: Pending[] = [];
+  const owned: Tensor[] = [];
+  try {
+    let from: Int32Array | Tensor = Int32Array.from(r.pending);
+    let dpos = r.dpos;
+    for (let i = 0; i < r.k; i++) {
+      const n = from instanceof Int32Array ? from.length : 1;
+      const pass = await policyPass(model, session, meter, 'decode', from, 1, n, { cache: r.draftCache, pos0: [dpos], logitRows: [n - 1] }, n);
+      const o = readOut(pass.logits, V, true, true);
+      o.values.catch(() => undefined); // awaited below unless a later pass fails first
+      outs.push(o);
+      dpos += n;
+      from = o.ids!;
+    }
+    let vin = model.backend.upload(Int32Array.of(r.last), [1, 1], 'i32');
+    owned.push(vin);
+    for (const o of outs) owned.push((vin = op.concat(vin, o.ids!, 1)));
+    const ver = await model.forward(vin, 1, outs.length + 1, { cache: r.target, pos0: [r.pos] });
+    const best = readOut(ver.logits, V, true, true);
+    owned.push(best.ids!);
+    const [ds, bs] = await Promise.all([Promise.all(outs.map((o) => o.values)), best.values]);
+    const drafts: number[] = [];
+    for (const ids of ds) {
+      drafts.push(ids[0]);
+      if (stops.has(ids[0])) break;
+    }
+    return { drafts, best: bs as Int32Array };
+  } finally {
+    for (const t of [...outs.map((o) => o.ids), ...owned]) t?.dispose();
+  }
+}
+
+/**
  * Generate from one prompt with self-speculative decoding.
  * @example
  *   const draft = await createPolicy(model, 'static:layers.4-7');
@@ -105,7 +148,7 @@ export async function speculativeGenerate(model: Model, prompt: number[], opts: 
     return out.length >= opts.maxNewTokens;
   };
 
-  // Greedy where the backend picks tokens on the device: the draft's passes chain there (see below).
+  // Greedy where the backend picks tokens on the device: a whole round is recorded there (deviceRound).
   const chained = sampling.greedy === true && model.backend.prefersFusion === true;
   const target = model.newCache(1, cap);
   let draftCache: KVCache | undefined;
@@ -142,40 +185,11 @@ export async function speculativeGenerate(model: Model, prompt: number[], opts: 
       let pending = seq.slice(dpos);
       let verified: Int32Array | undefined; // chained: the full model's argmax of every verified row
       if (chained) {
-        // Each draft pass reads the previous draft's id on the device, and the verification input
-        // [last, d1, …, dk] is joined there too: the whole round goes to the GPU before anything is
-        // read back, and the drafts' and the full model's ids come back together. Drafts after a stop
-        // token are dropped from the comparison (a dense loop would not have made them); rows of the
-        // verification past them change no earlier row (causal attention) and are rolled back below.
-        const outs: Pending[] = [];
-        const owned: Tensor[] = [];
-        try {
-          let from: Int32Array | Tensor = Int32Array.from(pending);
-          for (let i = 0; i < kk; i++) {
-            const n = from instanceof Int32Array ? from.length : 1;
-            const r = await policyPass(model, session, meter, 'decode', from, 1, n, { cache: draftCache, pos0: [dpos], logitRows: [n - 1] }, n);
-            const o = readOut(r.logits, V, true, true);
-            o.values.catch(() => undefined); // awaited below unless a later pass fails first
-            outs.push(o);
-            draftPasses++;
-            dpos += n;
-            from = o.ids!;
-          }
-          let vin = model.backend.upload(Int32Array.of(last), [1, 1], 'i32');
-          owned.push(vin);
-          for (const o of outs) owned.push((vin = op.concat(vin, o.ids!, 1)));
-          const ver = await model.forward(vin, 1, outs.length + 1, { cache: target, pos0: [pos] });
-          const best = readOut(ver.logits, V, true, true);
-          owned.push(best.ids!);
-          const [ds, bs] = await Promise.all([Promise.all(outs.map((o) => o.values)), best.values]);
-          for (const ids of ds) {
-            drafts.push(ids[0]);
-            if (stops.has(ids[0])) break;
-          }
-          verified = bs as Int32Array;
-        } finally {
-          for (const t of [...outs.map((o) => o.ids), ...owned]) t?.dispose();
-        }
+        const round = await deviceRound(model, session, meter, stops, { pending, last, k: kk, draftCache: draftCache!, target, dpos, pos });
+        drafts.push(...round.drafts);
+        verified = round.best;
+        draftPasses += kk;
+        dpos += pending.length + kk - 1;
       } else for (let i = 0; i < kk; i++) {
         const r = await policyPass(model, session, meter, 'decode', Int32Array.from(pending), 1, pending.length,
           { cache: draftCache, pos0: [dpos], logitRows: [pending.length - 1] }, pending.length);

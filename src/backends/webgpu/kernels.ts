@@ -1350,18 +1350,20 @@ const XYZW = ['x', 'y', 'z', 'w'];
 /** Stores of one accumulator row `v` (4 columns from c) of output row r, each column bounds-checked. */
 const store4 = (r: string, c: string, v: string) =>
   `if (${r} < M) { ${XYZW.map((q, j) => `if (${c} + ${j}u < N) { o[oo + ${r} * N + ${c} + ${j}u] = ${v}.${q}; }`).join(' ')} }`;
+/** Stores of every accumulator: rows[i] and cols[h] are offsets from row0 and col0; acc(i, h) names its vec4. */
+const tileStores = (rows: string[], cols: string[], acc: (i: number, h: number) => string) =>
+  rows.flatMap((r, i) => cols.map((c, h) => `{ let r = row0 + ${r}; let c = col0 + ${c}; ${store4('r', 'c', acc(i, h))} }`)).join('\n  ');
 /** 64-wide tile: thread (ty, tx) owns rows ty·4 + i (acc_i, a vec4 over columns tx·4 … tx·4 + 3). */
 const ACC64 = {
   decl: [0, 1, 2, 3].map((i) => `var acc${i} = vec4<f32>(0.0);`).join(' '),
   products: XYZW.map((q, i) => `acc${i} += av.${q} * bv;`).join(' '),
-  stores: [0, 1, 2, 3].map((i) => `{ let r = row0 + ty * 4u + ${i}u; let c = col0 + tx * 4u; ${store4('r', 'c', `acc${i}`)} }`).join('\n  '),
+  stores: tileStores([0, 1, 2, 3].map((i) => `ty * 4u + ${i}u`), ['tx * 4u'], (i) => `acc${i}`),
 };
 /** 128-wide tile: rows ty·4 + i and 64 + ty·4 + i (a0, a1), columns tx·4 and 64 + tx·4 (b0, b1): acc[half·8 + i·2 + h]. */
 const ACC128 = {
   decl: Array.from({ length: 16 }, (_, i) => `var acc${i} = vec4<f32>(0.0);`).join(' '),
   products: XYZW.map((q, i) => `acc${i * 2} += a0.${q} * b0; acc${i * 2 + 1} += a0.${q} * b1; acc${8 + i * 2} += a1.${q} * b0; acc${8 + i * 2 + 1} += a1.${q} * b1;`).join('\n      '),
-  stores: Array.from({ length: 8 }, (_, i) => [0, 1].map((h) =>
-    `{ let r = row0 + ${i < 4 ? `ty * 4u + ${i}u` : `64u + ty * 4u + ${i - 4}u`}; let c = col0 + ${h * 64}u + tx * 4u; ${store4('r', 'c', `acc${i * 2 + h}`)} }`).join('\n  ')).join('\n  '),
+  stores: tileStores(Array.from({ length: 8 }, (_, i) => (i < 4 ? `ty * 4u + ${i}u` : `64u + ty * 4u + ${i - 4}u`)), ['tx * 4u', '64u + tx * 4u'], (i, h) => `acc${i * 2 + h}`),
 };
 
 /** Tiled matmul: 64×64 output tiles per 256-thread workgroup, 4×4 outputs per thread, K in steps of 16. */
