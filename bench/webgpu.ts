@@ -157,7 +157,7 @@ function weightBytes(m: Model): number {
   return n;
 }
 
-interface Row { name: string; params: number; decode: number; overlapped: number; serial: number; prefill: number; prefill128: number; dispatchesPerToken: number; weightBytes: number; unfused: { decode: number; dispatchesPerToken: number } }
+interface Row { name: string; params: number; decode: number; overlapped: number; serial: number; prefill: number; prefill128: number; dispatchesPerToken: number; weightBytes: number; unfused: { decode: number; dispatchesPerToken: number }; noSubgroups?: { decode: number; prefill: number } }
 async function measure(name: string, model: Model): Promise<Row> {
   const V = model.spec.vocabSize;
   const prompt = Array.from({ length: 32 }, (_, i) => (i * 7919 + 11) % V);
@@ -192,7 +192,15 @@ async function measure(name: string, model: Model): Promise<Row> {
   };
   const prefill = await prefillRate(64);
   const prefill128 = await prefillRate(128);
-  const row = { name, params: model.numParams, decode, overlapped, serial, prefill, prefill128, dispatchesPerToken: perToken, weightBytes: weightBytes(model), unfused };
+  // Reductions joined by a shared-memory tree instead of subgroup operations (where the device has them).
+  let noSubgroups: Row['noSubgroups'];
+  if (be.useSubgroups) {
+    be.useSubgroups = false;
+    await generate(model, [prompt], { maxNewTokens: 8, stopTokens: [] }); // the other kernels compile here
+    noSubgroups = { decode: (await run()).decode, prefill: await prefillRate(64) };
+    be.useSubgroups = true;
+  }
+  const row = { name, params: model.numParams, decode, overlapped, serial, prefill, prefill128, dispatchesPerToken: perToken, weightBytes: weightBytes(model), unfused, noSubgroups };
   log(`${name}: decode ${decode.toFixed(1)} tok/s (waiting for each token ${serial.toFixed(1)}, unfused ${unfused.decode.toFixed(1)}, submit every 24 ${overlapped.toFixed(1)}), prefill ${prefill.toFixed(0)} tok/s (tile 128: ${prefill128.toFixed(0)}), ${perToken.toFixed(0)} dispatches/token (unfused ${unfused.dispatchesPerToken.toFixed(0)})`);
   return row;
 }
@@ -242,6 +250,10 @@ for (const r of rows) {
   const p = hf?.models[r.name];
   log(`  waiting for each token before recording the next step, ${r.name}: decode ${fmt(r.serial)} tok/s (pipelined as shipped: ${(r.decode / r.serial).toFixed(2)}×)`);
   log(`  submitting every 24 dispatches, ${r.name}: decode ${fmt(r.overlapped)} tok/s${p ? ` (${(r.overlapped / p.decode_tok_s).toFixed(2)}× HF)` : ''}`);
+  if (r.noSubgroups) {
+    log(`  reductions without subgroup operations, ${r.name}: decode ${fmt(r.noSubgroups.decode)} tok/s, prefill ${fmt(r.noSubgroups.prefill, 0)} tok/s ` +
+      `(with them, as shipped: ${(r.decode / r.noSubgroups.decode).toFixed(2)}× and ${(r.prefill / r.noSubgroups.prefill).toFixed(2)}×)`);
+  }
   const ms = (r.dispatchesPerToken * floorChained) / 1e3;
   log(`  dispatch floor, ${r.name}: ${r.dispatchesPerToken.toFixed(0)} dispatches × ${floorChained.toFixed(2)} µs = ${ms.toFixed(2)} ms per token, at most ${(1e3 / ms).toFixed(0)} tok/s from dispatches alone`);
 }

@@ -1,7 +1,7 @@
 // Backend conformance: every op × dtype on WebGPU against the CPU reference, on odd shapes (1, 7, 33,
 // 257 and friends), with an explicit skip list. Shapes stay small: in CI this runs on SwiftShader.
 
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { BrickworkError, CpuBackend, OP_NAMES, ops, UnsupportedOpError, WebGpuBackend, type Backend, type OpName, type Tensor } from '../src/index.ts';
 import { fromF32, toF32 } from '../src/tensor/dtype.ts';
@@ -99,6 +99,8 @@ const CASES: Record<OpName, Case[]> = {
     { name: 'tile 128: batched, shared f16 b', run: (be, m) => tile128(be, () => ops.matmul(m.f([2, 33, 136]), m.w([70, 136], 'f16'), true)) },
     { name: 'tile 128: f16 b, K not a multiple of 8 (64-wide tile)', run: (be, m) => tile128(be, () => ops.matmul(m.f([20, 36]), m.w([12, 36], 'f16'), true)) },
     { name: 'tile 128: batched b, transA', run: (be, m) => tile128(be, () => ops.matmulT(m.f([3, 20, 132]), m.f([3, 20, 8]), { transA: true })) },
+    // GEMV (at most 8 rows, transB) over K a multiple of 64 loads: every thread takes the same number of steps.
+    ...(['f32', 'f16', 'bf16'] as const).map((dt) => ({ name: `2x5x512 transB ${dt} (GEMV, even steps)`, run: (_: Backend, m: Maker) => ops.matmul(m.f([2, 512]), m.w([5, 512], dt), true) })),
   ],
   add: [{ name: 'same', run: (_, m) => ops.add(m.f([7, 33]), m.f([7, 33])) }, { name: 'row bias', run: (_, m) => ops.add(m.f([3, 7, 33]), m.f([33])) },
     { name: 'general', run: (_, m) => ops.add(m.f([3, 1, 33]), m.f([7, 1])) }, { name: 'left repeat', run: (_, m) => ops.add(m.f([33]), m.f([2, 33])) }],
@@ -130,9 +132,10 @@ const CASES: Record<OpName, Case[]> = {
   gather: [{ name: '7x33', run: (_, m) => ops.gather(m.f([7, 33]), m.i(Array.from({ length: 14 }, (_, i) => (i * 5) % 33), [7, 2])) }],
   kv_write: [{ name: 'two rows', run: (_, m) => ops.kvWrite(m.f([2, 3, 9, 8]), m.f([2, 4, 3, 8]), [5, 0]) }],
   attention: [
-    // T >= 16 takes the tiled kernel: D a multiple of the tile or not, GQA, blocks cut short by T.
+    // T >= 16 takes the tiled kernel: D a multiple of the tile or not, GQA, blocks cut short by T. T < 16
+    // takes the row kernel: key rows in vec4 loads where D % 4 == 0 (D 64, 12), else one float at a time.
     ...[[1, 1, 1, 1, 1, 1], [2, 7, 4, 2, 33, 9], [1, 33, 6, 1, 8, 40], [1, 3, 2, 2, 130, 70], [2, 1, 8, 2, 64, 300],
-      [2, 37, 4, 2, 64, 45], [1, 16, 2, 1, 24, 16], [1, 20, 3, 3, 100, 25]].map(([B, T, H, K, D, S]) => ({
+      [2, 37, 4, 2, 64, 45], [1, 16, 2, 1, 24, 16], [1, 20, 3, 3, 100, 25], [2, 5, 4, 2, 12, 70]].map(([B, T, H, K, D, S]) => ({
       name: `B${B} T${T} H${H} K${K} D${D} S${S}`,
       run: (_: Backend, m: Maker) => ops.attention(m.f([B, T, H, D]), m.f([B, K, S, D]), m.f([B, K, S, D]), Array.from({ length: B }, (_, b) => Math.max(0, S - T - b)), 1 / Math.sqrt(D)),
     })),
@@ -230,6 +233,9 @@ const CASES: Record<OpName, Case[]> = {
     { name: 'bias + residual, f32, scalar path, 9 rows', run: (_, m) => ops.fusedLinear({ x: m.f([9, 33]), w: m.w([7, 33], 'f32'), bias: m.f([7]), residual: m.f([9, 7]) }) },
     { name: 'layernorm without bias + residual, bf16 scalar path', run: (_, m) => ops.fusedLinear({ x: m.f([2, 12]), w: m.w([5, 12], 'bf16'), norm: { kind: 'layernorm', eps: 1e-5, w: m.f([12]) }, residual: m.f([2, 5]) }) },
     { name: 'relu, bf16, one row', run: (_, m) => ops.fusedLinear({ x: m.f([1, 8]), w: m.w([3, 8], 'bf16'), act: 'relu' }) },
+    // K a multiple of 64 loads (512 halves, 256 floats): every thread takes the same number of steps.
+    { name: 'GLU silu with rmsnorm, f16, K 512, two rows', run: (_, m) => ops.fusedLinear({ x: m.f([2, 512]), w: m.w([6, 512], 'f16'), up: { w: m.w([6, 512], 'f16') }, norm: { kind: 'rmsnorm', eps: 1e-6, w: m.f([512]) }, act: 'silu' }) },
+    { name: 'layernorm + residual, f32, K 256', run: (_, m) => ops.fusedLinear({ x: m.f([1, 256]), w: m.w([5, 256], 'f32'), norm: { kind: 'layernorm', eps: 1e-5, w: m.f([256]), b: m.f([256]) }, residual: m.f([1, 5]) }) },
   ],
   // The whole cache comes back: rows outside the written positions must be untouched.
   fused_kv_write: [
@@ -249,28 +255,42 @@ test('conformance: every op has cases', () => {
   for (const op of OP_NAMES) assert.ok(CASES[op].length > 0 || SKIPS[op], `no conformance case for ${op}`);
 });
 
+/** Runs op's cases on gpu (with or without subgroup reductions) against the CPU reference. */
+async function checkCases(t: TestContext, gpu: WebGpuBackend, op: OpName, subgroups: boolean): Promise<void> {
+  gpu.useSubgroups = subgroups;
+  for (const [ci, c] of CASES[op].entries()) {
+    const wants = [c.run(ref, makers(100 + ci, ref))].flat();
+    let gots: Tensor[];
+    try {
+      gots = [c.run(gpu, makers(100 + ci, gpu))].flat();
+    } catch (e) {
+      // Under the bounds checker (one binding fewer) the widest fused cases may not fit the device.
+      if (e instanceof BrickworkError && e.code === 'E_BINDINGS' && gpu.checksBounds) { t.diagnostic(`${op} ${c.name}: ${e.message}`); continue; }
+      throw e;
+    }
+    for (const [ti, got] of gots.entries()) {
+      const want = wants[ti], what = `${op} ${c.name}${gots.length > 1 ? ` (result ${ti})` : ''}${subgroups ? ', subgroups' : ''}`;
+      assert.deepEqual(got.shape, want.shape, `${what}: shape`);
+      assert.equal(got.dtype, want.dtype, `${what}: dtype`);
+      const [g, w] = [Array.from(await got.toF32()), Array.from(await want.toF32())];
+      const tol = c.tol ?? 2e-5;
+      g.forEach((x, i) => assert.ok(Math.abs(x - w[i]) <= tol * Math.max(1, Math.abs(w[i])), `${what}[${i}]: ${x} vs ${w[i]}`));
+    }
+  }
+}
+
 for (const op of OP_NAMES) {
   test(`conformance: ${op} on WebGPU equals the CPU reference`, async (t) => {
     if (SKIPS[op]) return t.skip(SKIPS[op]);
     await withGpu(t, async (gpu) => {
-      for (const [ci, c] of CASES[op].entries()) {
-        const wants = [c.run(ref, makers(100 + ci, ref))].flat();
-        let gots: Tensor[];
-        try {
-          gots = [c.run(gpu, makers(100 + ci, gpu))].flat();
-        } catch (e) {
-          // Under the bounds checker (one binding fewer) the widest fused cases may not fit the device.
-          if (e instanceof BrickworkError && e.code === 'E_BINDINGS' && gpu.checksBounds) { t.diagnostic(`${op} ${c.name}: ${e.message}`); continue; }
-          throw e;
-        }
-        for (const [ti, got] of gots.entries()) {
-          const want = wants[ti], what = `${op} ${c.name}${gots.length > 1 ? ` (result ${ti})` : ''}`;
-          assert.deepEqual(got.shape, want.shape, `${what}: shape`);
-          assert.equal(got.dtype, want.dtype, `${what}: dtype`);
-          const [g, w] = [Array.from(await got.toF32()), Array.from(await want.toF32())];
-          const tol = c.tol ?? 2e-5;
-          g.forEach((x, i) => assert.ok(Math.abs(x - w[i]) <= tol * Math.max(1, Math.abs(w[i])), `${what}[${i}]: ${x} vs ${w[i]}`));
-        }
+      // Reductions join threads with subgroup operations where the device has them, else with a
+      // shared-memory tree: both kernels are checked where both can run.
+      const initial = gpu.useSubgroups;
+      if (!gpu.subgroupsAvailable) t.diagnostic('this device has no subgroups: only the shared-memory reductions are checked');
+      try {
+        for (const sub of gpu.subgroupsAvailable ? [true, false] : [false]) await checkCases(t, gpu, op, sub);
+      } finally {
+        gpu.useSubgroups = initial;
       }
     });
   });

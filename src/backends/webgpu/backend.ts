@@ -146,7 +146,8 @@ export class WebGpuBackend implements Backend {
     this.features = ctx.features;
     const tile = envVar('BRICKWORK_MATMUL_TILE');
     const lim = this.device.limits;
-    this.env = { features: this.features, matmulTile: tile === '128' ? 128 : 64, maxWorkgroupStorage: lim.maxComputeWorkgroupStorageSize, maxInvocations: lim.maxComputeInvocationsPerWorkgroup };
+    this.subgroupsAvailable = this.features.has('subgroups') && ctx.wgslFeatures.has('subgroup_id');
+    this.env = { features: this.features, matmulTile: tile === '128' ? 128 : 64, subgroups: this.subgroupsAvailable && envVar('BRICKWORK_SUBGROUPS') !== '0', maxWorkgroupStorage: lim.maxComputeWorkgroupStorageSize, maxInvocations: lim.maxComputeInvocationsPerWorkgroup };
     this.arena = this.device.createBuffer({ size: ARENA_SLOT * ARENA_SLOTS, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
     if (opts.checkBounds ?? envVar('BRICKWORK_WEBGPU_CHECK_BOUNDS') === '1') {
       const buf = this.device.createBuffer({ size: 4 * BOUNDS_SITES * CHECK_SLOTS, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST });
@@ -166,6 +167,21 @@ export class WebGpuBackend implements Backend {
    */
   get matmulTile(): 64 | 128 { return this.env.matmulTile; }
   set matmulTile(t: 64 | 128) { this.env.matmulTile = t; }
+
+  /** Whether the device offers subgroup operations with WGSL's `subgroup_id` (what `useSubgroups` needs). */
+  readonly subgroupsAvailable: boolean;
+  /**
+   * Whether reductions (norms, softmax, GEMV and fused decode kernels, decode attention) join their
+   * threads with subgroup operations, or with a shared-memory tree. On where available; the
+   * environment variable BRICKWORK_SUBGROUPS=0 turns it off in Node. Changing it recompiles kernels.
+   */
+  get useSubgroups(): boolean { return this.env.subgroups; }
+  set useSubgroups(on: boolean) {
+    if (on && !this.subgroupsAvailable) {
+      throw new Error(`useSubgroups: this device (${this.info.description || this.info.vendor || 'unknown adapter'}) lacks subgroups with WGSL subgroup_id; leave it off`);
+    }
+    if (on !== this.env.subgroups) { this.env.subgroups = on; this.pipelines.clear(); }
+  }
 
   static async create(opts: WebGpuOptions = {}): Promise<WebGpuBackend> {
     return new WebGpuBackend(await acquireDevice(), opts);

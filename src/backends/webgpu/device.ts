@@ -19,6 +19,8 @@ export interface GpuContext {
   device: GPUDevice;
   adapterInfo: { vendor: string; architecture: string; description: string };
   features: Set<string>;
+  /** WGSL language features of the implementation (navigator.gpu.wgslLanguageFeatures), e.g. `subgroup_id`. */
+  wgslFeatures: Set<string>;
 }
 
 let keepAlive: unknown; // the Dawn GPU object (see NOTE above)
@@ -109,5 +111,6 @@ export async function acquireDevice(): Promise<GpuContext> {
     device,
     adapterInfo: { vendor: info.vendor ?? '', architecture: info.architecture ?? '', description: info.description ?? '' },
     features: new Set(want),
+    wgslFeatures: new Set(gpu.wgslLanguageFeatures ?? []),
   };
 }

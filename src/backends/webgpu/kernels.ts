@@ -30,6 +30,12 @@ export interface KernelEnv {
   features: Set<string>;
   /** Output tile of the f32 matmul: 64 (the default) or 128 (bigTileMatmul, where the operands allow vec4 loads). */
   matmulTile: 64 | 128;
+  /**
+   * Whether reductions use subgroup operations (the device has `subgroups` and WGSL's `subgroup_id`):
+   * each subgroup sums in registers and one barrier joins them, where a shared-memory tree takes
+   * log2(threads) barriers.
+   */
+  subgroups: boolean;
   /** The device's limits on workgroup memory (bytes) and invocations per workgroup. */
   maxWorkgroupStorage: number;
   maxInvocations: number;
@@ -212,24 +218,18 @@ function binary(name: string, expr: string): AttrFreeKernel {
   };
 }
 
-/** One workgroup of 256 threads per row of the last axis; `body` sees `row`, `C`, `lid`, and sred/mred helpers. */
-function rowKernel(key: string, ins: string[], rows: number, C: number, extraParams: number[], body: string, pre = ''): KernelPlan {
+/** One workgroup of 256 threads per row of the last axis; `body` sees `row`, `C`, `lid`, and reduce_sum/reduce_max(lid, v). */
+function rowKernel(key: string, ins: string[], rows: number, C: number, extraParams: number[], body: string, env: KernelEnv, pre = ''): KernelPlan {
   const g = grid(rows * 256, 256);
+  const sg = sgParts(env.subgroups);
   return {
     key, workgroups: g.workgroups, params: words(rows, g.nx, C, ...extraParams),
-    wgsl: () => `${header(ins, 'f32')}${pre}
-var<workgroup> red: array<f32, 256>;
-fn reduce_sum(lid: u32, v: f32) -> f32 {
-  red[lid] = v; workgroupBarrier();
-  for (var s = 128u; s > 0u; s = s >> 1u) { if (lid < s) { red[lid] += red[lid + s]; } workgroupBarrier(); }
-  let r = red[0]; workgroupBarrier(); return r;
-}
-fn reduce_max(lid: u32, v: f32) -> f32 {
-  red[lid] = v; workgroupBarrier();
-  for (var s = 128u; s > 0u; s = s >> 1u) { if (lid < s) { red[lid] = max(red[lid], red[lid + s]); } workgroupBarrier(); }
-  let r = red[0]; workgroupBarrier(); return r;
-}
-@compute @workgroup_size(256) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lv: vec3<u32>) {
+    wgsl: () => `${sg.enable}${header(ins, 'f32')}${pre}
+${sg.vars}${workgroupReduce(256, env.subgroups, 'reduce_any')}
+fn reduce_sum(lid: u32, v: f32) -> f32 { return reduce_any(lid, v, false); }
+fn reduce_max(lid: u32, v: f32) -> f32 { return reduce_any(lid, v, true); }
+@compute @workgroup_size(256) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lv: vec3<u32>${sg.args}) {
+  ${sg.init}
   let row = wid.x + wid.y * u(1u);
   if (row >= u(0u)) { return; }
   let lid = lv.x;
@@ -240,10 +240,43 @@ ${body}
   };
 }
 
-/** WGSL for `reduce<n>(lid, v, isMax)`: a sum or max over a workgroup of n threads (shared array `red`). */
-function workgroupReduce(n: number): string {
+const NEG_INF = '-3.4e38'; // below any finite score; the f32 maximum itself is not a valid WGSL literal
+
+/**
+ * Subgroup builtins for a kernel's `main` (KernelEnv.subgroups): `enable` opens the module, `vars`
+ * declares private copies that helper functions read (sg_lane, sg_size, sg_id, sg_count), `args` goes
+ * into main's parameters and `init` first into its body. All four are empty without subgroups.
+ */
+function sgParts(sub: boolean): { enable: string; vars: string; args: string; init: string } {
+  if (!sub) return { enable: '', vars: '', args: '', init: '' };
+  return {
+    enable: 'enable subgroups;\nrequires subgroup_id;\n',
+    vars: 'var<private> sg_lane: u32; var<private> sg_size: u32; var<private> sg_id: u32; var<private> sg_count: u32;\n',
+    args: ', @builtin(subgroup_invocation_id) sgl_: u32, @builtin(subgroup_size) sgs_: u32, @builtin(subgroup_id) sgi_: u32, @builtin(num_subgroups) sgc_: u32',
+    init: 'sg_lane = sgl_; sg_size = sgs_; sg_id = sgi_; sg_count = sgc_;',
+  };
+}
+
+/**
+ * WGSL for `<name>(lid, v, isMax) -> f32`: the sum (or max) of v over a workgroup of n threads, given to
+ * every thread; call it from uniform control flow. With subgroups each subgroup reduces in registers and
+ * one barrier joins the subgroups' results (sgParts must be in the kernel); without, a tree in `red`.
+ */
+function workgroupReduce(n: number, sub: boolean, name = `reduce${n}`): string {
+  if (sub) {
+    return `var<workgroup> red: array<f32, ${n}>;
+fn ${name}(lid: u32, v: f32, isMax: bool) -> f32 {
+  let s = select(subgroupAdd(v), subgroupMax(v), isMax);
+  if (sg_lane == 0u) { red[sg_id] = s; }
+  workgroupBarrier();
+  var t = select(0.0, ${NEG_INF}, isMax);
+  for (var i = sg_lane; i < sg_count; i += sg_size) { t = select(t + red[i], max(t, red[i]), isMax); }
+  let r = select(subgroupAdd(t), subgroupMax(t), isMax);
+  workgroupBarrier(); return r;
+}`;
+  }
   return `var<workgroup> red: array<f32, ${n}>;
-fn reduce${n}(lid: u32, v: f32, isMax: bool) -> f32 {
+fn ${name}(lid: u32, v: f32, isMax: bool) -> f32 {
   red[lid] = v; workgroupBarrier();
   for (var st = ${n / 2}u; st > 0u; st = st >> 1u) {
     if (lid < st) { red[lid] = select(red[lid] + red[lid + st], max(red[lid], red[lid + st]), isMax); }
@@ -253,11 +286,35 @@ fn reduce${n}(lid: u32, v: f32, isMax: bool) -> f32 {
 }`;
 }
 
-const NEG_INF = '-3.4e38'; // below any finite score; the f32 maximum itself is not a valid WGSL literal
+/**
+ * WGSL for per-slot sums over a 64-thread workgroup, where only a few threads need the totals:
+ * `put(lid, slot, v)` adds this thread's v to slot (every thread, uniform control flow), then
+ * `reduce_parts(lid, n)` once for slots 0..n-1 (it holds the barrier), then `total(slot)` in any thread.
+ * Reusing the slots after reading totals needs a workgroupBarrier first.
+ */
+function partSums(slots: number, sub: boolean): string {
+  if (sub) {
+    return `var<workgroup> part: array<f32, ${64 * slots}>;
+fn put(lid: u32, slot: u32, v: f32) { let s = subgroupAdd(v); if (sg_lane == 0u) { part[slot * 64u + sg_id] = s; } }
+fn reduce_parts(lid: u32, n: u32) { workgroupBarrier(); }
+fn total(slot: u32) -> f32 { var t = 0.0; for (var i = 0u; i < sg_count; i++) { t += part[slot * 64u + i]; } return t; }`;
+  }
+  return `var<workgroup> part: array<f32, ${64 * slots}>;
+fn put(lid: u32, slot: u32, v: f32) { part[slot * 64u + lid] = v; }
+fn reduce_parts(lid: u32, n: u32) {
+  workgroupBarrier();
+  for (var h = 32u; h > 0u; h = h >> 1u) {
+    if (lid < h) { for (var m = 0u; m < n; m++) { part[m * 64u + lid] += part[m * 64u + lid + h]; } }
+    workgroupBarrier();
+  }
+}
+fn total(slot: u32) -> f32 { return part[slot * 64u]; }`;
+}
 
 /** Opens `main` of a row attention kernel: one 64-thread workgroup per query row (b, t, h), the layout of
- * q, with the attention parameters, its kv head and its number of visible keys. */
-const ATTN_ROW_MAIN = `@compute @workgroup_size(64) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lv: vec3<u32>) {
+ * q, with the attention parameters, its kv head and its number of visible keys (`sg`: subgroup builtins). */
+const attnRowMain = (sg = sgParts(false)) => `@compute @workgroup_size(64) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lv: vec3<u32>${sg.args}) {
+  ${sg.init}
   let row = wid.x + wid.y * u(1u);
   if (row >= u(0u)) { return; }
   let lid = lv.x;
@@ -280,7 +337,7 @@ export const WGSL_KERNELS: { [O in OpName]: WgslKernel<O> } = {
       const fold = bBatches === 1 && !transA;
       const Mf = fold ? batches * M : M;
       const nb = fold ? 1 : batches;
-      if (Mf <= 8 && transB && !transA) return gemvT(Mf, N, K, nb, bBatches, bt);
+      if (Mf <= 8 && transB && !transA) return gemvT(Mf, N, K, nb, bBatches, bt, env.subgroups);
       const vec4Rows = (transA ? Mf % 4 === 0 : K % 4 === 0) && (transB ? K % 4 === 0 : N % 4 === 0);
       // 16-bit weights take the big tile as (N, K) rows of 8 packed halves per load (prefill, weights stored transposed).
       const big = bt === 'f32' ? vec4Rows : transB && K % 8 === 0 && (transA ? Mf % 4 === 0 : true);
@@ -299,7 +356,7 @@ export const WGSL_KERNELS: { [O in OpName]: WgslKernel<O> } = {
   gelu_tanh: unary('gelu_tanh', ACT_WGSL.gelu_tanh),
   softmax: {
     dtypes: () => ['f32'],
-    plan(ins) {
+    plan(ins, _a, _o, env) {
       const C = last(ins[0].shape);
       return rowKernel('softmax', ['f32'], numel(ins[0].shape) / C, C, [], `
   var m = ${NEG_INF};
@@ -308,34 +365,34 @@ export const WGSL_KERNELS: { [O in OpName]: WgslKernel<O> } = {
   var z = 0.0;
   for (var c = lid; c < C; c += 256u) { z += exp(a[base + c] - m); }
   z = reduce_sum(lid, z);
-  for (var c = lid; c < C; c += 256u) { o[base + c] = exp(a[base + c] - m) / z; }`);
+  for (var c = lid; c < C; c += 256u) { o[base + c] = exp(a[base + c] - m) / z; }`, env);
     },
   },
   sum: {
     dtypes: () => ['f32'],
-    plan(ins) {
+    plan(ins, _a, _o, env) {
       const C = last(ins[0].shape);
       return rowKernel('sum', ['f32'], numel(ins[0].shape) / C, C, [], `
   var s = 0.0;
   for (var c = lid; c < C; c += 256u) { s += a[base + c]; }
   s = reduce_sum(lid, s);
-  if (lid == 0u) { o[row] = s; }`);
+  if (lid == 0u) { o[row] = s; }`, env);
     },
   },
   max: {
     dtypes: () => ['f32'],
-    plan(ins) {
+    plan(ins, _a, _o, env) {
       const C = last(ins[0].shape);
       return rowKernel('max', ['f32'], numel(ins[0].shape) / C, C, [], `
   var m = ${NEG_INF};
   for (var c = lid; c < C; c += 256u) { m = max(m, a[base + c]); }
   m = reduce_max(lid, m);
-  if (lid == 0u) { o[row] = m; }`);
+  if (lid == 0u) { o[row] = m; }`, env);
     },
   },
   layernorm: {
     dtypes: () => ['f32'],
-    plan(ins, { eps }) {
+    plan(ins, { eps }, _o, env) {
       const C = last(ins[0].shape);
       const bias = ins.length === 3;
       return rowKernel(`layernorm:${bias}`, bias ? ['f32', 'f32', 'f32'] : ['f32', 'f32'], numel(ins[0].shape) / C, C, [f(eps)], `
@@ -345,18 +402,18 @@ export const WGSL_KERNELS: { [O in OpName]: WgslKernel<O> } = {
   var v = 0.0;
   for (var j = lid; j < C; j += 256u) { let d = a[base + j] - mean; v += d * d; }
   let inv = inverseSqrt(reduce_sum(lid, v) / f32(C) + f(3u));
-  for (var j = lid; j < C; j += 256u) { o[base + j] = (a[base + j] - mean) * inv * b[j]${bias ? ' + c[j]' : ''}; }`);
+  for (var j = lid; j < C; j += 256u) { o[base + j] = (a[base + j] - mean) * inv * b[j]${bias ? ' + c[j]' : ''}; }`, env);
     },
   },
   rmsnorm: {
     dtypes: () => ['f32'],
-    plan(ins, { eps }) {
+    plan(ins, { eps }, _o, env) {
       const C = last(ins[0].shape);
       return rowKernel('rmsnorm', ['f32', 'f32'], numel(ins[0].shape) / C, C, [f(eps)], `
   var s = 0.0;
   for (var c = lid; c < C; c += 256u) { let x = a[base + c]; s += x * x; }
   let inv = inverseSqrt(reduce_sum(lid, s) / f32(C) + f(3u));
-  for (var c = lid; c < C; c += 256u) { o[base + c] = b[c] * (a[base + c] * inv); }`);
+  for (var c = lid; c < C; c += 256u) { o[base + c] = b[c] * (a[base + c] * inv); }`, env);
     },
   },
   rope: {
@@ -516,17 +573,23 @@ export const WGSL_KERNELS: { [O in OpName]: WgslKernel<O> } = {
       if (D > 256) throw new ShapeError('attention', `head dim ${D} > 256 is not supported on WebGPU`);
       const rows = B * T * H;
       const g = grid(rows * 64, 64);
-      // One workgroup per (b, t, h): 64 keys per step, each thread scores one; an online softmax keeps a
-      // running max and sum, and each thread accumulates up to 4 output dims (d = lid + 64 j).
+      // One workgroup per (b, t, h): 64 keys per step, each thread scores one (its key row in vec4 loads
+      // where D % 4 == 0); an online softmax keeps a running max and sum, and each thread accumulates up
+      // to 4 output dims (d = lid + 64 j).
+      const vec = D % 4 === 0;
+      const sg = sgParts(env.subgroups);
+      const score = vec
+        ? 'let k4 = (kvBase + s * D) / 4u; for (var d = 0u; d < D / 4u; d++) { x += dot(qs[d], kv4[k4 + d]); }'
+        : 'let ko = kvBase + s * D; for (var d = 0u; d < D; d++) { x += qs[d] * b[ko + d]; }';
       return {
-        key: 'attention', workgroups: g.workgroups, params: words(rows, g.nx, T, H, K, S, D, f(scale), pos0),
-        wgsl: () => `${header(['f32', 'f32', 'f32'], 'f32')}
-var<workgroup> qs: array<f32, 256>;
+        key: vec ? 'attention:vec4' : 'attention', workgroups: g.workgroups, params: words(rows, g.nx, T, H, K, S, D, f(scale), pos0),
+        wgsl: () => `${sg.enable}${header(['f32', vec ? 'vec4<f32>' : 'f32', 'f32'], 'f32', ['a', vec ? 'kv4' : 'b', 'c'])}
+var<workgroup> qs: array<${vec ? 'vec4<f32>, 64' : 'f32, 256'}>;
 var<workgroup> ps: array<f32, 64>;
-var<workgroup> red: array<f32, 64>;
-${ATTN_ROW_MAIN}
+${sg.vars}${workgroupReduce(64, env.subgroups)}
+${attnRowMain(sg)}
   let qo = row * D;
-  for (var d = lid; d < D; d += 64u) { qs[d] = a[qo + d]; }
+  for (var d = lid; d < D; d += 64u) { qs[d${vec ? ' / 4u][d % 4u' : ''}] = a[qo + d]; }
   workgroupBarrier();
   let kvBase = (bb * K + kh) * S * D;
   var m = ${NEG_INF}; var l = 0.0;
@@ -535,19 +598,15 @@ ${ATTN_ROW_MAIN}
     let s = s0 + lid;
     var sc = ${NEG_INF};
     if (s < visible) {
-      var dot = 0.0;
-      let ko = kvBase + s * D;
-      for (var d = 0u; d < D; d++) { dot += qs[d] * b[ko + d]; }
-      sc = dot * scale;
+      var x = 0.0;
+      ${score}
+      sc = x * scale;
     }
-    red[lid] = sc; workgroupBarrier();
-    for (var st = 32u; st > 0u; st = st >> 1u) { if (lid < st) { red[lid] = max(red[lid], red[lid + st]); } workgroupBarrier(); }
-    let mNew = max(m, red[0]); workgroupBarrier();
+    let mNew = max(m, reduce64(lid, sc, true));
     let pe = select(0.0, exp(sc - mNew), s < visible);
-    ps[lid] = pe; red[lid] = pe; workgroupBarrier();
-    for (var st = 32u; st > 0u; st = st >> 1u) { if (lid < st) { red[lid] += red[lid + st]; } workgroupBarrier(); }
+    ps[lid] = pe;
     let corr = exp(m - mNew);
-    l = l * corr + red[0];
+    l = l * corr + reduce64(lid, pe, false);
     m = mNew;
     acc = acc * corr;
     let n = min(64u, visible - s0);
@@ -779,7 +838,7 @@ fn deriv(x: f32) -> f32 {
   },
   norm_grad: {
     dtypes: () => ['f32'],
-    plan(ins, { kind, eps }) {
+    plan(ins, { kind, eps }, _o, env) {
       const C = last(ins[0].shape);
       const ln = kind === 'layernorm';
       // With x̂ = (x − mean)·rstd and ĝ = g·w: dx = rstd·(ĝ − mean(ĝ) − x̂·mean(ĝ·x̂)); rmsnorm has no mean terms.
@@ -798,7 +857,7 @@ fn deriv(x: f32) -> f32 {
   for (var j = lid; j < C; j += 256u) {
     let gh = c[base + j] * b[j]; let xh = (a[base + j] - mean) * rstd;
     o[base + j] = rstd * (gh - mg - xh * mgx);
-  }`);
+  }`, env);
     },
   },
   attention_grad: {
@@ -869,7 +928,7 @@ fn deriv(x: f32) -> f32 {
   },
   cross_entropy: {
     dtypes: (i) => (i === 1 ? ['i32'] : ['f32']),
-    plan(ins) {
+    plan(ins, _a, _o, env) {
       const [N, V] = ins[0].shape;
       return rowKernel('cross_entropy', ['f32', 'i32'], N, V, [], `
   let y = b[row];
@@ -879,12 +938,12 @@ fn deriv(x: f32) -> f32 {
   var z = 0.0;
   for (var j = lid; j < C; j += 256u) { z += exp(a[base + j] - m); }
   z = reduce_sum(lid, z);
-  if (lid == 0u) { o[row] = select(m + log(z) - a[base + u32(max(y, 0))], 0.0, y < 0); }`);
+  if (lid == 0u) { o[row] = select(m + log(z) - a[base + u32(max(y, 0))], 0.0, y < 0); }`, env);
     },
   },
   cross_entropy_grad: {
     dtypes: (i) => (i === 1 ? ['i32'] : ['f32']),
-    plan(ins) {
+    plan(ins, _a, _o, env) {
       const [N, V] = ins[0].shape;
       return rowKernel('cross_entropy_grad', ['f32', 'i32', 'f32'], N, V, [], `
   let y = b[row];
@@ -895,7 +954,7 @@ fn deriv(x: f32) -> f32 {
   var z = 0.0;
   for (var j = lid; j < C; j += 256u) { z += exp(a[base + j] - m); }
   z = reduce_sum(lid, z);
-  for (var j = lid; j < C; j += 256u) { o[base + j] = (exp(a[base + j] - m) / z - select(0.0, 1.0, i32(j) == y)) * gr; }`);
+  for (var j = lid; j < C; j += 256u) { o[base + j] = (exp(a[base + j] - m) / z - select(0.0, 1.0, i32(j) == y)) * gr; }`, env);
     },
   },
   adam_moments: {
@@ -938,15 +997,15 @@ fn deriv(x: f32) -> f32 {
   },
   fused_linear: {
     dtypes: (i) => (i >= 1 && i <= 4 ? ['f32', 'f16', 'bf16'] : ['f32']), // w, and wUp at 2..4; plan checks which
-    plan: (ins, a) => fusedLinearPlan(ins, { kind: 'linear', a }),
+    plan: (ins, a, _o, env) => fusedLinearPlan(ins, { kind: 'linear', a }, env.subgroups),
   },
   fused_kv_write: {
     dtypes: (i) => (i >= 2 && i <= 5 ? ['f32', 'f16', 'bf16'] : ['f32']), // w, and wUp at 3..5; plan checks which
-    plan: (ins, { linear, pos0 }) => fusedLinearPlan(ins, { kind: 'kv', a: linear, pos0 }),
+    plan: (ins, { linear, pos0 }, _o, env) => fusedLinearPlan(ins, { kind: 'kv', a: linear, pos0 }, env.subgroups),
   },
   fused_qkv: {
     dtypes: (i) => (i >= 3 && i <= 5 ? ['f32', 'f16', 'bf16'] : ['f32']), // wq, wk, wv; plan checks they agree
-    plan: (ins, a) => fusedLinearPlan(ins, { kind: 'qkv', a }),
+    plan: (ins, a, _o, env) => fusedLinearPlan(ins, { kind: 'qkv', a }, env.subgroups),
   },
 };
 
@@ -959,56 +1018,61 @@ function widen8(bt: DType, src: string, lo: string, hi: string): string {
 }
 
 /**
+ * WGSL loop of a 64-thread workgroup over indices v = lid, lid + 64, … below `count` (a compile-time
+ * number): where count is a multiple of 64 every thread takes the same constant number of steps, which
+ * lets the compiler unroll the loop and issue its loads together.
+ */
+function strided64(count: number, v: string, body: string): string {
+  return count % 64 === 0
+    ? `for (var i_${v} = 0u; i_${v} < ${count / 64}u; i_${v}++) { let ${v} = lid + 64u * i_${v};\n${body}\n    }`
+    : `for (var ${v} = lid; ${v} < ${count}u; ${v} += 64u) {\n${body}\n    }`;
+}
+
+/**
  * Matrix-vector product for M <= 8 rows against weights stored (N, K) (transB): one workgroup of 64
  * threads per output column reads that weight row once, with vec4 loads (8 halves per load when
  * packed). M is a compile-time constant so the per-row accumulators stay in registers.
  */
-function gemvT(M: number, N: number, K: number, batches: number, bBatches: number, bt: DType): KernelPlan {
+function gemvT(M: number, N: number, K: number, batches: number, bBatches: number, bt: DType, sub: boolean): KernelPlan {
   const vec = is16(bt) ? K % 8 === 0 : K % 4 === 0;
   const WG = 64;
   const g = grid(N * batches * WG, WG);
+  const sg = sgParts(sub);
   const bType = vec ? (is16(bt) ? 'vec4<u32>' : 'vec4<f32>') : storageType(bt);
   const widen = widen8(bt, 'w', 'w0', 'w1');
   const inner = !vec
-    ? `for (var k = lid; k < K; k += ${WG}u) { let w = ldb(bo + k); for (var m = 0u; m < ${M}u; m++) { acc[m] += a[ao + m * K + k] * w; } }`
+    ? strided64(K, 'k', `let w = ldb(bo + k); for (var m = 0u; m < ${M}u; m++) { acc[m] += a[ao + m * K + k] * w; }`)
     : is16(bt)
-      ? `for (var k8 = lid; k8 < K / 8u; k8 += ${WG}u) {
-      let w = b[bo / 8u + k8];
+      ? strided64(K / 8, 'k8', `      let w = b[bo / 8u + k8];
       ${widen}
       for (var m = 0u; m < ${M}u; m++) {
         let ab = (ao + m * K) / 4u + 2u * k8;
         acc[m] += dot(av[ab], w0) + dot(av[ab + 1u], w1);
-      }
-    }`
-      : `for (var k4 = lid; k4 < K / 4u; k4 += ${WG}u) {
-      let w = b[bo / 4u + k4];
-      for (var m = 0u; m < ${M}u; m++) { acc[m] += dot(av[(ao + m * K) / 4u + k4], w); }
-    }`;
+      }`)
+      : strided64(K / 4, 'k4', `      let w = b[bo / 4u + k4];
+      for (var m = 0u; m < ${M}u; m++) { acc[m] += dot(av[(ao + m * K) / 4u + k4], w); }`);
   return {
-    key: `gemvT:${bt}:${vec}:${M}`, workgroups: g.workgroups, params: words(N * batches, g.nx, M, N, K, bBatches),
-    wgsl: () => `${PARAMS_WGSL}
+    key: `gemvT:${bt}:${vec}:${M}:${K}`, workgroups: g.workgroups, params: words(N * batches, g.nx, M, N, K, bBatches),
+    wgsl: () => `${sg.enable}${PARAMS_WGSL}
 @group(0) @binding(1) var<storage, read> ${vec ? 'av: array<vec4<f32>>' : 'a: array<f32>'};
 @group(0) @binding(2) var<storage, read> b: array<${bType}>;
 @group(0) @binding(3) var<storage, read_write> o: array<f32>;
 ${vec ? '' : loader('ldb', 'b', bt)}
-var<workgroup> red: array<f32, ${WG * M}>;
-@compute @workgroup_size(${WG}) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lv: vec3<u32>) {
+${sg.vars}${partSums(M, sub)}
+@compute @workgroup_size(${WG}) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lv: vec3<u32>${sg.args}) {
+  ${sg.init}
   let job = wid.x + wid.y * u(1u);
   if (job >= u(0u)) { return; }
   let lid = lv.x;
-  let N = u(3u); let K = u(4u);
+  let N = u(3u); const K = ${K}u;
   let n = job % N; let batch = job / N;
   let ao = batch * ${M}u * K;
   let bo = ((batch % u(5u)) * N + n) * K;
   var acc: array<f32, ${M}>;
   ${inner}
-  for (var m = 0u; m < ${M}u; m++) { red[m * ${WG}u + lid] = acc[m]; }
-  workgroupBarrier();
-  for (var s = ${WG / 2}u; s > 0u; s = s >> 1u) {
-    if (lid < s) { for (var m = 0u; m < ${M}u; m++) { red[m * ${WG}u + lid] += red[m * ${WG}u + lid + s]; } }
-    workgroupBarrier();
-  }
-  if (lid < ${M}u) { o[(batch * ${M}u + lid) * N + n] = red[lid * ${WG}u]; }
+  for (var m = 0u; m < ${M}u; m++) { put(lid, m, acc[m]); }
+  reduce_parts(lid, ${M}u);
+  if (lid < ${M}u) { o[(batch * ${M}u + lid) * N + n] = total(lid); }
 }`,
   };
 }
@@ -1043,7 +1107,7 @@ interface FusedSeg {
  * activation / GLU, rope and the residual to the reduced sums. Weight loads are as in `gemvT` (vec4,
  * eight halves per load when packed).
  */
-function fusedLinearPlan(all: KernelInput[], mode: FusedMode): KernelPlan {
+function fusedLinearPlan(all: KernelInput[], mode: FusedMode, sub: boolean): KernelPlan {
   const { kind } = mode;
   const lin = kind === 'qkv' ? undefined : mode.a;
   const norm = mode.a.norm;
@@ -1075,7 +1139,7 @@ function fusedLinearPlan(all: KernelInput[], mode: FusedMode): KernelPlan {
   const B = positioned ? x[0] : 1, T = positioned ? x[1] : 1;
   const params = words(J * chunks, g.nx, M, N0, K, J, T, f(norm?.eps ?? 0), f(norm?.scale ?? 1), R, D, B, S, KH,
     pos0, (rope?.invFreq ?? []).map(f));
-  const key = `${kind}:${bt}:${vec}:${MC}:${norm ? norm.kind + norm.bias : '-'}:${mode.a.bias}:${lin?.act ?? '-'}:${!!lin?.glu}:${!!rope}:${!!lin?.residual}`;
+  const key = `${kind}:${bt}:${vec}:${MC}:${K}:${norm ? norm.kind + norm.bias : '-'}:${mode.a.bias}:${lin?.act ?? '-'}:${!!lin?.glu}:${!!rope}:${!!lin?.residual}`;
 
   const wgsl = () => {
     // Bindings: [name, input index, weight?]. Caches are written in place (fused_kv_write's is bound as
@@ -1120,12 +1184,12 @@ function fusedLinearPlan(all: KernelInput[], mode: FusedMode): KernelPlan {
     for (var st = lid; st < ${units}; st += 64u) {
       for (var m = 0u; m < ${MC}u; m++) { let v = inp[min(m0 + m, M - 1u) * (${units}) + st]; t[m] += ${expr('v')}; }
     }
-    for (var m = 0u; m < ${MC}u; m++) { part[m * 64u + lid] = t[m]; }
+    for (var m = 0u; m < ${MC}u; m++) { put(lid, m, t[m]); }
     reduce_parts(lid, ${MC}u);
     for (var m = 0u; m < ${MC}u; m++) { ${acc}; }
     workgroupBarrier(); }`;
-    const stats = !norm || rms ? '' : statsPass('mus[m] = part[m * 64u] / f32(K)', sum)
-      + statsPass('ivs[m] = inverseSqrt(part[m * 64u] / f32(K) + eps)', (v) => sq(`(${v} - mus[m])`));
+    const stats = !norm || rms ? '' : statsPass('mus[m] = total(m) / f32(K)', sum)
+      + statsPass('ivs[m] = inverseSqrt(total(m) / f32(K) + eps)', (v) => sq(`(${v} - mus[m])`));
     // Loads: weight row `row` at step `st` → wN0 (and wN1 for packed halves); x of row r normalised.
     const wLoad = (arr: string, row: string, out: string) => !vec ? `let ${out}0 = ld_${arr}(${row} * K + st);`
       : is16(bt) ? `let ${out}p = ${arr}[${row} * (K / 8u) + st]; ${widen8(bt, `${out}p`, `${out}0`, `${out}1`)}`
@@ -1136,7 +1200,6 @@ function fusedLinearPlan(all: KernelInput[], mode: FusedMode): KernelPlan {
       : is16(bt) ? xAt(0, 'r * (K / 4u) + 2u * st', '2u * st') + ' ' + xAt(1, 'r * (K / 4u) + 2u * st + 1u', '2u * st + 1u')
         : xAt(0, 'r * (K / 4u) + st', 'st');
     const mac = (w: string) => !vec ? `x0 * ${w}0` : is16(bt) ? `dot(x0, ${w}0) + dot(x1, ${w}1)` : `dot(x0, ${w}0)`;
-    const steps = !vec ? 'K' : `K / ${E}u`;
     const at = (s: FusedSeg, c: string) => (s.cache ? `oi(r, ${c})` : `r * N + ${c}`);
     // Per-projection code under a branch on seg (uniform across the workgroup: one job per workgroup);
     // the reduction and its barriers stay outside the branches.
@@ -1145,15 +1208,13 @@ function fusedLinearPlan(all: KernelInput[], mode: FusedMode): KernelPlan {
     // Shared slices of 64 partial sums: row sums of the first (and second) accumulator, then Σx² (RMSNorm).
     const two = segs.some(twoOf), ssAt = MC * (two ? 2 : 1);
     // The walk over K for one projection: its weight row(s) against the normalised x.
-    const walk = (s: FusedSeg) => `    for (var st = lid; st < ${steps}; st += 64u) {
-      ${wLoad(s.w, 'colA', 'wa')}
+    const walk = (s: FusedSeg) => `    ${strided64(vec ? K / E : K, 'st', `      ${wLoad(s.w, 'colA', 'wa')}
       ${s.rope ? wLoad(s.w, 'colB', 'wb') : s.wu ? wLoad(s.wu, 'colA', 'wb') : ''}
       for (var m = 0u; m < ${MC}u; m++) {
         let r = min(m0 + m, M - 1u); let mu = mus[m]; let inv = ivs[m];
         ${xLoad}
         acc0[m] += ${mac('wa')};${twoOf(s) ? `\n        acc1[m] += ${mac('wb')};` : ''}
-      }
-    }`;
+      }`)}`;
     const addBias = (s: FusedSeg) => (s.bias ? `      ya += ${s.bias}[colA]; yb += ${s.biasu ? `${s.biasu}[colA]` : s.rope ? `${s.bias}[colB]` : '0.0'};` : '');
     const store = (s: FusedSeg) => `      ${s.dst}[${at(s, 'colA')}] = ya;${s.rope ? ` if (paired) { ${s.dst}[${at(s, 'colB')}] = yb; }` : ''}`;
     // Which projection and column(s) this job is: with rope a rotary pair (colA, colB = colA + R) of head hd,
@@ -1169,14 +1230,14 @@ function fusedLinearPlan(all: KernelInput[], mode: FusedMode): KernelPlan {
   var acc0: array<f32, ${MC}>; var acc1: array<f32, ${MC}>; var ss: array<f32, ${MC}>;
   ${pick(walk)}
   for (var m = 0u; m < ${MC}u; m++) {
-    part[m * 64u + lid] = acc0[m];${two ? ` part[(${MC}u + m) * 64u + lid] = acc1[m];` : ''}${rms ? ` part[(${ssAt}u + m) * 64u + lid] = ss[m];` : ''}
+    put(lid, m, acc0[m]);${two ? ` put(lid, ${MC}u + m, acc1[m]);` : ''}${rms ? ` put(lid, ${ssAt}u + m, ss[m]);` : ''}
   }
   reduce_parts(lid, ${ssAt + (rms ? MC : 0)}u);
   if (lid >= ${MC}u || m0 + lid >= M) { return; }
   let r = m0 + lid;
-  var ya = part[lid * 64u];
-  var yb = ${two ? `part[(${MC}u + lid) * 64u]` : '0.0'};
-  ${rms ? `let rinv = inverseSqrt(part[(${ssAt}u + lid) * 64u] / f32(K) + eps); ya *= rinv; yb *= rinv;` : ''}
+  var ya = total(lid);
+  var yb = ${two ? `total(${MC}u + lid)` : '0.0'};
+  ${rms ? `let rinv = inverseSqrt(total(${ssAt}u + lid) / f32(K) + eps); ya *= rinv; yb *= rinv;` : ''}
   ${segs.some((x) => x.bias) ? pick(addBias) : ''}
   ${lin?.act ? `{ let x = ya; ya = ${ACT_WGSL[lin.act]}; }` : ''}
   ${lin?.glu ? 'ya = ya * yb;' : ''}
@@ -1190,27 +1251,21 @@ function fusedLinearPlan(all: KernelInput[], mode: FusedMode): KernelPlan {
   ${lin?.residual ? `ya = res[r * N + colA] + ya;${rope ? ' if (paired) { yb = res[r * N + colB] + yb; }' : ''}` : ''}
   ${pick(store)}`;
     const weights = present.filter(([, , weight]) => weight).map(([name]) => name);
-    return `${PARAMS_WGSL}
+    const sg = sgParts(sub);
+    return `${sg.enable}${PARAMS_WGSL}
 ${decls.join('\n')}
 @group(0) @binding(${oBinding}) var<storage, read_write> o: array<f32>;
 ${oi}
 ${vec ? '' : weights.map((w) => loader(`ld_${w}`, w, bt)).join('')}
 ${lin?.act === 'gelu_erf' ? ERF_WGSL : ''}${rope ? SINCOS_WGSL : ''}
-var<workgroup> part: array<f32, ${64 * (ssAt + (rms ? MC : 0))}>;
+${sg.vars}${partSums(ssAt + (rms ? MC : 0), sub)}
 fn xn(v: ${xType}, i: u32, mu: f32, inv: f32) -> ${xType} { let s = f(8u); return ${nrm}; }
-// Sums each of the first n 64-wide slices of part into its slot 0.
-fn reduce_parts(lid: u32, n: u32) {
-  workgroupBarrier();
-  for (var h = 32u; h > 0u; h = h >> 1u) {
-    if (lid < h) { for (var m = 0u; m < n; m++) { part[m * 64u + lid] += part[m * 64u + lid + h]; } }
-    workgroupBarrier();
-  }
-}
-@compute @workgroup_size(64) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lv: vec3<u32>) {
+@compute @workgroup_size(64) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lv: vec3<u32>${sg.args}) {
+  ${sg.init}
   let job = wid.x + wid.y * u(1u);
   if (job >= u(0u)) { return; }
   let lid = lv.x;
-  let M = u(2u); let K = u(4u); let J = u(5u); let eps = f(7u); let R = u(9u); let D = u(10u);
+  let M = u(2u); const K = ${K}u; let J = u(5u); let eps = f(7u); let R = u(9u); let D = u(10u);
   let jn = job % J; let m0 = (job / J) * ${MC}u;
   var mus: array<f32, ${MC}>; var ivs: array<f32, ${MC}>;${stats}
   ${dispatch}
@@ -1422,8 +1477,8 @@ function attentionStatsRows(B: number, T: number, H: number, K: number, S: numbe
     wgsl: () => `${header(['f32', 'f32', 'f32', 'f32'], 'f32', ['a', 'b', 'y', 'gg'])}
 var<workgroup> qs: array<f32, 256>;
 fn score(ko: u32, D: u32, scale: f32) -> f32 { var x = 0.0; for (var j = 0u; j < D; j++) { x += qs[j] * b[ko + j]; } return x * scale; }
-${workgroupReduce(64)}
-${ATTN_ROW_MAIN}
+${workgroupReduce(64, false)}
+${attnRowMain()}
   let qo = row * D;
   for (var x = lid; x < D; x += 64u) { qs[x] = a[qo + x]; }
   workgroupBarrier();
@@ -1454,8 +1509,8 @@ function attentionGradQ(B: number, T: number, H: number, K: number, S: number, D
     key: 'attention_grad:q', workgroups: g.workgroups, params: words(rows, g.nx, T, H, K, S, D, f(scale), pos0),
     wgsl: () => `${header(new Array(nIn).fill('f32'), 'f32', ['a', 'b', 'c', 'd', 'st'])}${ATTN_GRAD_COMMON}
 var<workgroup> ps: array<f32, 64>;
-${workgroupReduce(64)}
-${ATTN_ROW_MAIN}
+${workgroupReduce(64, false)}
+${attnRowMain()}
   let qo = row * D;
   for (var x = lid; x < D; x += 64u) { qs[x] = a[qo + x]; gs[x] = d[qo + x]; }
   workgroupBarrier();
@@ -1500,7 +1555,7 @@ function attentionGradKV(B: number, T: number, H: number, K: number, S: number, 
   return {
     key: `attention_grad:${wrt}`, workgroups: g.workgroups, params: words(jobs, g.nx, T, H, K, S, D, f(scale), pos0),
     wgsl: () => `${header(new Array(nIn).fill('f32'), 'f32', ['a', 'b', 'c', 'd', 'st'])}${ATTN_GRAD_COMMON}
-${workgroupReduce(256)}
+${workgroupReduce(256, false)}
 @compute @workgroup_size(256) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lv: vec3<u32>) {
   let job = wid.x + wid.y * u(1u); // (b, kv head)
   if (job >= u(0u)) { return; }
