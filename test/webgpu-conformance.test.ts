@@ -128,6 +128,8 @@ const CASES: Record<OpName, Case[]> = {
     { name: 'argmax 3x1000', run: (_, m) => ops.topk(m.f([3, 1000]), 1) },
     // Row 0: maxima at 7 and 300; row 1: at 263 (thread 7) and 10 (thread 10), so the lower thread holds the higher index.
     { name: 'argmax ties across threads', run: (be) => ops.topk(be.upload(Float32Array.from({ length: 2 * 600 }, (_, i) => ([7, 300, 600 + 263, 600 + 10].includes(i) ? 5 : 1)), [2, 600], 'f32'), 1) },
+    // Maxima at 258 (thread 2), 2 and 1: neighbouring threads, one subgroup on any device.
+    { name: 'argmax ties within a subgroup', run: (be) => ops.topk(be.upload(Float32Array.from({ length: 300 }, (_, i) => ([258, 2, 1].includes(i) ? 4 : 0)), [1, 300], 'f32'), 1) },
     { name: 'argmax of a row shorter than the workgroup', run: (be) => ops.topk(be.upload(Float32Array.from([-1e30, -2e30, -1e30]), [1, 3], 'f32'), 1) }],
   gather: [{ name: '7x33', run: (_, m) => ops.gather(m.f([7, 33]), m.i(Array.from({ length: 14 }, (_, i) => (i * 5) % 33), [7, 2])) }],
   kv_write: [{ name: 'two rows', run: (_, m) => ops.kvWrite(m.f([2, 3, 9, 8]), m.f([2, 4, 3, 8]), [5, 0]) }],

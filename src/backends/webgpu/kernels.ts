@@ -498,10 +498,10 @@ export const WGSL_KERNELS: { [O in OpName]: WgslKernel<O> } = {
   },
   topk: {
     dtypes: () => ['f32'],
-    plan(ins, { k }) {
+    plan(ins, { k }, _o, env) {
       const E = last(ins[0].shape);
       const rows = numel(ins[0].shape) / E;
-      if (k === 1) return argmaxPlan(rows, E);
+      if (k === 1) return argmaxPlan(rows, E, env.subgroups);
       const g = grid(rows, 64);
       // The j-th pick is the largest element after the (j-1)-th in the order (value desc, index asc).
       return {
@@ -1276,23 +1276,27 @@ fn xn(v: ${xType}, i: u32, mu: f32, inv: f32) -> ${xType} { let s = f(8u); retur
 
 /**
  * topk with k = 1 (greedy decoding on the device): one 256-thread workgroup per row; each thread keeps
- * the first largest of its strided share, then a tree reduction keeps the larger value, or on a tie
- * the lower index, as the one-thread-per-row topk does.
+ * the first largest of its strided share, then the larger value wins, or on a tie the lower index, as
+ * the one-thread-per-row topk does: a shared-memory tree, or with subgroups each subgroup's max and the
+ * lowest index holding it, which thread 0 then joins.
  */
-function argmaxPlan(rows: number, E: number): KernelPlan {
+function argmaxPlan(rows: number, E: number, sub: boolean): KernelPlan {
   const g = grid(rows * 256, 256);
-  return {
-    key: 'argmax', outDtype: 'i32', workgroups: g.workgroups, params: words(rows, g.nx, E),
-    wgsl: () => `${header(['f32'], 'i32')}
-var<workgroup> vs: array<f32, 256>;
-var<workgroup> ix: array<u32, 256>;
-@compute @workgroup_size(256) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lv: vec3<u32>) {
-  let r = wid.x + wid.y * u(1u);
-  if (r >= u(0u)) { return; }
-  let lid = lv.x; let E = u(2u);
-  var bv = ${NEG_INF}; var bi = 0xffffffffu;
-  for (var e = lid; e < E; e += 256u) { let v = a[r * E + e]; if (bi == 0xffffffffu || v > bv) { bv = v; bi = e; } }
-  vs[lid] = bv; ix[lid] = bi;
+  const sg = sgParts(sub);
+  const join = sub
+    ? `let m = subgroupMax(bv);
+  let mi = subgroupMin(select(0xffffffffu, bi, bi != 0xffffffffu && bv == m));
+  if (sg_lane == 0u) { vs[sg_id] = m; ix[sg_id] = mi; }
+  workgroupBarrier();
+  if (lid == 0u) {
+    var v = vs[0]; var i = ix[0];
+    for (var j = 1u; j < sg_count; j++) {
+      let oi = ix[j];
+      if (oi != 0xffffffffu && (i == 0xffffffffu || vs[j] > v || (vs[j] == v && oi < i))) { v = vs[j]; i = oi; }
+    }
+    o[r] = i32(i);
+  }`
+    : `vs[lid] = bv; ix[lid] = bi;
   workgroupBarrier();
   for (var s = 128u; s > 0u; s = s >> 1u) {
     if (lid < s) {
@@ -1301,7 +1305,21 @@ var<workgroup> ix: array<u32, 256>;
     }
     workgroupBarrier();
   }
-  if (lid == 0u) { o[r] = i32(ix[0]); }
+  if (lid == 0u) { o[r] = i32(ix[0]); }`;
+  return {
+    key: 'argmax', outDtype: 'i32', workgroups: g.workgroups, params: words(rows, g.nx, E),
+    wgsl: () => `${sg.enable}${header(['f32'], 'i32')}
+var<workgroup> vs: array<f32, 256>;
+var<workgroup> ix: array<u32, 256>;
+${sg.vars}
+@compute @workgroup_size(256) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lv: vec3<u32>${sg.args}) {
+  ${sg.init}
+  let r = wid.x + wid.y * u(1u);
+  if (r >= u(0u)) { return; }
+  let lid = lv.x; let E = u(2u);
+  var bv = ${NEG_INF}; var bi = 0xffffffffu;
+  for (var e = lid; e < E; e += 256u) { let v = a[r * E + e]; if (bi == 0xffffffffu || v > bv) { bv = v; bi = e; } }
+  ${join}
 }`,
   };
 }
