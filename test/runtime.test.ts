@@ -11,6 +11,7 @@ import {
   saveNative, specProblems, validateSpec, type ModelSpec,
 } from '../src/index.ts';
 import { BUNDLED, readGolden, fixture } from './helpers.ts';
+import { referenceSamplingDistribution } from '../src/runtime/sampling.ts';
 
 test('sampling distribution: temperature, top-k, top-p', () => {
   const logits = Float32Array.from([2, 1, 0, -1, 3]);
@@ -24,6 +25,30 @@ test('sampling distribution: temperature, top-k, top-p', () => {
   assert.deepEqual(Array.from(samplingDistribution(logits, 0, 5, { topP: 0.8 }).ids), [4, 0]);
   assert.deepEqual(Array.from(samplingDistribution(logits, 0, 5, { topP: 0.5 }).ids), [4]);
   assert.equal(sampleToken(logits, 0, 5, { greedy: true }, new Rng(1)), 4);
+});
+
+test('sampling distribution equals sorting the whole vocabulary, for ties, peaked, flat and masked logits', () => {
+  const rng = new Rng(77);
+  for (const V of [1, 2, 7, 300, 5000]) {
+    for (const shape of ['flat', 'peaked', 'ties', 'spread', 'masked'] as const) {
+      const logits = Float32Array.from({ length: V }, (_, i) => {
+        const u = rng.next();
+        if (shape === 'ties') { const v = Math.floor(u * 6) - 3; return v === 0 && i % 2 ? -0 : v; } // few distinct values, -0 among the zeros
+        if (shape === 'spread') return u * 200; // most tokens are e^-64 times less likely than the top one, or less
+        if (shape === 'masked') return i % 3 === 1 && i > 0 ? -Infinity : u; // a third of the vocabulary masked out
+        return shape === 'flat' ? u * 2 : (u < 0.01 ? 12 : 0) + u * 6 - Math.log(1 + i);
+      });
+      for (const o of [{}, { temperature: 0.7 }, { topK: 1 }, { topK: 5 }, { topK: Math.ceil(V / 3) }, { topP: 0.3 }, { topP: 0.9 }, { topP: 0.999 },
+        { temperature: 1.3, topK: 40, topP: 0.8 }, { topK: V + 3, topP: 0.95 }]) {
+        const got = samplingDistribution(logits, 0, V, o), want = referenceSamplingDistribution(logits, 0, V, o);
+        const what = `V ${V} ${shape} ${JSON.stringify(o)}`;
+        assert.deepEqual(Array.from(got.ids), Array.from(want.ids), `${what}: ids`);
+        got.probs.forEach((p, i) => assert.ok(Math.abs(p - want.probs[i]) <= 1e-12, `${what}: p[${i}] ${p} vs ${want.probs[i]}`));
+        // The same logits in a float64 array take the comparison sort, not the packed keys.
+        assert.deepEqual(Array.from(samplingDistribution(Float64Array.from(logits), 0, V, o).ids), Array.from(want.ids), `${what}: ids from float64 logits`);
+      }
+    }
+  }
 });
 
 test('sampling draws follow the distribution (chi-square, fixed seed)', () => {
