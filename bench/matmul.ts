@@ -10,6 +10,7 @@ import {
   wasmAvailable, type MatmulF32Fn,
 } from '../src/backends/cpu/fast/matmul.ts';
 import { measureMemoryBandwidth, measureMemoryBandwidthParallel } from '../src/backends/cpu/fast/bandwidth.ts';
+import { bestMs } from './timing.ts';
 
 const quick = process.argv.includes('--quick');
 const BUDGET_MS = quick ? 150 : 600; // per measurement: repeat until this much time has passed, keep the best
@@ -36,19 +37,7 @@ function rand(n: number, seed: number): Float32Array {
   return x;
 }
 
-/** Best wall time in ms of fn over repetitions filling BUDGET_MS (at least 2 runs: the first warms up). */
-function best(fn: () => void): number {
-  let bestMs = Infinity, spent = 0, runs = 0;
-  while (runs < 2 || spent < BUDGET_MS) {
-    const t = performance.now();
-    fn();
-    const dt = performance.now() - t;
-    if (runs > 0) bestMs = Math.min(bestMs, dt);
-    spent += dt; runs++;
-    if (runs >= 2 && dt > 3 * BUDGET_MS) break;
-  }
-  return bestMs;
-}
+const best = (fn: () => void) => bestMs(fn, BUDGET_MS);
 
 const gflops = (M: number, N: number, K: number, ms: number) => (2 * M * N * K) / (ms * 1e6);
 const fmt = (x: number, w = 7, d = 2) => (Number.isFinite(x) ? x.toFixed(d) : '-').padStart(w);

@@ -7,22 +7,12 @@
 import { fileURLToPath } from 'node:url';
 import { getBackend, loadModel } from '../src/index.ts';
 import { drawIndex, referenceSamplingDistribution, Rng, samplingDistribution, type SamplingOptions } from '../src/runtime/sampling.ts';
+import { bestMs } from './timing.ts';
 
 const quick = process.argv.includes('--quick');
 const BUDGET_MS = quick ? 100 : 400;
 
-/** Best time in ms of fn over repetitions filling BUDGET_MS (the first run warms up). */
-function best(fn: () => void): number {
-  let bestMs = Infinity, spent = 0, runs = 0;
-  while (runs < 3 || spent < BUDGET_MS) {
-    const t = performance.now();
-    fn();
-    const dt = performance.now() - t;
-    if (runs > 0) bestMs = Math.min(bestMs, dt);
-    spent += dt; runs++;
-  }
-  return bestMs;
-}
+const best = (fn: () => void) => bestMs(fn, BUDGET_MS);
 
 /** Logits shaped like a language model's: log-probabilities falling as -1.1·log(rank), plus noise. */
 function zipf(V: number, seed: number): Float32Array {
