@@ -150,7 +150,7 @@ const before = (x: Float64Array, a: number, b: number): boolean => {
 
 /**
  * The m ids with the largest values, sorted (descending; ties: lower id first; NaN last), from all ids of
- * x or from `among`: a histogram of the values finds the bucket holding the m-th largest, and only the
+ * x or from `among` (which may be reordered): a histogram of the values finds the bucket holding the m-th largest, and only the
  * ids in it and above are sorted (every id below is strictly smaller than all of them). `src`, when
  * given, holds f32 values in the same order as x (the logits x was scaled from): the sort then runs
  * natively on keys packed from their bits and the id.
@@ -186,7 +186,6 @@ export function topIds(x: Float64Array, m: number, src?: Float32Array, among?: I
       top = cand.subarray(0, n);
     }
   }
-  top = top === ids && among ? ids.slice() : top;
   if (src && x.length <= PACK_IDS) sortPacked(top, src);
   else top.sort((a, b) => (before(x, a, b) ? -1 : before(x, b, a) ? 1 : 0));
   return top.slice(0, m);
