@@ -98,19 +98,17 @@ export function samplingDistribution(logits: ArrayLike<number>, off: number, V: 
   } else {
     ids = topIds(scaled, V, src);
   }
-  let cum = 0;
-  for (let i = 0; i < ids.length; i++) {
-    cum += e[ids[i]] / z;
-    if (cum >= o.topP!) return { ids: ids.slice(0, i + 1), probs: softmaxOf(scaled, ids, i + 1) };
-  }
-  // Rounding (sums in another order) left the candidates just short of p: take them all from the full order.
-  const all = ids.length === V ? ids : topIds(scaled, V, src);
-  cum = 0;
-  for (let i = 0; i < V; i++) {
-    cum += e[all[i]] / z;
-    if (cum >= o.topP!) return { ids: all.slice(0, i + 1), probs: softmaxOf(scaled, all, i + 1) };
-  }
-  return { ids: all, probs: softmaxOf(scaled, all, V) };
+  // The shortest prefix of ids whose probability reaches p, or 0 where it falls short.
+  const reach = (ids: Int32Array) => {
+    let cum = 0;
+    for (let i = 0; i < ids.length; i++) { cum += e[ids[i]] / z; if (cum >= o.topP!) return i + 1; }
+    return 0;
+  };
+  let keep = reach(ids);
+  // Rounding (sums in another order) can leave the candidates just short of p: then take the full order.
+  if (!keep && ids.length < V) keep = reach((ids = topIds(scaled, V, src)));
+  keep ||= V;
+  return { ids: ids.slice(0, keep), probs: softmaxOf(scaled, ids, keep) };
 }
 
 /** The top-p histogram: buckets of 1/PER_UNIT in log-probability below the most likely token. */

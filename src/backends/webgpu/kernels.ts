@@ -1292,7 +1292,7 @@ function argmaxPlan(rows: number, E: number, sub: boolean): KernelPlan {
     var v = vs[0]; var i = ix[0];
     for (var j = 1u; j < sg_count; j++) {
       let oi = ix[j];
-      if (oi != 0xffffffffu && (i == 0xffffffffu || vs[j] > v || (vs[j] == v && oi < i))) { v = vs[j]; i = oi; }
+      if (better(vs[j], oi, v, i)) { v = vs[j]; i = oi; }
     }
     o[r] = i32(i);
   }`
@@ -1301,7 +1301,7 @@ function argmaxPlan(rows: number, E: number, sub: boolean): KernelPlan {
   for (var s = 128u; s > 0u; s = s >> 1u) {
     if (lid < s) {
       let ov = vs[lid + s]; let oi = ix[lid + s];
-      if (oi != 0xffffffffu && (ix[lid] == 0xffffffffu || ov > vs[lid] || (ov == vs[lid] && oi < ix[lid]))) { vs[lid] = ov; ix[lid] = oi; }
+      if (better(ov, oi, vs[lid], ix[lid])) { vs[lid] = ov; ix[lid] = oi; }
     }
     workgroupBarrier();
   }
@@ -1311,6 +1311,8 @@ function argmaxPlan(rows: number, E: number, sub: boolean): KernelPlan {
     wgsl: () => `${sg.enable}${header(['f32'], 'i32')}
 var<workgroup> vs: array<f32, 256>;
 var<workgroup> ix: array<u32, 256>;
+// Whether candidate (ov, oi) beats (v, i): a larger value, or the same value at a lower index (0xffffffff: none).
+fn better(ov: f32, oi: u32, v: f32, i: u32) -> bool { return oi != 0xffffffffu && (i == 0xffffffffu || ov > v || (ov == v && oi < i)); }
 ${sg.vars}
 @compute @workgroup_size(256) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lv: vec3<u32>${sg.args}) {
   ${sg.init}
