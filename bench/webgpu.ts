@@ -157,7 +157,7 @@ function weightBytes(m: Model): number {
   return n;
 }
 
-interface Row { name: string; params: number; decode: number; overlapped: number; serial: number; prefill: number; prefill128: number; dispatchesPerToken: number; weightBytes: number; unfused: { decode: number; dispatchesPerToken: number }; noSubgroups?: { decode: number; prefill: number } }
+interface Row { name: string; params: number; decode: number; longDecode?: { from: number; to: number; decode: number; unsplit: number; shortTo: number }; overlapped: number; serial: number; prefill: number; prefill128: number; dispatchesPerToken: number; weightBytes: number; unfused: { decode: number; dispatchesPerToken: number }; noSubgroups?: { decode: number; prefill: number } }
 async function measure(name: string, model: Model): Promise<Row> {
   const V = model.spec.vocabSize;
   const prompt = Array.from({ length: 32 }, (_, i) => (i * 7919 + 11) % V);
@@ -178,6 +178,22 @@ async function measure(name: string, model: Model): Promise<Row> {
   be.submitEvery = every;
   // Waiting for each token before recording the next step (GenerateOptions.pipeline off).
   const serial = (await run(undefined, false)).decode;
+  // Decoding deep into the context (the last NEW positions of at most 2,048; 800 with --smoke, still
+  // past the split), where attention reads the whole KV cache for every token: what a long conversation
+  // costs over the short prompt above.
+  const LONG = Math.min(smoke ? 800 : 2048, model.spec.maxContext) - NEW - 1;
+  let longDecode: Row['longDecode'];
+  if (LONG > 0) {
+    const longPrompt = Array.from({ length: LONG }, (_, i) => (i * 7919 + 11) % V);
+    const rate = async () => { const r = await generate(model, [longPrompt], { maxNewTokens: NEW, stopTokens: [] }); return r.decodeSteps / (r.decodeMs / 1e3); };
+    const decodeLong = await rate();
+    // The same without splitting attention's blocks over workgroups (WebGpuBackend.attentionSplit).
+    const split = be.attentionSplit;
+    be.attentionSplit = 0;
+    const unsplit = await rate();
+    be.attentionSplit = split;
+    longDecode = { from: LONG, to: LONG + NEW, decode: decodeLong, unsplit, shortTo: 32 + NEW };
+  }
   const P = smoke ? 64 : 512;
   const long = Int32Array.from({ length: P }, (_, i) => (i * 104729 + 7) % V);
   const pre = async () => { const { logits } = await model.forward(long, 1, P, { logitRows: [P - 1] }); await logits.toF32(); logits.dispose(); };
@@ -200,7 +216,7 @@ async function measure(name: string, model: Model): Promise<Row> {
     noSubgroups = { decode: (await run()).decode, prefill: await prefillRate(64) };
     be.useSubgroups = true;
   }
-  const row = { name, params: model.numParams, decode, overlapped, serial, prefill, prefill128, dispatchesPerToken: perToken, weightBytes: weightBytes(model), unfused, noSubgroups };
+  const row = { name, params: model.numParams, decode, longDecode, overlapped, serial, prefill, prefill128, dispatchesPerToken: perToken, weightBytes: weightBytes(model), unfused, noSubgroups };
   log(`${name}: decode ${decode.toFixed(1)} tok/s (waiting for each token ${serial.toFixed(1)}, unfused ${unfused.decode.toFixed(1)}, submit every 24 ${overlapped.toFixed(1)}), prefill ${prefill.toFixed(0)} tok/s (tile 128: ${prefill128.toFixed(0)}), ${perToken.toFixed(0)} dispatches/token (unfused ${unfused.dispatchesPerToken.toFixed(0)})`);
   return row;
 }
@@ -253,6 +269,11 @@ for (const r of rows) {
   if (r.noSubgroups) {
     log(`  reductions without subgroup operations, ${r.name}: decode ${fmt(r.noSubgroups.decode)} tok/s, prefill ${fmt(r.noSubgroups.prefill, 0)} tok/s ` +
       `(with them, as shipped: ${(r.decode / r.noSubgroups.decode).toFixed(2)}× and ${(r.prefill / r.noSubgroups.prefill).toFixed(2)}×)`);
+  }
+  const ld = r.longDecode;
+  if (ld) {
+    log(`  decoding positions ${ld.from}–${ld.to}, ${r.name}: ${fmt(ld.decode)} tok/s (${(ld.decode / r.decode).toFixed(2)}× the rate at positions 32–${ld.shortTo}); ` +
+      `attention's blocks not split over workgroups: ${fmt(ld.unsplit)} tok/s (split, as shipped: ${(ld.decode / ld.unsplit).toFixed(2)}×)`);
   }
   const ms = (r.dispatchesPerToken * floorChained) / 1e3;
   log(`  dispatch floor, ${r.name}: ${r.dispatchesPerToken.toFixed(0)} dispatches × ${floorChained.toFixed(2)} µs = ${ms.toFixed(2)} ms per token, at most ${(1e3 / ms).toFixed(0)} tok/s from dispatches alone`);

@@ -45,7 +45,7 @@ async function kernels(be: import('../src/index.ts').WebGpuBackend, fn: () => Te
 for (const [what, storage, expect] of [
   ['16-row tiles (the device\'s limits)', undefined, ['attention_tiled:dk:16:64', 'attention_tiled:dq:16:64', 'attention_tiled:dv:16:64', 'attention_tiled:out:16:64', 'attention_tiled:stats:16:64']],
   ['8-row tiles (9 KB of workgroup memory)', 9000, ['attention_tiled:dk:8:64', 'attention_tiled:dq:8:64', 'attention_tiled:dv:8:64', 'attention_tiled:out:8:64', 'attention_tiled:stats:8:64']],
-  ['one workgroup per row (1 KB of workgroup memory)', 1024, ['attention:vec4', 'attention_grad:k', 'attention_grad:q', 'attention_grad:v', 'attention_stats:rows']],
+  ['one workgroup per row (1 KB of workgroup memory)', 1024, ['attention:vec4:64', 'attention_grad:k', 'attention_grad:q', 'attention_grad:v', 'attention_stats:rows']],
 ] as const) {
   test(`WebGPU attention, statistics and gradients with ${what} equal the CPU reference`, async (t) => {
     await withGpu(t, async (gpu) => {

@@ -30,6 +30,14 @@ function tile128(be: Backend, f: () => Tensor): Tensor {
   try { return f(); } finally { be.matmulTile = 64; }
 }
 
+/** Run f with decode attention split over workgroups from `blocks` blocks of 256 keys (WebGPU only). */
+function splitAttention(be: Backend, blocks: number, f: () => Tensor): Tensor {
+  if (!(be instanceof WebGpuBackend)) return f();
+  const saved = be.attentionSplit;
+  be.attentionSplit = blocks;
+  try { return f(); } finally { be.attentionSplit = saved; }
+}
+
 function makers(seed: number, be: Backend): Maker {
   const r = rand(seed);
   return {
@@ -135,11 +143,21 @@ const CASES: Record<OpName, Case[]> = {
   kv_write: [{ name: 'two rows', run: (_, m) => ops.kvWrite(m.f([2, 3, 9, 8]), m.f([2, 4, 3, 8]), [5, 0]) }],
   attention: [
     // T >= 16 takes the tiled kernel: D a multiple of the tile or not, GQA, blocks cut short by T. T < 16
-    // takes the row kernel: key rows in vec4 loads where D % 4 == 0 (D 64, 12), else one float at a time.
+    // takes the row kernel: key rows in vec4 loads where D % 4 == 0 (D 64, 12), else one float at a time;
+    // blocks of 256 keys (S 300, 530, 777), and each lane summing 1 to 4 of the head's dims (D 12, 20, 70, 130, 256).
     ...[[1, 1, 1, 1, 1, 1], [2, 7, 4, 2, 33, 9], [1, 33, 6, 1, 8, 40], [1, 3, 2, 2, 130, 70], [2, 1, 8, 2, 64, 300],
-      [2, 37, 4, 2, 64, 45], [1, 16, 2, 1, 24, 16], [1, 20, 3, 3, 100, 25], [2, 5, 4, 2, 12, 70]].map(([B, T, H, K, D, S]) => ({
+      [2, 37, 4, 2, 64, 45], [1, 16, 2, 1, 24, 16], [1, 20, 3, 3, 100, 25], [2, 5, 4, 2, 12, 70],
+      [1, 2, 4, 1, 256, 530], [1, 4, 6, 2, 20, 777]].map(([B, T, H, K, D, S]) => ({
       name: `B${B} T${T} H${H} K${K} D${D} S${S}`,
       run: (_: Backend, m: Maker) => ops.attention(m.f([B, T, H, D]), m.f([B, K, S, D]), m.f([B, K, S, D]), Array.from({ length: B }, (_, b) => Math.max(0, S - T - b)), 1 / Math.sqrt(D)),
+    })),
+    // Long contexts split the blocks over workgroups and join them in a second dispatch (by default from 4
+    // blocks: S 777 above); here from 2, with unsplit runs for contrast, and a batch whose second row
+    // sees one block of the three (its other two workgroups have no keys).
+    ...([[2, 1, 8, 2, 64, 300, [299, 298], 2], [1, 2, 4, 1, 256, 530, [528], 2], [1, 4, 6, 2, 20, 777, [773], 0],
+      [2, 3, 4, 2, 32, 720, [717, 5], 2], [1, 1, 3, 1, 13, 600, [599], 2]] as const).map(([B, T, H, K, D, S, pos0, blocks]) => ({
+      name: `B${B} T${T} H${H} K${K} D${D} S${S} pos0 ${pos0.join(',')}, ${blocks ? `split from ${blocks} blocks` : 'unsplit'}`,
+      run: (be: Backend, m: Maker) => splitAttention(be, blocks, () => ops.attention(m.f([B, T, H, D]), m.f([B, K, S, D]), m.f([B, K, S, D]), [...pos0], 1 / Math.sqrt(D))),
     })),
   ],
   attention_probs: [{ name: 'B2 T5', run: (_, m) => ops.attentionProbs(m.f([2, 5, 4, 8]), m.f([2, 2, 9, 8]), [4, 1], 0.35) }],

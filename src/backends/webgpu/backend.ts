@@ -17,7 +17,7 @@ export class WebGpuError extends BrickworkError {
 }
 import { BOUNDS_SITES, checkBounds } from './bounds.ts';
 import { acquireDevice, type GpuContext } from './device.ts';
-import { WGSL_KERNELS, type KernelEnv, type KernelInput, type WgslKernel } from './kernels.ts';
+import { WGSL_KERNELS, type KernelEnv, type KernelInput, type KernelPlan, type WgslKernel } from './kernels.ts';
 
 /** A tensor's GPU storage. */
 export interface GpuHandle {
@@ -147,7 +147,12 @@ export class WebGpuBackend implements Backend {
     const tile = envVar('BRICKWORK_MATMUL_TILE');
     const lim = this.device.limits;
     this.subgroupsAvailable = this.features.has('subgroups') && ctx.wgslFeatures.has('subgroup_id');
-    this.env = { features: this.features, matmulTile: tile === '128' ? 128 : 64, subgroups: this.subgroupsAvailable && envVar('BRICKWORK_SUBGROUPS') !== '0', maxWorkgroupStorage: lim.maxComputeWorkgroupStorageSize, maxInvocations: lim.maxComputeInvocationsPerWorkgroup };
+    this.env = { features: this.features, matmulTile: tile === '128' ? 128 : 64, subgroups: this.subgroupsAvailable && envVar('BRICKWORK_SUBGROUPS') !== '0', attentionSplit: 4, maxWorkgroupStorage: lim.maxComputeWorkgroupStorageSize, maxInvocations: lim.maxComputeInvocationsPerWorkgroup };
+    const split = envVar('BRICKWORK_ATTENTION_SPLIT');
+    if (split !== undefined) {
+      if (!/^\d+$/.test(split)) throw new BrickworkError('E_ENV', `BRICKWORK_ATTENTION_SPLIT is '${split}'; expected a whole number of 256-key blocks (0: never split decode attention)`, 'unset it for the default (4)');
+      this.env.attentionSplit = Number(split);
+    }
     this.arena = this.device.createBuffer({ size: ARENA_SLOT * ARENA_SLOTS, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
     if (opts.checkBounds ?? envVar('BRICKWORK_WEBGPU_CHECK_BOUNDS') === '1') {
       const buf = this.device.createBuffer({ size: 4 * BOUNDS_SITES * CHECK_SLOTS, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST });
@@ -167,6 +172,18 @@ export class WebGpuBackend implements Backend {
    */
   get matmulTile(): 64 | 128 { return this.env.matmulTile; }
   set matmulTile(t: 64 | 128) { this.env.matmulTile = t; }
+
+  /**
+   * Decoding attends in blocks of 256 keys, one workgroup per query row; from this many blocks on (4:
+   * contexts over 768 tokens, the default) each block gets a workgroup of its own and a second dispatch
+   * joins them, so a long context's blocks run side by side. 0 never splits. BRICKWORK_ATTENTION_SPLIT
+   * sets it in Node.
+   */
+  get attentionSplit(): number { return this.env.attentionSplit; }
+  set attentionSplit(blocks: number) {
+    if (!Number.isInteger(blocks) || blocks < 0) throw new Error(`attentionSplit: expected a whole number of blocks >= 0 (0: never split), got ${blocks}`);
+    this.env.attentionSplit = blocks;
+  }
 
   /** Whether the device offers subgroup operations with WGSL's `subgroup_id` (what `useSubgroups` needs). */
   readonly subgroupsAvailable: boolean;
@@ -237,7 +254,11 @@ export class WebGpuBackend implements Backend {
   }
 
   release(t: Tensor): void {
-    const h = t.handle as GpuHandle;
+    this.recycle(t.handle as GpuHandle);
+  }
+
+  /** Returns a buffer to the pool of its size. */
+  private recycle(h: GpuHandle): void {
     let free = this.pool.get(h.bytes);
     if (!free) this.pool.set(h.bytes, (free = []));
     free.push(h.buffer);
@@ -412,7 +433,7 @@ export class WebGpuBackend implements Backend {
     const outDtype = d.outDtype ?? 'f32';
     const inPlace = d.inPlace === true;
     const writes = inPlace ? 1 : (WRITTEN_INPUTS[op] ?? 0);
-    const nBound = inputs.length + (inPlace ? 0 : 1);
+    const nBound = inputs.length + (inPlace ? 0 : 1) + (d.pre ? 1 : 0);
     if (nBound > this.maxOpTensors) {
       throw new BrickworkError('E_BINDINGS', `${op} binds ${nBound} tensors; this backend allows ${this.maxOpTensors} per op (the device has ${this.device.limits.maxStorageBuffersPerShaderStage} storage buffers per shader stage${this.check ? ', one taken by the bounds checker' : ''})`,
         'bricks fall back to less fused ops where backend.maxOpTensors is too small; call those instead');
@@ -425,12 +446,37 @@ export class WebGpuBackend implements Backend {
       const bytes = storageBytes(n, outDtype);
       out = this.wrap(outShape, outDtype, this.alloc(bytes), bytes);
     }
-    this.stats.dispatches++;
     this.stats.perOp[op] = (this.stats.perOp[op] ?? 0) + 1;
     const wg = d.workgroups;
-    if (wg[0] === 0 || wg[1] === 0 || wg[2] === 0) return out; // empty tensor: nothing to do
+    if (wg[0] === 0 || wg[1] === 0 || wg[2] === 0) { this.stats.dispatches++; return out; } // empty tensor: nothing to do
+    const bound: GpuHandle[] = [];
+    for (const t of inputs) bound.push(t.handle as GpuHandle);
+    const pre = d.pre;
+    if (pre) {
+      // A first pass into a scratch buffer; the plan itself then reads the scratch as one more input.
+      const scratch: GpuHandle = { buffer: this.alloc(pre.bytes), bytes: pre.bytes };
+      bound.push(scratch);
+      this.record(op, pre.plan, bound, inputs.length, false, writes, shapes, 0);
+      bound.push(out.handle as GpuHandle);
+      this.record(op, d, bound, inputs.length + 1, false, writes, shapes, storageBytes(out.size, outDtype));
+      // Later dispatches that reuse the buffer run after these two (the queue keeps their order).
+      this.recycle(scratch);
+    } else {
+      if (!inPlace) bound.push(out.handle as GpuHandle);
+      this.record(op, d, bound, inputs.length, inPlace, writes, shapes, inPlace ? 0 : storageBytes(out.size, outDtype));
+    }
+    return out;
+  }
 
-    const nIn = inputs.length;
+  /**
+   * Records one dispatch of plan d: `bound` are the buffers of bindings 1.. in order, the first nIn of
+   * them inputs (the first `writes` of those read-write) and, unless inPlace, the last the output.
+   * outBytes: the output's size, for the profile's byte counts.
+   */
+  private record(op: string, d: KernelPlan, bound: GpuHandle[], nIn: number, inPlace: boolean, writes: number, shapes: (readonly number[])[], outBytes: number): void {
+    this.stats.dispatches++;
+    const wg = d.workgroups;
+    const nBound = bound.length;
     // One small integer per layout: the input count, whether the result is input 0, how many inputs are written.
     const slot = (4 * nIn + writes) * 2 + (inPlace ? 1 : 0);
     const layout = this.layout(slot, nIn, inPlace, writes);
@@ -445,7 +491,7 @@ export class WebGpuBackend implements Backend {
     let node: BindTrie | undefined = this.bindGroups.get(slot);
     if (!node) this.bindGroups.set(slot, (node = { next: new Map() }));
     for (let i = 0; i < nBound; i++) {
-      const id = this.bufferId(((i < nIn ? inputs[i] : out).handle as GpuHandle).buffer);
+      const id = this.bufferId(bound[i].buffer);
       let child: BindTrie | undefined = node.next!.get(id);
       if (!child) node.next!.set(id, (child = i === nBound - 1 ? {} : { next: new Map() }));
       node = child;
@@ -453,10 +499,7 @@ export class WebGpuBackend implements Backend {
     let bg = node.group;
     if (!bg) {
       const entries: GPUBindGroupEntry[] = [{ binding: 0, resource: { buffer: this.arena, offset: 0, size: ARENA_SLOT } }];
-      for (let i = 0; i < nBound; i++) {
-        const h = (i < nIn ? inputs[i] : out).handle as GpuHandle;
-        entries.push({ binding: i + 1, resource: { buffer: h.buffer, offset: 0, size: h.bytes } });
-      }
+      for (let i = 0; i < nBound; i++) entries.push({ binding: i + 1, resource: { buffer: bound[i].buffer, offset: 0, size: bound[i].bytes } });
       bg = this.device.createBindGroup({ layout, entries });
       // Bind groups hold their buffers; a long run with ever-new buffers must not keep them all.
       if (++this.bindGroupCount > 20000) { this.bindGroups.clear(); this.bindGroupCount = 0; }
@@ -472,8 +515,8 @@ export class WebGpuBackend implements Backend {
       const i = prof.labels.length;
       prof.labels.push(label);
       if (!prof.bytes.has(label)) {
-        let bytes = inPlace ? 0 : storageBytes(out.size, outDtype);
-        for (const t of inputs) bytes += storageBytes(t.size, t.dtype);
+        let bytes = outBytes;
+        for (let j = 0; j < nIn; j++) bytes += bound[j].bytes;
         prof.bytes.set(label, bytes);
       }
       this.pass = this.encoder.beginComputePass({ timestampWrites: { querySet: prof.set, beginningOfPassWriteIndex: 2 * i, endOfPassWriteIndex: 2 * i + 1 } });
@@ -491,7 +534,6 @@ export class WebGpuBackend implements Backend {
     if (check && check.pending.length >= CHECK_SLOTS) this.flush();
     if (prof) { this.endPass(); if (prof.labels.length >= PROFILE_PAIRS) this.flush(); }
     if (this.submitEvery > 0 && ++this.sinceSubmit >= this.submitEvery) this.flush();
-    return out;
   }
 
   async read(t: Tensor): Promise<HostArray> {

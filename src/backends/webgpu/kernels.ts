@@ -23,6 +23,11 @@ export interface KernelPlan {
   outDtype?: DType;
   /** Input 0 is updated in place and is the result. */
   inPlace?: boolean;
+  /**
+   * A first pass that writes a scratch buffer of `bytes`: it binds the op's inputs with the scratch as
+   * its output; this plan then binds the inputs, the scratch (one more read-only input) and the output.
+   */
+  pre?: { plan: KernelPlan; bytes: number };
 }
 
 /** What a plan may depend on besides its inputs: the device's features and the backend's kernel choices. */
@@ -36,6 +41,11 @@ export interface KernelEnv {
    * log2(threads) barriers.
    */
   subgroups: boolean;
+  /**
+   * Decode attention splits a row's keys over workgroups (one per block of 256, then a join) from this
+   * many blocks on; 0: never.
+   */
+  attentionSplit: number;
   /** The device's limits on workgroup memory (bytes) and invocations per workgroup. */
   maxWorkgroupStorage: number;
   maxInvocations: number;
@@ -311,14 +321,18 @@ fn reduce_parts(lid: u32, n: u32) {
 fn total(slot: u32) -> f32 { return part[slot * 64u]; }`;
 }
 
-/** Opens `main` of a row attention kernel: one 64-thread workgroup per query row (b, t, h), the layout of
- * q, with the attention parameters, its kv head and its number of visible keys (`sg`: subgroup builtins). */
-const attnRowMain = (sg = sgParts(false)) => `@compute @workgroup_size(64) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lv: vec3<u32>${sg.args}) {
+/** Opens `main` of a row attention kernel: one workgroup of `threads` per query row (b, t, h), the layout
+ * of q, with the attention parameters, its kv head and its number of visible keys (`sg`: subgroup
+ * builtins; `D`: the head dims compiled in, else read from the parameters; `split`: one workgroup per
+ * job = (row, block), with parameter 6 the blocks per row). */
+const attnRowMain = (threads = 64, sg = sgParts(false), D?: number, split = false) => `@compute @workgroup_size(${threads}) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lv: vec3<u32>${sg.args}) {
   ${sg.init}
-  let row = wid.x + wid.y * u(1u);
-  if (row >= u(0u)) { return; }
+  ${split ? `let job = wid.x + wid.y * u(1u);
+  if (job >= u(0u)) { return; }
+  let row = job / u(6u); let blk = job % u(6u);` : `let row = wid.x + wid.y * u(1u);
+  if (row >= u(0u)) { return; }`}
   let lid = lv.x;
-  let T = u(2u); let H = u(3u); let K = u(4u); let S = u(5u); let D = u(6u); let scale = f(7u);
+  let T = u(2u); let H = u(3u); let K = u(4u); let S = u(5u); ${D === undefined ? 'let D = u(6u);' : `const D = ${D}u;`} let scale = f(7u);
   let h = row % H; let t = (row / H) % T; let bb = row / (H * T);
   let kh = h / (H / K);
   let visible = u(8u + bb) + t + 1u;`;
@@ -571,55 +585,9 @@ export const WGSL_KERNELS: { [O in OpName]: WgslKernel<O> } = {
       const BT = T >= 16 ? tileEdge('out', D, env) : undefined;
       if (BT) return tiledAttention('out', BT, B, T, H, K, S, D, scale, pos0);
       if (D > 256) throw new ShapeError('attention', `head dim ${D} > 256 is not supported on WebGPU`);
-      const rows = B * T * H;
-      const g = grid(rows * 64, 64);
-      // One workgroup per (b, t, h): 64 keys per step, each thread scores one (its key row in vec4 loads
-      // where D % 4 == 0); an online softmax keeps a running max and sum, and each thread accumulates up
-      // to 4 output dims (d = lid + 64 j).
-      const vec = D % 4 === 0;
-      const sg = sgParts(env.subgroups);
-      const score = vec
-        ? 'let k4 = (kvBase + s * D) / 4u; for (var d = 0u; d < D / 4u; d++) { x += dot(qs[d], kv4[k4 + d]); }'
-        : 'let ko = kvBase + s * D; for (var d = 0u; d < D; d++) { x += qs[d] * b[ko + d]; }';
-      return {
-        key: vec ? 'attention:vec4' : 'attention', workgroups: g.workgroups, params: words(rows, g.nx, T, H, K, S, D, f(scale), pos0),
-        wgsl: () => `${sg.enable}${header(['f32', vec ? 'vec4<f32>' : 'f32', 'f32'], 'f32', ['a', vec ? 'kv4' : 'b', 'c'])}
-var<workgroup> qs: array<${vec ? 'vec4<f32>, 64' : 'f32, 256'}>;
-var<workgroup> ps: array<f32, 64>;
-${sg.vars}${workgroupReduce(64, env.subgroups)}
-${attnRowMain(sg)}
-  let qo = row * D;
-  for (var d = lid; d < D; d += 64u) { qs[d${vec ? ' / 4u][d % 4u' : ''}] = a[qo + d]; }
-  workgroupBarrier();
-  let kvBase = (bb * K + kh) * S * D;
-  var m = ${NEG_INF}; var l = 0.0;
-  var acc = vec4<f32>(0.0);
-  for (var s0 = 0u; s0 < visible; s0 += 64u) {
-    let s = s0 + lid;
-    var sc = ${NEG_INF};
-    if (s < visible) {
-      var x = 0.0;
-      ${score}
-      sc = x * scale;
-    }
-    let mNew = max(m, reduce64(lid, sc, true));
-    let pe = select(0.0, exp(sc - mNew), s < visible);
-    ps[lid] = pe;
-    let corr = exp(m - mNew);
-    l = l * corr + reduce64(lid, pe, false);
-    m = mNew;
-    acc = acc * corr;
-    let n = min(64u, visible - s0);
-    for (var j = 0u; j < n; j++) {
-      let vo = kvBase + (s0 + j) * D;
-      let w = ps[j];
-      for (var q = 0u; q < 4u; q++) { let d = lid + 64u * q; if (d < D) { acc[q] += w * c[vo + d]; } }
-    }
-    workgroupBarrier();
-  }
-  for (var q = 0u; q < 4u; q++) { let d = lid + 64u * q; if (d < D) { o[qo + d] = acc[q] / l; } }
-}`,
-      };
+      const blocks = Math.ceil((Math.max(...pos0) + T) / 256);
+      const split = env.attentionSplit > 0 && blocks >= env.attentionSplit;
+      return rowAttention(B * T * H, T, H, K, S, D, scale, pos0, env.subgroups, split ? blocks : 1);
     },
   },
   attention_probs: {
@@ -1073,6 +1041,119 @@ ${sg.vars}${partSums(M, sub)}
   for (var m = 0u; m < ${M}u; m++) { put(lid, m, acc[m]); }
   reduce_parts(lid, ${M}u);
   if (lid < ${M}u) { o[(batch * ${M}u + lid) * N + n] = total(lid); }
+}`,
+  };
+}
+
+/**
+ * Attention for a few query rows (decoding, T < 16): one 256-thread workgroup per query row (b, t, h)
+ * walks the row's visible keys in blocks of 256. Each thread scores one key of the block (its key row in
+ * vec4 loads where D % 4 == 0); the block's max and sum of exponentials update an online softmax. For
+ * the weighted sum of values the workgroup splits into G groups of L lanes (L the head dims rounded up to
+ * a power of two, at most 64): lane e of group g adds up dims e, e + L, … over the block's keys g, g + G,
+ * …, eight keys per step with their loads issued together (indices past the block's last key are
+ * clamped to it and weighted 0). The groups' partial sums are joined once, at the end. D is compiled in.
+ *
+ * With `parts` > 1 (long contexts, where a row's blocks would run one after another in one workgroup)
+ * the blocks are split over workgroups: a first pass gives each (row, block) its own workgroup, which
+ * writes the block's max, sum of exponentials and unnormalised output to a scratch buffer; the plan
+ * itself then joins each row's blocks, rescaled to the row's max.
+ */
+function rowAttention(rows: number, T: number, H: number, K: number, S: number, D: number, scale: number, pos0: number[], sub: boolean, parts = 1): KernelPlan {
+  const vec = D % 4 === 0;
+  let L = 1;
+  while (L < Math.min(D, 64)) L *= 2;
+  const G = 256 / L, DQ = Math.ceil(D / L);
+  const split = parts > 1;
+  const g = grid(rows * parts * 256, 256);
+  const sg = sgParts(sub);
+  const score = vec
+    ? `let k4 = (kvBase + s * D) / 4u; for (var d = 0u; d < ${D / 4}u; d++) { x += dot(qs[d], kv4[k4 + d]); }`
+    : 'let ko = kvBase + s * D; for (var d = 0u; d < D; d++) { x += qs[d] * b[ko + d]; }';
+  // One key of the unrolled step: its weight (0 past the block's last key) times its value row's dims.
+  const lanes = (u: number) => {
+    const dims = Array.from({ length: DQ }, (_, q) => {
+      const add = `acc${q} += w${u} * c[vo${u} + e + ${q * L}u];`;
+      return (q + 1) * L <= D ? add : `if (e + ${q * L}u < D) { ${add} }`;
+    });
+    return `let j${u} = j + ${u * G}u; let w${u} = select(0.0, ps[min(j${u}, last)], j${u} <= last); let vo${u} = kvBase + (s0 + min(j${u}, last)) * D;\n        ${dims.join(' ')}`;
+  };
+  const accs = Array.from({ length: DQ }, (_, q) => `acc${q}`);
+  // The groups' sums of dim d: the output (divided by l), or with parts this block's row of the scratch
+  // (m and l first, then D unnormalised sums).
+  const joined = (q: number) => `var y = 0.0; for (var i = 0u; i < ${G}u; i++) { y += part[${q * 256}u + i * ${L}u + lid]; }`;
+  const store = (q: number) => (split ? `o[job * ${D + 2}u + 2u + d] = y;` : 'o[qo + d] = y / l;');
+  const blocks = split
+    ? `for (var s0 = blk * 256u; s0 < min(visible, blk * 256u + 256u); s0 += 256u)`
+    : 'for (var s0 = 0u; s0 < visible; s0 += 256u)';
+  const plan: KernelPlan = {
+    key: `attention:${split ? 'part:' : ''}${vec ? 'vec4' : 'f32'}:${D}`, workgroups: g.workgroups, params: words(rows * parts, g.nx, T, H, K, S, parts, f(scale), pos0),
+    wgsl: () => `${sg.enable}${header(['f32', vec ? 'vec4<f32>' : 'f32', 'f32'], 'f32', ['a', vec ? 'kv4' : 'b', 'c'])}
+var<workgroup> qs: array<${vec ? `vec4<f32>, ${D / 4}` : `f32, ${D}`}>;
+var<workgroup> ps: array<f32, 256>;
+var<workgroup> part: array<f32, ${256 * DQ}>;
+${sg.vars}${workgroupReduce(256, sub)}
+${attnRowMain(256, sg, D, split)}
+  let qo = row * D;
+  if (lid < D) { qs[lid${vec ? ' / 4u][lid % 4u' : ''}] = a[qo + lid]; }
+  workgroupBarrier();
+  let kvBase = (bb * K + kh) * S * D;
+  let gr = lid / ${L}u; let e = lid % ${L}u;
+  var m = ${NEG_INF}; var l = 0.0;
+  ${accs.map((a) => `var ${a} = 0.0;`).join(' ')}
+  ${blocks} {
+    let s = s0 + lid;
+    var sc = ${NEG_INF};
+    if (s < visible) {
+      var x = 0.0;
+      ${score}
+      sc = x * scale;
+    }
+    let mNew = max(m, reduce256(lid, sc, true));
+    let pe = select(0.0, exp(sc - mNew), s < visible);
+    ps[lid] = pe;
+    let corr = exp(m - mNew);
+    l = l * corr + reduce256(lid, pe, false); // its barrier also publishes ps
+    m = mNew;
+    ${accs.map((a) => `${a} *= corr;`).join(' ')}
+    let last = min(visible - s0, 256u) - 1u;
+    for (var j = gr; j <= last; j += ${8 * G}u) {
+      ${Array.from({ length: 8 }, (_, u) => lanes(u)).join('\n      ')}
+    }
+    workgroupBarrier();
+  }
+  ${accs.map((a, q) => `part[${q * 256}u + lid] = ${a};`).join(' ')}
+  workgroupBarrier();
+  ${split ? `if (lid == 0u) { o[job * ${D + 2}u] = m; o[job * ${D + 2}u + 1u] = l; }` : ''}
+  if (lid < ${L}u) {
+    ${accs.map((_, q) => `{ let d = lid + ${q * L}u; if (d < D) { ${joined(q)} ${store(q)} } }`).join('\n    ')}
+  }
+}`,
+  };
+  if (!split) return plan;
+  // The join: one 64-thread workgroup per row rescales its blocks' sums to the row's max.
+  const jg = grid(rows * 64, 64);
+  const W = D + 2;
+  return {
+    key: `attention:join:${D}`, workgroups: jg.workgroups, params: words(rows, jg.nx, parts),
+    pre: { plan, bytes: 4 * rows * parts * W },
+    wgsl: () => `${PARAMS_WGSL}
+@group(0) @binding(4) var<storage, read> sp: array<f32>;
+@group(0) @binding(5) var<storage, read_write> o: array<f32>;
+@compute @workgroup_size(64) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lv: vec3<u32>) {
+  let row = wid.x + wid.y * u(1u);
+  if (row >= u(0u)) { return; }
+  let lid = lv.x; let P = u(2u);
+  let base = row * P * ${W}u;
+  var mx = ${NEG_INF};
+  for (var p = 0u; p < P; p++) { mx = max(mx, sp[base + p * ${W}u]); }
+  var l = 0.0;
+  for (var p = 0u; p < P; p++) { l += exp(sp[base + p * ${W}u] - mx) * sp[base + p * ${W}u + 1u]; }
+  for (var d = lid; d < ${D}u; d += 64u) {
+    var y = 0.0;
+    for (var p = 0u; p < P; p++) { y += exp(sp[base + p * ${W}u] - mx) * sp[base + p * ${W}u + 2u + d]; }
+    o[row * ${D}u + d] = y / l;
+  }
 }`,
   };
 }
