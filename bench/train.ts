@@ -1,7 +1,7 @@
 // Training throughput, with its peer measured in the same run: tokens/s of full training steps
 // (forward, backward, AdamW) for a GPT-2-small-shaped model (124M parameters, T 1024, fp32) on a
-// backend, against PyTorch + HF GPT2LMHeadModel on the same machine (fp32, TF32 off, dropout off) via
-// bench/peer_train.py. Prints both rates and the ratio.
+// backend, against PyTorch + HF GPT2LMHeadModel on the same machine (fp32, TF32 off, dropout off; its
+// default sdpa attention, and eager) via bench/peer_train.py. Prints the rates and the ratios.
 //   node --import ./scripts/ts.mjs bench/train.ts [--device webgpu|cpu] [--batch B] [--seq T] [--steps N] [--small] [--peer]
 // --small runs a 4-layer, C 256 model (T 256) for smoke tests on machines without a GPU.
 
@@ -58,8 +58,9 @@ console.log(`brickwork ${device}: ${ours.toFixed(0)} tokens/s (${(seconds / step
 if (process.argv.includes('--peer')) {
   const script = fileURLToPath(new URL('./peer_train.py', import.meta.url));
   const out = execFileSync('python3', [script, '--C', String(shape.C), '--L', String(shape.L), '--H', String(shape.H), '--V', String(shape.V), '--T', String(T), '--B', String(B), '--steps', String(steps)], { encoding: 'utf8' });
-  const peer = JSON.parse(out.trim().split('\n').pop()!) as { tokens_per_second: number; device: string };
-  console.log(`pytorch ${peer.device} (fp32, TF32 off): ${peer.tokens_per_second.toFixed(0)} tokens/s`);
-  console.log(`ratio brickwork / pytorch: ${(ours / peer.tokens_per_second).toFixed(3)}`);
+  const peer = JSON.parse(out.trim().split('\n').pop()!) as { tokens_per_second: number; attention: string; eager_tokens_per_second: number; eager_attention: string; device: string; torch: string };
+  console.log(`pytorch ${peer.torch} on ${peer.device} (fp32, TF32 off), attention '${peer.attention}' (transformers' default): ${peer.tokens_per_second.toFixed(0)} tokens/s`);
+  console.log(`pytorch, attention '${peer.eager_attention}': ${peer.eager_tokens_per_second.toFixed(0)} tokens/s`);
+  console.log(`ratio brickwork / pytorch: ${(ours / peer.tokens_per_second).toFixed(3)} (against eager attention: ${(ours / peer.eager_tokens_per_second).toFixed(3)})`);
 } else console.log('peer: not run (add --peer on a machine with PyTorch + transformers)');
 if ('destroy' in be) (be as { destroy(): void }).destroy();
