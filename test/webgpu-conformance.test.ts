@@ -322,3 +322,19 @@ test('WebGPU rejects what it does not run, with a typed error', async (t) => {
     assert.throws(() => ops.silu(h), UnsupportedOpError);
   });
 });
+
+test('WebGPU attentionSplit: a value that is not a whole number of blocks is a clear error, before any device is made', async (t) => {
+  await withGpu(t, async (gpu) => {
+    const saved = gpu.attentionSplit;
+    for (const bad of [-1, 2.5, Number.NaN]) assert.throws(() => { gpu.attentionSplit = bad; }, /attentionSplit is .*; expected a whole number of 256-key blocks/);
+    assert.equal(gpu.attentionSplit, saved);
+    await assert.rejects(WebGpuBackend.create({ attentionSplit: -2 }), /attentionSplit is -2/);
+    const env = process.env.BRICKWORK_ATTENTION_SPLIT;
+    process.env.BRICKWORK_ATTENTION_SPLIT = 'many';
+    try {
+      await assert.rejects(WebGpuBackend.create(), /BRICKWORK_ATTENTION_SPLIT is 'many'; expected a whole number/);
+    } finally {
+      if (env === undefined) delete process.env.BRICKWORK_ATTENTION_SPLIT; else process.env.BRICKWORK_ATTENTION_SPLIT = env;
+    }
+  });
+});

@@ -76,6 +76,22 @@ export class OutOfBoundsError extends BrickworkError {
   }
 }
 
+/** BRICKWORK_ATTENTION_SPLIT as a number, undefined where unset; a value that is not a whole number is a clear error. */
+function attentionSplitFromEnv(): number | undefined {
+  const v = envVar('BRICKWORK_ATTENTION_SPLIT');
+  if (v === undefined) return undefined;
+  if (!/^\d+$/.test(v.trim())) {
+    throw new BrickworkError('E_OPTION', `BRICKWORK_ATTENTION_SPLIT is '${v}'; expected a whole number of 256-key blocks (0: never split decode attention)`, 'unset it for the default (4)');
+  }
+  return Number(v);
+}
+
+function checkAttentionSplit(blocks: number | undefined): void {
+  if (blocks !== undefined && !(Number.isInteger(blocks) && blocks >= 0)) {
+    throw new BrickworkError('E_OPTION', `attentionSplit is ${blocks}; expected a whole number of 256-key blocks >= 0 (0: never split decode attention)`, 'leave it unset for the default (4)');
+  }
+}
+
 export interface WebGpuOptions {
   /**
    * Check every array index of every kernel (src/backends/webgpu/bounds.ts): a kernel that indexes
@@ -83,6 +99,8 @@ export interface WebGpuOptions {
    * BRICKWORK_WEBGPU_CHECK_BOUNDS=1.
    */
   checkBounds?: boolean;
+  /** The initial `attentionSplit` (default 4, or BRICKWORK_ATTENTION_SPLIT). */
+  attentionSplit?: number;
 }
 
 export class WebGpuBackend implements Backend {
@@ -148,11 +166,7 @@ export class WebGpuBackend implements Backend {
     const lim = this.device.limits;
     this.subgroupsAvailable = this.features.has('subgroups') && ctx.wgslFeatures.has('subgroup_id');
     this.env = { features: this.features, matmulTile: tile === '128' ? 128 : 64, subgroups: this.subgroupsAvailable && envVar('BRICKWORK_SUBGROUPS') !== '0', attentionSplit: 4, maxWorkgroupStorage: lim.maxComputeWorkgroupStorageSize, maxInvocations: lim.maxComputeInvocationsPerWorkgroup };
-    const split = envVar('BRICKWORK_ATTENTION_SPLIT');
-    if (split !== undefined) {
-      if (!/^\d+$/.test(split)) throw new BrickworkError('E_ENV', `BRICKWORK_ATTENTION_SPLIT is '${split}'; expected a whole number of 256-key blocks (0: never split decode attention)`, 'unset it for the default (4)');
-      this.env.attentionSplit = Number(split);
-    }
+    if (opts.attentionSplit !== undefined) this.attentionSplit = opts.attentionSplit;
     this.arena = this.device.createBuffer({ size: ARENA_SLOT * ARENA_SLOTS, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
     if (opts.checkBounds ?? envVar('BRICKWORK_WEBGPU_CHECK_BOUNDS') === '1') {
       const buf = this.device.createBuffer({ size: 4 * BOUNDS_SITES * CHECK_SLOTS, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST });
@@ -181,7 +195,7 @@ export class WebGpuBackend implements Backend {
    */
   get attentionSplit(): number { return this.env.attentionSplit; }
   set attentionSplit(blocks: number) {
-    if (!Number.isInteger(blocks) || blocks < 0) throw new Error(`attentionSplit: expected a whole number of blocks >= 0 (0: never split), got ${blocks}`);
+    checkAttentionSplit(blocks);
     this.env.attentionSplit = blocks;
   }
 
@@ -201,7 +215,10 @@ export class WebGpuBackend implements Backend {
   }
 
   static async create(opts: WebGpuOptions = {}): Promise<WebGpuBackend> {
-    return new WebGpuBackend(await acquireDevice(), opts);
+    // Options are checked before a device exists (a device left behind by a throwing constructor keeps Node running).
+    const split = opts.attentionSplit ?? attentionSplitFromEnv();
+    checkAttentionSplit(split);
+    return new WebGpuBackend(await acquireDevice(), { ...opts, attentionSplit: split });
   }
 
   supports(op: OpName, dtype: DType): boolean {
