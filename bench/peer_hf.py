@@ -59,7 +59,17 @@ def measure(name, model):
         reps = 3
         for _ in range(reps): model(long, logits_to_keep=1)
         sync(); pre = reps * 512 / (time.perf_counter() - t)
-    models[name] = {'decode_tok_s': dec, 'prefill_tok_s': pre, 'params': sum(p.numel() for p in model.parameters())}
+        # Decoding deep into the context, as bench/webgpu.ts does: the last `new` positions of at most
+        # 2,048. generate() also runs the prompt's forward pass, timed alone and taken off.
+        L = min(2048, model.config.max_position_embeddings) - new - 1
+        lp = torch.randint(0, V, (1, L), generator=g).cuda()
+        model(lp, logits_to_keep=1); sync(); t = time.perf_counter()
+        model(lp, logits_to_keep=1); sync(); tp = time.perf_counter() - t
+        t = time.perf_counter()
+        model.generate(lp, max_new_tokens=new, min_new_tokens=new, do_sample=False)
+        sync(); dec_long = (new - 1) / (time.perf_counter() - t - tp)
+    models[name] = {'decode_tok_s': dec, 'prefill_tok_s': pre, 'decode_long_tok_s': dec_long, 'long_from': L,
+                    'params': sum(p.numel() for p in model.parameters())}
 
 
 with torch.no_grad():

@@ -244,7 +244,7 @@ for (const [name, dims] of [
   for (const w of m.weights.values()) w.dispose();
 }
 
-let hf: { device: string; matmul_tflops: Record<string, number>; copy_gbps: number; models: Record<string, { decode_tok_s: number; prefill_tok_s: number }> } | undefined;
+let hf: { device: string; matmul_tflops: Record<string, number>; copy_gbps: number; models: Record<string, { decode_tok_s: number; prefill_tok_s: number; decode_long_tok_s?: number; long_from?: number }> } | undefined;
 if (peer) {
   const json = execFileSync('python3', [fileURLToPath(new URL('peer_hf.py', import.meta.url)), ...(quick ? ['--quick'] : []), '--bundled', bundled], { encoding: 'utf8', maxBuffer: 1 << 24 });
   hf = JSON.parse(json.trim().split('\n').pop()!);
@@ -272,7 +272,9 @@ for (const r of rows) {
   }
   const ld = r.longDecode;
   if (ld) {
-    log(`  decoding positions ${ld.from}–${ld.to}, ${r.name}: ${fmt(ld.decode)} tok/s (${(ld.decode / r.decode).toFixed(2)}× the rate at positions 32–${ld.shortTo}); ` +
+    const hfLong = p?.long_from === ld.from ? p.decode_long_tok_s : undefined;
+    log(`  decoding positions ${ld.from}–${ld.to}, ${r.name}: ${fmt(ld.decode)} tok/s (${(ld.decode / r.decode).toFixed(2)}× the rate at positions 32–${ld.shortTo}` +
+      `${hfLong ? `; HF eager ${fmt(hfLong)} tok/s, ${(ld.decode / hfLong).toFixed(2)}×` : ''}); ` +
       `attention's blocks not split over workgroups: ${fmt(ld.unsplit)} tok/s (split, as shipped: ${(ld.decode / ld.unsplit).toFixed(2)}×)`);
   }
   const ms = (r.dispatchesPerToken * floorChained) / 1e3;
