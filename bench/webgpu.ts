@@ -164,9 +164,9 @@ async function measure(name: string, model: Model): Promise<Row> {
   await generate(model, [prompt], { maxNewTokens: 8, stopTokens: [] }); // warm-up: pipelines, pools
   const NEW = smoke ? 4 : quick ? 32 : 128;
   // Decode as shipped (fused on WebGPU), and unfused for comparison.
-  const run = async (fuse?: boolean, pipeline?: boolean) => {
+  const run = async (fuse?: boolean, pipeline?: boolean, from = prompt) => {
     const d0 = be.stats.dispatches;
-    const r = await generate(model, [prompt], { maxNewTokens: NEW, stopTokens: [], fuse, pipeline });
+    const r = await generate(model, [from], { maxNewTokens: NEW, stopTokens: [], fuse, pipeline });
     return { decode: r.decodeSteps / (r.decodeMs / 1e3), dispatchesPerToken: (be.stats.dispatches - d0) / (r.decodeSteps + 1) };
   };
   const unfused = await run(false);
@@ -185,7 +185,7 @@ async function measure(name: string, model: Model): Promise<Row> {
   let longDecode: Row['longDecode'];
   if (LONG > 0) {
     const longPrompt = Array.from({ length: LONG }, (_, i) => (i * 7919 + 11) % V);
-    const rate = async () => { const r = await generate(model, [longPrompt], { maxNewTokens: NEW, stopTokens: [] }); return r.decodeSteps / (r.decodeMs / 1e3); };
+    const rate = async () => (await run(undefined, undefined, longPrompt)).decode;
     const decodeLong = await rate();
     // The same without splitting attention's blocks over workgroups (WebGpuBackend.attentionSplit).
     const split = be.attentionSplit;

@@ -1082,7 +1082,7 @@ function rowAttention(rows: number, T: number, H: number, K: number, S: number, 
   // The groups' sums of dim d: the output (divided by l), or with parts this block's row of the scratch
   // (m and l first, then D unnormalised sums).
   const joined = (q: number) => `var y = 0.0; for (var i = 0u; i < ${G}u; i++) { y += part[${q * 256}u + i * ${L}u + lid]; }`;
-  const store = (q: number) => (split ? `o[job * ${D + 2}u + 2u + d] = y;` : 'o[qo + d] = y / l;');
+  const store = split ? `o[job * ${D + 2}u + 2u + d] = y;` : 'o[qo + d] = y / l;';
   const blocks = split
     ? `for (var s0 = blk * 256u; s0 < min(visible, blk * 256u + 256u); s0 += 256u)`
     : 'for (var s0 = 0u; s0 < visible; s0 += 256u)';
@@ -1126,7 +1126,7 @@ ${attnRowMain(256, sg, D, split)}
   workgroupBarrier();
   ${split ? `if (lid == 0u) { o[job * ${D + 2}u] = m; o[job * ${D + 2}u + 1u] = l; }` : ''}
   if (lid < ${L}u) {
-    ${accs.map((_, q) => `{ let d = lid + ${q * L}u; if (d < D) { ${joined(q)} ${store(q)} } }`).join('\n    ')}
+    ${accs.map((_, q) => `{ let d = lid + ${q * L}u; if (d < D) { ${joined(q)} ${store} } }`).join('\n    ')}
   }
 }`,
   };
