@@ -157,7 +157,7 @@ function weightBytes(m: Model): number {
   return n;
 }
 
-interface Row { name: string; params: number; decode: number; longDecode?: { from: number; to: number; decode: number; unsplit: number; shortTo: number }; overlapped: number; serial: number; prefill: number; prefill128: number; dispatchesPerToken: number; weightBytes: number; unfused: { decode: number; dispatchesPerToken: number }; noSubgroups?: { decode: number; prefill: number } }
+interface Row { name: string; params: number; decode: number; longDecode?: { from: number; to: number; decode: number; unsplit: number; shortTo: number }; overlapped: number; serial: number; prefill: number; prefill128: number; dispatchesPerToken: number; weightBytes: number; unfused: { decode: number; dispatchesPerToken: number }; noSubgroups?: { decode: number; prefill: number }; packedF16?: { decode: number; prefill: number } }
 async function measure(name: string, model: Model): Promise<Row> {
   const V = model.spec.vocabSize;
   const prompt = Array.from({ length: 32 }, (_, i) => (i * 7919 + 11) % V);
@@ -216,7 +216,15 @@ async function measure(name: string, model: Model): Promise<Row> {
     noSubgroups = { decode: (await run()).decode, prefill: await prefillRate(64) };
     be.useSubgroups = true;
   }
-  const row = { name, params: model.numParams, decode, longDecode, overlapped, serial, prefill, prefill128, dispatchesPerToken: perToken, weightBytes: weightBytes(model), unfused, noSubgroups };
+  // f16 weights read as u32 pairs instead of WGSL f16 (where the adapter has shader-f16 and the model f16 weights).
+  let packedF16: Row['packedF16'];
+  if (be.useShaderF16 && [...model.weights.values()].some((w) => w.dtype === 'f16')) {
+    be.useShaderF16 = false;
+    await generate(model, [prompt], { maxNewTokens: 8, stopTokens: [] });
+    packedF16 = { decode: (await run()).decode, prefill: await prefillRate(64) };
+    be.useShaderF16 = true;
+  }
+  const row = { name, params: model.numParams, decode, longDecode, overlapped, serial, prefill, prefill128, dispatchesPerToken: perToken, weightBytes: weightBytes(model), unfused, noSubgroups, packedF16 };
   log(`${name}: decode ${decode.toFixed(1)} tok/s (waiting for each token ${serial.toFixed(1)}, unfused ${unfused.decode.toFixed(1)}, submit every 24 ${overlapped.toFixed(1)}), prefill ${prefill.toFixed(0)} tok/s (tile 128: ${prefill128.toFixed(0)}), ${perToken.toFixed(0)} dispatches/token (unfused ${unfused.dispatchesPerToken.toFixed(0)})`);
   return row;
 }
@@ -269,6 +277,10 @@ for (const r of rows) {
   if (r.noSubgroups) {
     log(`  reductions without subgroup operations, ${r.name}: decode ${fmt(r.noSubgroups.decode)} tok/s, prefill ${fmt(r.noSubgroups.prefill, 0)} tok/s ` +
       `(with them, as shipped: ${(r.decode / r.noSubgroups.decode).toFixed(2)}× and ${(r.prefill / r.noSubgroups.prefill).toFixed(2)}×)`);
+  }
+  if (r.packedF16) {
+    log(`  f16 weights as u32 pairs instead of WGSL f16, ${r.name}: decode ${fmt(r.packedF16.decode)} tok/s, prefill ${fmt(r.packedF16.prefill, 0)} tok/s ` +
+      `(shader-f16, as shipped: ${(r.decode / r.packedF16.decode).toFixed(2)}× and ${(r.prefill / r.packedF16.prefill).toFixed(2)}×)`);
   }
   const ld = r.longDecode;
   if (ld) {

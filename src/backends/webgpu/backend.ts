@@ -86,10 +86,25 @@ function attentionSplitFromEnv(): number | undefined {
   return Number(v);
 }
 
+function shaderF16Missing(info: GpuContext['adapterInfo']): BrickworkError {
+  return new BrickworkError('E_OPTION', `shader-f16 was asked for, but this adapter (${info.description || info.vendor || 'unknown adapter'}) does not offer it`,
+    'leave shaderF16 (or BRICKWORK_SHADER_F16) unset: f16 weights then stay packed two per u32, with the same results');
+}
+
 function checkAttentionSplit(blocks: number | undefined): void {
   if (blocks !== undefined && !(Number.isInteger(blocks) && blocks >= 0)) {
     throw new BrickworkError('E_OPTION', `attentionSplit is ${blocks}; expected a whole number of 256-key blocks >= 0 (0: never split decode attention)`, 'leave it unset for the default (4)');
   }
+}
+
+/** BRICKWORK_SHADER_F16 as a boolean ('0' off, '1' on), undefined where unset; anything else is a clear error. */
+function shaderF16FromEnv(): boolean | undefined {
+  const v = envVar('BRICKWORK_SHADER_F16');
+  if (v === undefined) return undefined;
+  if (v.trim() !== '0' && v.trim() !== '1') {
+    throw new BrickworkError('E_OPTION', `BRICKWORK_SHADER_F16 is '${v}'; expected 0 (f16 weights as u32 pairs) or 1 (as WGSL f16)`, 'unset it to use shader-f16 wherever the adapter offers it');
+  }
+  return v.trim() === '1';
 }
 
 export interface WebGpuOptions {
@@ -101,6 +116,11 @@ export interface WebGpuOptions {
   checkBounds?: boolean;
   /** The initial `attentionSplit` (default 4, or BRICKWORK_ATTENTION_SPLIT). */
   attentionSplit?: number;
+  /**
+   * Bind f16 weights as WGSL f16 (`useShaderF16`): default on where the adapter offers shader-f16;
+   * false keeps them as u32 pairs; true where the adapter lacks it is an error. Also BRICKWORK_SHADER_F16=0|1.
+   */
+  shaderF16?: boolean;
 }
 
 export class WebGpuBackend implements Backend {
@@ -165,7 +185,11 @@ export class WebGpuBackend implements Backend {
     const tile = envVar('BRICKWORK_MATMUL_TILE');
     const lim = this.device.limits;
     this.subgroupsAvailable = this.features.has('subgroups') && ctx.wgslFeatures.has('subgroup_id');
-    this.env = { features: this.features, matmulTile: tile === '128' ? 128 : 64, subgroups: this.subgroupsAvailable && envVar('BRICKWORK_SUBGROUPS') !== '0', attentionSplit: 4, maxWorkgroupStorage: lim.maxComputeWorkgroupStorageSize, maxInvocations: lim.maxComputeInvocationsPerWorkgroup };
+    this.shaderF16Available = this.features.has('shader-f16');
+    this.env = {
+      features: this.features, matmulTile: tile === '128' ? 128 : 64, subgroups: this.subgroupsAvailable && envVar('BRICKWORK_SUBGROUPS') !== '0', attentionSplit: 4,
+      shaderF16: this.shaderF16Available && opts.shaderF16 !== false, maxWorkgroupStorage: lim.maxComputeWorkgroupStorageSize, maxInvocations: lim.maxComputeInvocationsPerWorkgroup,
+    };
     if (opts.attentionSplit !== undefined) this.attentionSplit = opts.attentionSplit;
     this.arena = this.device.createBuffer({ size: ARENA_SLOT * ARENA_SLOTS, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
     if (opts.checkBounds ?? envVar('BRICKWORK_WEBGPU_CHECK_BOUNDS') === '1') {
@@ -214,11 +238,30 @@ export class WebGpuBackend implements Backend {
     if (on !== this.env.subgroups) { this.env.subgroups = on; this.pipelines.clear(); }
   }
 
+  /** Whether the adapter offers shader-f16 (what `useShaderF16` needs). */
+  readonly shaderF16Available: boolean;
+  /**
+   * Whether f16 weights are bound as WGSL f16 arrays and converted with f32(), or as u32 pairs widened
+   * with unpack2x16float: the same bytes and the same f32 values, so results do not change. On where the
+   * adapter offers shader-f16 (every shader then opens with `enable f16;`). Changing it recompiles kernels.
+   */
+  get useShaderF16(): boolean { return this.env.shaderF16; }
+  set useShaderF16(on: boolean) {
+    if (on && !this.shaderF16Available) throw shaderF16Missing(this.info);
+    if (on !== this.env.shaderF16) { this.env.shaderF16 = on; this.pipelines.clear(); }
+  }
+
   static async create(opts: WebGpuOptions = {}): Promise<WebGpuBackend> {
     // Options are checked before a device exists (a device left behind by a throwing constructor keeps Node running).
     const split = opts.attentionSplit ?? attentionSplitFromEnv();
     checkAttentionSplit(split);
-    return new WebGpuBackend(await acquireDevice(), { ...opts, attentionSplit: split });
+    const f16 = opts.shaderF16 ?? shaderF16FromEnv();
+    const ctx = await acquireDevice();
+    if (f16 && !ctx.features.has('shader-f16')) {
+      ctx.device.destroy();
+      throw shaderF16Missing(ctx.adapterInfo);
+    }
+    return new WebGpuBackend(ctx, { ...opts, attentionSplit: split, shaderF16: f16 });
   }
 
   supports(op: OpName, dtype: DType): boolean {
@@ -304,7 +347,8 @@ export class WebGpuBackend implements Backend {
     if (!variants) byKey.set(key, (variants = []));
     let p = variants[slot];
     if (!p) {
-      const code = wgsl();
+      // `enable f16;` is a directive and must come first; it only allows f16, so every shader may carry it.
+      const code = (this.env.shaderF16 ? 'enable f16;\n' : '') + wgsl();
       if (Number(envVar('BRICKWORK_DEBUG') ?? 0) >= 2) console.error(`[webgpu] compile ${key}\n${code}`);
       const checked = this.check ? checkBounds(code) : undefined;
       const module = this.device.createShaderModule({ code: checked?.code ?? code });

@@ -3,7 +3,8 @@
 // grid and the parameter words. Bindings: 0 = parameters (uniform, 256 u32 words read via u()/f()),
 // 1..n = inputs (read-only), n+1 = output — or input 0 read-write for in-place ops (kv_write, adam_*);
 // fused_qkv writes inputs 0 and 1 (the KV caches) besides its output.
-// 16-bit weights (f16/bf16) are stored two per u32 and widened in the shader.
+// 16-bit weights (f16/bf16) are stored two per u32 and widened in the shader; on adapters with
+// shader-f16 (KernelEnv.shaderF16) the same f16 bytes are bound as WGSL f16 and converted instead.
 
 import type { DType } from '../../tensor/dtype.ts';
 import { fusedLinearSlots, fusedQkvSlots, type OpAttrs, type OpName } from '../../tensor/ops.ts';
@@ -46,6 +47,12 @@ export interface KernelEnv {
    * many blocks on; 0: never.
    */
   attentionSplit: number;
+  /**
+   * f16 tensors are bound as WGSL f16 arrays (the adapter's shader-f16; the backend then opens every
+   * shader with `enable f16;`) instead of u32 pairs unpacked with unpack2x16float. The bytes and the
+   * f32 values the kernels compute with are the same either way.
+   */
+  shaderF16: boolean;
   /** The device's limits on workgroup memory (bytes) and invocations per workgroup. */
   maxWorkgroupStorage: number;
   maxInvocations: number;
@@ -82,7 +89,15 @@ const stridesOf = (s: readonly number[]) => s.map((_, i) => numel(s.slice(i + 1)
 /** xs followed by `fill` up to MAX_RANK entries (fixed parameter slots). */
 const padTo = (xs: readonly number[], fill: number) => [...xs, ...new Array(MAX_RANK - xs.length).fill(fill)];
 const last = (s: readonly number[]) => s[s.length - 1];
-const is16 = (d: DType) => d === 'f16' || d === 'bf16';
+/**
+ * How a tensor's elements are bound in a kernel: as its dtype (f16 and bf16 as u32 pairs), or 'f16n':
+ * f16 bound as WGSL f16 (KernelEnv.shaderF16).
+ */
+type Held = DType | 'f16n';
+const held = (d: DType, env: KernelEnv): Held => (d === 'f16' && env.shaderF16 ? 'f16n' : d);
+const is16 = (d: Held) => d === 'f16' || d === 'bf16' || d === 'f16n';
+/** The element type of a 16-bit array read 8 halves at a time (a 16-byte load either way). */
+const vec16 = (d: Held) => (d === 'f16n' ? 'mat2x4<f16>' : 'vec4<u32>');
 
 /** A 1-D range of n items over workgroups of `size`, folded into 2-D when it exceeds the grid limit. */
 function grid(n: number, size: number): { workgroups: number[]; nx: number } {
@@ -106,12 +121,13 @@ function header(ins: string[], out: string | undefined, names = ['a', 'b', 'c', 
 }
 
 /** WGSL that reads element i of a (possibly 16-bit packed) array named `arr` as f32. */
-function loader(fn: string, arr: string, dtype: DType): string {
+function loader(fn: string, arr: string, dtype: Held): string {
+  if (dtype === 'f16n') return `fn ${fn}(i: u32) -> f32 { return f32(${arr}[i]); }\n`;
   if (dtype === 'f16') return `fn ${fn}(i: u32) -> f32 { let v = unpack2x16float(${arr}[i >> 1u]); return select(v.x, v.y, (i & 1u) == 1u); }\n`;
   if (dtype === 'bf16') return `fn ${fn}(i: u32) -> f32 { let w = ${arr}[i >> 1u]; return bitcast<f32>(select(w << 16u, w & 0xffff0000u, (i & 1u) == 1u)); }\n`;
   return `fn ${fn}(i: u32) -> f32 { return ${arr}[i]; }\n`;
 }
-const storageType = (d: DType) => (is16(d) ? 'u32' : d === 'i32' ? 'i32' : 'f32');
+const storageType = (d: Held) => (d === 'f16n' ? 'f16' : is16(d) ? 'u32' : d === 'i32' ? 'i32' : 'f32');
 
 const ERF_WGSL = `
 fn erf_(x: f32) -> f32 {
@@ -345,7 +361,7 @@ export const WGSL_KERNELS: { [O in OpName]: WgslKernel<O> } = {
       const M = outShape[outShape.length - 2], K = A.shape[A.shape.length - (transA ? 2 : 1)], N = last(outShape);
       const batches = numel(outShape) / (M * N);
       const bBatches = numel(B.shape) / (K * N);
-      const bt = B.dtype;
+      const bt = held(B.dtype, env);
       // NOTE: with shared weights (bBatches = 1) batch rows fold into M, so decode of a batch is one GEMV.
       // A transposed a (..., K, M) has no such fold: its rows of one batch are not contiguous with the next's.
       const fold = bBatches === 1 && !transA;
@@ -464,11 +480,11 @@ export const WGSL_KERNELS: { [O in OpName]: WgslKernel<O> } = {
   },
   gather_rows: {
     dtypes: (i) => (i === 0 ? ['f32', 'f16', 'bf16'] : ['i32']),
-    plan(ins, _a, outShape) {
+    plan(ins, _a, outShape, env) {
       const [N, C] = ins[0].shape;
       const n = numel(outShape);
       const g = grid(n, 256);
-      const dt = ins[0].dtype;
+      const dt = held(ins[0].dtype, env);
       return {
         key: `gather_rows:${dt}`, workgroups: g.workgroups, params: words(n, g.nx, C, N),
         wgsl: () => `${header([storageType(dt), 'i32'], 'f32')}${loader('ld', 'a', dt)}
@@ -965,20 +981,21 @@ fn deriv(x: f32) -> f32 {
   },
   fused_linear: {
     dtypes: (i) => (i >= 1 && i <= 4 ? ['f32', 'f16', 'bf16'] : ['f32']), // w, and wUp at 2..4; plan checks which
-    plan: (ins, a, _o, env) => fusedLinearPlan(ins, { kind: 'linear', a }, env.subgroups),
+    plan: (ins, a, _o, env) => fusedLinearPlan(ins, { kind: 'linear', a }, env),
   },
   fused_kv_write: {
     dtypes: (i) => (i >= 2 && i <= 5 ? ['f32', 'f16', 'bf16'] : ['f32']), // w, and wUp at 3..5; plan checks which
-    plan: (ins, { linear, pos0 }, _o, env) => fusedLinearPlan(ins, { kind: 'kv', a: linear, pos0 }, env.subgroups),
+    plan: (ins, { linear, pos0 }, _o, env) => fusedLinearPlan(ins, { kind: 'kv', a: linear, pos0 }, env),
   },
   fused_qkv: {
     dtypes: (i) => (i >= 3 && i <= 5 ? ['f32', 'f16', 'bf16'] : ['f32']), // wq, wk, wv; plan checks they agree
-    plan: (ins, a, _o, env) => fusedLinearPlan(ins, { kind: 'qkv', a }, env.subgroups),
+    plan: (ins, a, _o, env) => fusedLinearPlan(ins, { kind: 'qkv', a }, env),
   },
 };
 
-/** WGSL that widens the 8 packed halves of the vec4<u32> `src` into two vec4<f32>, `lo` and `hi`. */
-function widen8(bt: DType, src: string, lo: string, hi: string): string {
+/** WGSL that widens the 8 halves of `src` (a vec16 of bt) into two vec4<f32>, `lo` and `hi`. */
+function widen8(bt: Held, src: string, lo: string, hi: string): string {
+  if (bt === 'f16n') return `let ${lo} = vec4<f32>(${src}[0]); let ${hi} = vec4<f32>(${src}[1]);`;
   if (bt === 'f16') return `let ${lo}a = unpack2x16float(${src}.x); let ${lo}b = unpack2x16float(${src}.y); let ${hi}a = unpack2x16float(${src}.z); let ${hi}b = unpack2x16float(${src}.w);
       let ${lo} = vec4<f32>(${lo}a, ${lo}b); let ${hi} = vec4<f32>(${hi}a, ${hi}b);`;
   const pair = (c: string) => `bitcast<f32>(${src}.${c} << 16u), bitcast<f32>(${src}.${c} & 0xffff0000u)`;
@@ -1001,12 +1018,12 @@ function strided64(count: number, v: string, body: string): string {
  * threads per output column reads that weight row once, with vec4 loads (8 halves per load when
  * packed). M is a compile-time constant so the per-row accumulators stay in registers.
  */
-function gemvT(M: number, N: number, K: number, batches: number, bBatches: number, bt: DType, sub: boolean): KernelPlan {
+function gemvT(M: number, N: number, K: number, batches: number, bBatches: number, bt: Held, sub: boolean): KernelPlan {
   const vec = is16(bt) ? K % 8 === 0 : K % 4 === 0;
   const WG = 64;
   const g = grid(N * batches * WG, WG);
   const sg = sgParts(sub);
-  const bType = vec ? (is16(bt) ? 'vec4<u32>' : 'vec4<f32>') : storageType(bt);
+  const bType = vec ? (is16(bt) ? vec16(bt) : 'vec4<f32>') : storageType(bt);
   const widen = widen8(bt, 'w', 'w0', 'w1');
   const inner = !vec
     ? strided64(K, 'k', `let w = ldb(bo + k); for (var m = 0u; m < ${M}u; m++) { acc[m] += a[ao + m * K + k] * w; }`)
@@ -1188,7 +1205,8 @@ interface FusedSeg {
  * activation / GLU, rope and the residual to the reduced sums. Weight loads are as in `gemvT` (vec4,
  * eight halves per load when packed).
  */
-function fusedLinearPlan(all: KernelInput[], mode: FusedMode, sub: boolean): KernelPlan {
+function fusedLinearPlan(all: KernelInput[], mode: FusedMode, env: KernelEnv): KernelPlan {
+  const sub = env.subgroups;
   const { kind } = mode;
   const lin = kind === 'qkv' ? undefined : mode.a;
   const norm = mode.a.norm;
@@ -1197,12 +1215,12 @@ function fusedLinearPlan(all: KernelInput[], mode: FusedMode, sub: boolean): Ker
   const ls = lin && fusedLinearSlots(lin);
   const base = kind === 'linear' ? 0 : kind === 'kv' ? 1 : 2; // index of x
   // NOTE: plans run for every dispatch of every token; the bindings and projections are worked out in wgsl(), once per variant.
-  const bt = all[base + 1].dtype;
+  const wt = all[base + 1].dtype, bt = held(wt, env);
   const upAt = ls?.wUp === undefined ? -1 : ls.wUp + base;
   for (let i = 0; i < all.length; i++) {
     const weight = kind === 'qkv' ? i >= 3 && i <= 5 : i === base + 1 || i === upAt;
-    if (weight ? all[i].dtype !== bt : all[i].dtype !== 'f32')
-      throw new ShapeError(kind === 'qkv' ? 'fused_qkv' : 'fused_linear', `input ${i} is ${all[i].dtype}; expected ${weight ? `${bt} like the first weight` : 'f32'}`);
+    if (weight ? all[i].dtype !== wt : all[i].dtype !== 'f32')
+      throw new ShapeError(kind === 'qkv' ? 'fused_qkv' : 'fused_linear', `input ${i} is ${all[i].dtype}; expected ${weight ? `${wt} like the first weight` : 'f32'}`);
   }
   const x = all[base].shape;
   const K = last(x), M = numel(x) / K;
@@ -1245,7 +1263,7 @@ function fusedLinearPlan(all: KernelInput[], mode: FusedMode, sub: boolean): Ker
     const xType = vec ? 'vec4<f32>' : 'f32';
     const rms = norm?.kind === 'rmsnorm';
     const twoOf = (s: FusedSeg) => s.rope || s.wu !== undefined; // two accumulators per row: the rotary partner column, or the up row
-    const wType = vec ? (is16(bt) ? 'vec4<u32>' : 'vec4<f32>') : storageType(bt);
+    const wType = vec ? (is16(bt) ? vec16(bt) : 'vec4<f32>') : storageType(bt);
     const decls = present.map(([name, i, weight]) =>
       `@group(0) @binding(${i + 1}) var<storage, read> ${name}: array<${weight ? wType : name === 'inp' || name === 'nw' || name === 'nb' ? xType : 'f32'}>;`);
     if (kind === 'qkv') decls.unshift('@group(0) @binding(1) var<storage, read_write> kc: array<f32>;', '@group(0) @binding(2) var<storage, read_write> vc: array<f32>;');
@@ -1424,7 +1442,7 @@ const tileStart = (tile: number) => `@compute @workgroup_size(16, 16) fn main(@b
  * row-major a and a (N, K) b, M % 4 for a transposed a, N % 4 for a (K, N) b. A 16-bit b must be (N, K)
  * with K % 8: each thread loads 8 packed halves of one row (a vec4<u32>) and widens them into the tile.
  */
-function bigTileMatmul(M: number, N: number, K: number, batches: number, bBatches: number, transB: boolean, transA: boolean, bt: DType = 'f32'): KernelPlan {
+function bigTileMatmul(M: number, N: number, K: number, batches: number, bBatches: number, transB: boolean, transA: boolean, bt: Held = 'f32'): KernelPlan {
   if (batches > MAX_WG) throw new ShapeError('matmul', `${batches} batches exceed the ${MAX_WG} workgroups a grid dimension allows on WebGPU`);
   // Tile loads: 16 (k) × 128 (rows) values per operand = 512 vec4, two per thread. Along K (row-major a,
   // b with transB) a vec4 holds 4 consecutive k of one row; across rows (transposed a, b without transB)
@@ -1454,7 +1472,7 @@ function bigTileMatmul(M: number, N: number, K: number, batches: number, bBatche
   // 16-bit rows along K: 16 k × 128 rows = 256 loads of 8 halves, one per thread.
   const fetch16 = `{
       let gr = col0 + tid / 2u; let gk = kf + (tid % 2u) * 8u;
-      pw = vec4<u32>(0u);
+      pw = ${vec16(bt)}();
       if (gr < N && gk < K) { pw = b[(bo + gr * K + gk) / 8u]; }
     }`;
   const store16 = `{
@@ -1467,14 +1485,14 @@ function bigTileMatmul(M: number, N: number, K: number, batches: number, bBatche
     key: `tile128:${bt}:${transB}:${transA}`, workgroups: [Math.ceil(N / 128), Math.ceil(M / 128), batches], params: words(M, N, K, bBatches),
     wgsl: () => `${PARAMS_WGSL}
 @group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> b: array<vec4<${wide ? 'u32' : 'f32'}>>;
+@group(0) @binding(2) var<storage, read> b: array<${wide ? vec16(bt) : 'vec4<f32>'}>;
 @group(0) @binding(3) var<storage, read_write> o: array<f32>;
 var<workgroup> As: array<vec4<f32>, 512>;
 var<workgroup> Bs: array<vec4<f32>, 512>;
 ${tileStart(128)}
   ${ACC128.decl}
   var pa: array<vec4<f32>, 2>;
-  ${wide ? 'var pw: vec4<u32>;' : 'var pb: array<vec4<f32>, 2>;'}
+  ${wide ? `var pw: ${vec16(bt)};` : 'var pb: array<vec4<f32>, 2>;'}
   var kf = 0u;
   ${fetch('a', 'pa', !transA, 'row0', 'ao', 'M')}
   ${wide ? fetch16 : fetch('b', 'pb', transB, 'col0', 'bo', 'N')}
@@ -1523,7 +1541,7 @@ const ACC128 = {
 };
 
 /** Tiled matmul: 64×64 output tiles per 256-thread workgroup, 4×4 outputs per thread, K in steps of 16. */
-function tiledMatmul(M: number, N: number, K: number, batches: number, bBatches: number, transB: boolean, transA: boolean, bt: DType): KernelPlan {
+function tiledMatmul(M: number, N: number, K: number, batches: number, bBatches: number, transB: boolean, transA: boolean, bt: Held): KernelPlan {
   const tilesN = Math.ceil(N / 64), tilesM = Math.ceil(M / 64);
   if (batches > MAX_WG) throw new ShapeError('matmul', `${batches} batches exceed the ${MAX_WG} workgroups a grid dimension allows on WebGPU`);
   return {
