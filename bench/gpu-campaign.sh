@@ -6,16 +6,18 @@
 #   bash bench/gpu-campaign.sh decode|profile|skip|train|all [--smoke]
 #
 #   decode  bench/webgpu.ts --peer (matmul, decode, prefill vs HF, HBM limit, memory),
-#           bench/decode-breakdown.ts (125M and 1B; 1B again without Dawn's robust buffer access, and
-#           with its workgroup-memory zeroing, which Brickwork turns off in Node)
-#   profile bench/profile.ts (kernels by GPU time), the fp32 matmul without robust buffer access, and
-#           the host's share of decoding alone (Dawn's null backend)
+#           bench/decode-breakdown.ts (125M and 1B)
+#   profile bench/profile.ts (kernels by GPU time), the fp32 matmul without robust buffer access, the
+#           host's share of decoding alone (Dawn's null backend), and the 1B decode breakdown without
+#           Dawn's robust buffer access and with its workgroup-memory zeroing (which Brickwork turns off)
 #   skip    bench/skip.ts --device webgpu (tiny, 125M, 1B) and `brickwork sweep --device webgpu` on the
 #           bundled tiny-llama over WikiText-2 test (needs data/gpu/wikitext-2/{test,valid}.txt, copied
 #           from ../shared/data beforehand: that folder does not travel to the GPU machine)
 #   train   bench/train.ts --device webgpu --peer (GPT-2 124M, T 1024) and `brickwork compare --device webgpu`
 # --smoke runs every step at toy sizes (no peer), to check the script itself on any adapter.
 # On the GPU machine, run one part per command (all of them together return more than its 8 files).
+# A session's 30 minutes of device time (machine start included) hold about three parts: decode, skip
+# and train carry the figures the results file still lacks; profile is diagnosis, so it goes last.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 part=${1:-all}
@@ -47,10 +49,6 @@ if [ "$part" = decode ] || [ "$part" = all ]; then
   step 330 "bench/webgpu.ts ${peer[*]}" "${run_ts[@]}" bench/webgpu.ts "${peer[@]}" "${quickArgs[@]}"
   step 60 "decode breakdown, 125M" "${run_ts[@]}" bench/decode-breakdown.ts ${smoke:+--narrow --tokens 8}
   [ -z "$smoke" ] && step 60 "decode breakdown, 1B" "${run_ts[@]}" bench/decode-breakdown.ts "${big[@]}"
-  step 60 "decode breakdown, 1B, without robust buffer access" \
-    env BRICKWORK_DAWN_FLAGS=enable-dawn-features=disable_robustness "${run_ts[@]}" bench/decode-breakdown.ts "${big[@]}"
-  step 60 "decode breakdown, 1B, with workgroup memory zeroed" \
-    env BRICKWORK_DAWN_FLAGS=disable-dawn-features=disable_workgroup_init "${run_ts[@]}" bench/decode-breakdown.ts "${big[@]}"
 fi
 
 if [ "$part" = profile ] || [ "$part" = all ]; then
@@ -60,6 +58,10 @@ if [ "$part" = profile ] || [ "$part" = all ]; then
   # The host's share on this machine's CPU alone: Dawn's null backend records and submits but runs nothing.
   step 60 "host share of decoding (Dawn null backend), 1B layout" env BRICKWORK_DAWN_FLAGS=backend=null \
     "${run_ts[@]}" bench/decode-breakdown.ts --narrow --1b --tokens 450
+  step 60 "decode breakdown, 1B, without robust buffer access" \
+    env BRICKWORK_DAWN_FLAGS=enable-dawn-features=disable_robustness "${run_ts[@]}" bench/decode-breakdown.ts "${big[@]}"
+  step 60 "decode breakdown, 1B, with workgroup memory zeroed" \
+    env BRICKWORK_DAWN_FLAGS=disable-dawn-features=disable_workgroup_init "${run_ts[@]}" bench/decode-breakdown.ts "${big[@]}"
 fi
 
 if [ "$part" = skip ] || [ "$part" = all ]; then
