@@ -67,8 +67,11 @@ for (const op of OP_NAMES) {
     if (typeof be === 'string') return t.skip(be);
     if (!be.shaderF16Available) return t.skip(`this Dawn's null backend does not offer shader-f16`);
     assert.equal(be.useShaderF16, true, 'on by default where the adapter offers it');
-    for (const matmulTile of [64, 128] as const) {
+    // Both matmul tiles, and the reductions with and without subgroup operations.
+    for (const [matmulTile, sub] of [[64, true], [128, true], [64, false], [128, false]] as const) {
+      if (sub && !be.subgroupsAvailable) continue;
       be.matmulTile = matmulTile;
+      be.useSubgroups = sub;
       for (const [ci, c] of CASES[op].entries()) {
         let results;
         try {
@@ -79,9 +82,10 @@ for (const op of OP_NAMES) {
           throw e;
         }
         // A shader that does not compile is a validation error, raised at the next read.
-        for (const r of results) await assert.doesNotReject(r.toF32(), `${op} ${c.name}, tile ${matmulTile}`);
+        for (const r of results) await assert.doesNotReject(r.toF32(), `${op} ${c.name}, tile ${matmulTile}${sub ? ', subgroups' : ''}`);
       }
     }
     be.matmulTile = 64;
+    be.useSubgroups = be.subgroupsAvailable;
   });
 }
