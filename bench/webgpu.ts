@@ -157,7 +157,9 @@ function weightBytes(m: Model): number {
   return n;
 }
 
-interface Row { name: string; params: number; decode: number; longDecode?: { from: number; to: number; decode: number; unsplit: number; shortTo: number }; overlapped: number; serial: number; prefill: number; prefill128: number; dispatchesPerToken: number; weightBytes: number; unfused: { decode: number; dispatchesPerToken: number }; noSubgroups?: { decode: number; prefill: number }; packedF16?: { decode: number; prefill: number } }
+interface Row { name: string; params: number; decode: number; longDecode?: { from: number; to: number; decode: number; unsplit: number; shortTo: number }; overlapped: number; serial: number; prefill: number; prefill128: number; dispatchesPerToken: number; weightBytes: number; unfused: { decode: number; dispatchesPerToken: number }; noSubgroups?: Rates; packedF16?: Rates }
+/** Decode and prefill tokens/s with one kernel setting turned off. */
+type Rates = { decode: number; prefill: number };
 async function measure(name: string, model: Model): Promise<Row> {
   const V = model.spec.vocabSize;
   const prompt = Array.from({ length: 32 }, (_, i) => (i * 7919 + 11) % V);
@@ -208,22 +210,19 @@ async function measure(name: string, model: Model): Promise<Row> {
   };
   const prefill = await prefillRate(64);
   const prefill128 = await prefillRate(128);
-  // Reductions joined by a shared-memory tree instead of subgroup operations (where the device has them).
-  let noSubgroups: Row['noSubgroups'];
-  if (be.useSubgroups) {
-    be.useSubgroups = false;
+  // Decode and prefill with a kernel setting of the backend turned off for the run, then back on.
+  const without = async (set: (on: boolean) => void) => {
+    set(false);
     await generate(model, [prompt], { maxNewTokens: 8, stopTokens: [] }); // the other kernels compile here
-    noSubgroups = { decode: (await run()).decode, prefill: await prefillRate(64) };
-    be.useSubgroups = true;
-  }
+    const r = { decode: (await run()).decode, prefill: await prefillRate(64) };
+    set(true);
+    return r;
+  };
+  // Reductions joined by a shared-memory tree instead of subgroup operations (where the device has them).
+  const noSubgroups = be.useSubgroups ? await without((on) => { be.useSubgroups = on; }) : undefined;
   // f16 weights read as u32 pairs instead of WGSL f16 (where the adapter has shader-f16 and the model f16 weights).
-  let packedF16: Row['packedF16'];
-  if (be.useShaderF16 && [...model.weights.values()].some((w) => w.dtype === 'f16')) {
-    be.useShaderF16 = false;
-    await generate(model, [prompt], { maxNewTokens: 8, stopTokens: [] });
-    packedF16 = { decode: (await run()).decode, prefill: await prefillRate(64) };
-    be.useShaderF16 = true;
-  }
+  const packedF16 = be.useShaderF16 && [...model.weights.values()].some((w) => w.dtype === 'f16')
+    ? await without((on) => { be.useShaderF16 = on; }) : undefined;
   const row = { name, params: model.numParams, decode, longDecode, overlapped, serial, prefill, prefill128, dispatchesPerToken: perToken, weightBytes: weightBytes(model), unfused, noSubgroups, packedF16 };
   log(`${name}: decode ${decode.toFixed(1)} tok/s (waiting for each token ${serial.toFixed(1)}, unfused ${unfused.decode.toFixed(1)}, submit every 24 ${overlapped.toFixed(1)}), prefill ${prefill.toFixed(0)} tok/s (tile 128: ${prefill128.toFixed(0)}), ${perToken.toFixed(0)} dispatches/token (unfused ${unfused.dispatchesPerToken.toFixed(0)})`);
   return row;
@@ -274,13 +273,10 @@ for (const r of rows) {
   const p = hf?.models[r.name];
   log(`  waiting for each token before recording the next step, ${r.name}: decode ${fmt(r.serial)} tok/s (pipelined as shipped: ${(r.decode / r.serial).toFixed(2)}×)`);
   log(`  submitting every 24 dispatches, ${r.name}: decode ${fmt(r.overlapped)} tok/s${p ? ` (${(r.overlapped / p.decode_tok_s).toFixed(2)}× HF)` : ''}`);
-  if (r.noSubgroups) {
-    log(`  reductions without subgroup operations, ${r.name}: decode ${fmt(r.noSubgroups.decode)} tok/s, prefill ${fmt(r.noSubgroups.prefill, 0)} tok/s ` +
-      `(with them, as shipped: ${(r.decode / r.noSubgroups.decode).toFixed(2)}× and ${(r.prefill / r.noSubgroups.prefill).toFixed(2)}×)`);
-  }
-  if (r.packedF16) {
-    log(`  f16 weights as u32 pairs instead of WGSL f16, ${r.name}: decode ${fmt(r.packedF16.decode)} tok/s, prefill ${fmt(r.packedF16.prefill, 0)} tok/s ` +
-      `(shader-f16, as shipped: ${(r.decode / r.packedF16.decode).toFixed(2)}× and ${(r.prefill / r.packedF16.prefill).toFixed(2)}×)`);
+  for (const [off, what, shipped] of [[r.noSubgroups, 'reductions without subgroup operations', 'with them'], [r.packedF16, 'f16 weights as u32 pairs instead of WGSL f16', 'shader-f16']] as const) {
+    if (!off) continue;
+    log(`  ${what}, ${r.name}: decode ${fmt(off.decode)} tok/s, prefill ${fmt(off.prefill, 0)} tok/s ` +
+      `(${shipped}, as shipped: ${(r.decode / off.decode).toFixed(2)}× and ${(r.prefill / off.prefill).toFixed(2)}×)`);
   }
   const ld = r.longDecode;
   if (ld) {

@@ -4,26 +4,14 @@
 // compared here (test/webgpu-conformance.test.ts compares them on any adapter that has shader-f16).
 
 import assert from 'node:assert/strict';
-import { after, test } from 'node:test';
+import { test } from 'node:test';
 import { WGSL_KERNELS, type KernelEnv } from '../src/backends/webgpu/kernels.ts';
-import { BrickworkError, NoWebGpuError, OP_NAMES, WebGpuBackend, type DType } from '../src/index.ts';
+import { BrickworkError, OP_NAMES, type DType } from '../src/index.ts';
 import { CASES, makers, SKIPS } from './conformance-cases.ts';
+import { gpu } from './gpu-helpers.ts';
 
-// Read when the first device is made (this file runs in a process of its own).
+// Read when the first device is made (this file runs in a process of its own), so gpu() is Dawn's null backend.
 process.env.BRICKWORK_DAWN_FLAGS = 'backend=null';
-
-let nullGpu: Promise<WebGpuBackend | string> | undefined;
-function nullBackend(): Promise<WebGpuBackend | string> {
-  nullGpu ??= WebGpuBackend.create().then((b) => b, (e: unknown) => {
-    if (e instanceof NoWebGpuError) return `Dawn's null backend is not available: ${e.message.split('\n')[0]}`;
-    throw e;
-  });
-  return nullGpu;
-}
-after(async () => {
-  const b = await nullGpu;
-  if (b && typeof b !== 'string') b.destroy();
-});
 
 const env = (shaderF16: boolean): KernelEnv => ({
   features: new Set(shaderF16 ? ['shader-f16'] : []), matmulTile: 64, subgroups: false, attentionSplit: 4, shaderF16,
@@ -63,7 +51,7 @@ test('shader-f16: f16 weights bind as WGSL f16 in every kernel that reads them; 
 for (const op of OP_NAMES) {
   test(`shader-f16: every ${op} kernel compiles with f16 enabled (Dawn's null backend)`, async (t) => {
     if (SKIPS[op]) return t.skip(SKIPS[op]);
-    const be = await nullBackend();
+    const be = await gpu();
     if (typeof be === 'string') return t.skip(be);
     if (!be.shaderF16Available) return t.skip(`this Dawn's null backend does not offer shader-f16`);
     assert.equal(be.useShaderF16, true, 'on by default where the adapter offers it');
