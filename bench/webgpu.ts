@@ -157,7 +157,7 @@ function weightBytes(m: Model): number {
   return n;
 }
 
-interface Row { name: string; params: number; decode: number; longDecode?: { from: number; to: number; decode: number; unsplit: number; shortTo: number }; overlapped: number; serial: number; prefill: number; prefill128: number; dispatchesPerToken: number; weightBytes: number; unfused: { decode: number; dispatchesPerToken: number }; noSubgroups?: Rates; packedF16?: Rates }
+interface Row { name: string; params: number; decode: number; longDecode?: { from: number; to: number; decode: number; unsplit: number; shortTo: number }; overlapped: number; serial: number; prefill: number; prefill128: number; dispatchesPerToken: number; weightBytes: number; unfused: { decode: number; dispatchesPerToken: number }; noSubgroups?: Rates; packedF16?: Rates; columns: Record<number, number> }
 /** Decode and prefill tokens/s with one kernel setting turned off. */
 type Rates = { decode: number; prefill: number };
 async function measure(name: string, model: Model): Promise<Row> {
@@ -223,7 +223,17 @@ async function measure(name: string, model: Model): Promise<Row> {
   // f16 weights read as u32 pairs instead of WGSL f16 (where the adapter has shader-f16 and the model f16 weights).
   const packedF16 = be.useShaderF16 && [...model.weights.values()].some((w) => w.dtype === 'f16')
     ? await without((on) => { be.useShaderF16 = on; }) : undefined;
-  const row = { name, params: model.numParams, decode, longDecode, overlapped, serial, prefill, prefill128, dispatchesPerToken: perToken, weightBytes: weightBytes(model), unfused, noSubgroups, packedF16 };
+  // Decode with each number of output columns per GEMV workgroup (WebGpuBackend.gemvColumns).
+  const columns: Record<number, number> = {};
+  const shipped = be.gemvColumns;
+  for (const c of [1, 2, 4, 8]) {
+    if (c === shipped) { columns[c] = decode; continue; }
+    be.gemvColumns = c;
+    await generate(model, [prompt], { maxNewTokens: 8, stopTokens: [] }); // compile
+    columns[c] = (await run()).decode;
+  }
+  be.gemvColumns = shipped;
+  const row = { name, params: model.numParams, decode, longDecode, overlapped, serial, prefill, prefill128, dispatchesPerToken: perToken, weightBytes: weightBytes(model), unfused, noSubgroups, packedF16, columns };
   log(`${name}: decode ${decode.toFixed(1)} tok/s (waiting for each token ${serial.toFixed(1)}, unfused ${unfused.decode.toFixed(1)}, submit every 24 ${overlapped.toFixed(1)}), prefill ${prefill.toFixed(0)} tok/s (tile 128: ${prefill128.toFixed(0)}), ${perToken.toFixed(0)} dispatches/token (unfused ${unfused.dispatchesPerToken.toFixed(0)})`);
   return row;
 }
@@ -278,6 +288,7 @@ for (const r of rows) {
     log(`  ${what}, ${r.name}: decode ${fmt(off.decode)} tok/s, prefill ${fmt(off.prefill, 0)} tok/s ` +
       `(${shipped}, as shipped: ${(r.decode / off.decode).toFixed(2)}× and ${(r.prefill / off.prefill).toFixed(2)}×)`);
   }
+  log(`  GEMV output columns per workgroup, ${r.name}: ${Object.entries(r.columns).map(([c, d]) => `${c}: ${fmt(d)}`).join(', ')} tok/s (${be.gemvColumns} as shipped)`);
   const ld = r.longDecode;
   if (ld) {
     const hfLong = p?.long_from === ld.from ? p.decode_long_tok_s : undefined;

@@ -13,10 +13,17 @@ test('conformance: every op has cases', () => {
   for (const op of OP_NAMES) assert.ok(CASES[op].length > 0 || SKIPS[op], `no conformance case for ${op}`);
 });
 
-/** Runs op's cases on gpu (with or without subgroup reductions, f16 as WGSL f16 or u32 pairs) against the CPU reference. */
-async function checkCases(t: TestContext, gpu: WebGpuBackend, op: OpName, subgroups: boolean, shaderF16: boolean): Promise<void> {
+/** Ops whose small-M kernels compute several output columns per workgroup (WebGpuBackend.gemvColumns). */
+const GEMV_OPS = new Set<OpName>(['matmul', 'fused_linear', 'fused_kv_write', 'fused_qkv']);
+
+/**
+ * Runs op's cases on gpu (with or without subgroup reductions, f16 as WGSL f16 or u32 pairs, the given
+ * GEMV columns per workgroup) against the CPU reference.
+ */
+async function checkCases(t: TestContext, gpu: WebGpuBackend, op: OpName, subgroups: boolean, shaderF16: boolean, columns: number): Promise<void> {
   gpu.useSubgroups = subgroups;
   gpu.useShaderF16 = shaderF16;
+  gpu.gemvColumns = columns;
   for (const [ci, c] of CASES[op].entries()) {
     const wants = [c.run(ref, makers(100 + ci, ref))].flat();
     let gots: Tensor[];
@@ -28,7 +35,7 @@ async function checkCases(t: TestContext, gpu: WebGpuBackend, op: OpName, subgro
       throw e;
     }
     for (const [ti, got] of gots.entries()) {
-      const want = wants[ti], what = `${op} ${c.name}${gots.length > 1 ? ` (result ${ti})` : ''}${subgroups ? ', subgroups' : ''}${shaderF16 ? ', shader-f16' : ''}`;
+      const want = wants[ti], what = `${op} ${c.name}${gots.length > 1 ? ` (result ${ti})` : ''}${subgroups ? ', subgroups' : ''}${shaderF16 ? ', shader-f16' : ''}${GEMV_OPS.has(op) ? `, ${columns} GEMV columns` : ''}`;
       assert.deepEqual(got.shape, want.shape, `${what}: shape`);
       assert.equal(got.dtype, want.dtype, `${what}: dtype`);
       const [g, w] = [Array.from(await got.toF32()), Array.from(await want.toF32())];
@@ -46,15 +53,21 @@ for (const op of OP_NAMES) {
       // shared-memory tree: both kernels are checked where both can run.
       // Likewise f16 tensors are bound as WGSL f16 where the adapter has shader-f16 (every shader then
       // opens with `enable f16;`), else as u32 pairs; test/webgpu-shader-f16.test.ts compiles the former anywhere.
-      const initial = [gpu.useSubgroups, gpu.useShaderF16] as const;
+      // The GEMV-style kernels run with 1, 2, 4 and 8 output columns per workgroup (with the first
+      // reduction and f16 setting; the others with the default).
+      const initial = [gpu.useSubgroups, gpu.useShaderF16, gpu.gemvColumns] as const;
       if (!gpu.subgroupsAvailable) t.diagnostic('this device has no subgroups: only the shared-memory reductions are checked');
       if (!gpu.shaderF16Available) t.diagnostic('this device has no shader-f16: f16 is checked as u32 pairs only');
       try {
+        let first = true;
         for (const sub of gpu.subgroupsAvailable ? [true, false] : [false]) {
-          for (const f16 of gpu.shaderF16Available ? [true, false] : [false]) await checkCases(t, gpu, op, sub, f16);
+          for (const f16 of gpu.shaderF16Available ? [true, false] : [false]) {
+            for (const cols of first && GEMV_OPS.has(op) ? [1, 2, 4, 8] : [initial[2]]) await checkCases(t, gpu, op, sub, f16, cols);
+            first = false;
+          }
         }
       } finally {
-        [gpu.useSubgroups, gpu.useShaderF16] = initial;
+        [gpu.useSubgroups, gpu.useShaderF16, gpu.gemvColumns] = initial;
       }
     });
   });
@@ -96,5 +109,26 @@ test('WebGPU shader-f16: asking for it where the adapter lacks it is a clear err
     assert.equal(gpu.useShaderF16, false);
     assert.throws(() => { gpu.useShaderF16 = true; }, /shader-f16 was asked for, but this adapter .* does not offer it/);
     await assert.rejects(WebGpuBackend.create({ shaderF16: true }), (e: unknown) => e instanceof BrickworkError && e.code === 'E_OPTION' && /unset/.test(e.hint ?? ''));
+  });
+});
+
+test('WebGPU gemvColumns: 1, 2, 4 or 8, else a clear error (setter, option, BRICKWORK_GEMV_COLUMNS) before any device is made', async (t) => {
+  await withGpu(t, async (gpu) => {
+    const saved = gpu.gemvColumns;
+    for (const bad of [0, 3, 16, 2.5, Number.NaN]) assert.throws(() => { gpu.gemvColumns = bad; }, /gemvColumns is .*; expected one of 1, 2, 4, 8 output columns/);
+    assert.equal(gpu.gemvColumns, saved);
+    await assert.rejects(WebGpuBackend.create({ gemvColumns: 5 }), (e: unknown) => e instanceof BrickworkError && e.code === 'E_OPTION' && /gemvColumns is 5/.test(e.message));
+    const env = process.env.BRICKWORK_GEMV_COLUMNS;
+    try {
+      for (const bad of ['four', '6']) {
+        process.env.BRICKWORK_GEMV_COLUMNS = bad;
+        await assert.rejects(WebGpuBackend.create(), new RegExp(`BRICKWORK_GEMV_COLUMNS.*${bad}.*expected one of 1, 2, 4, 8`));
+      }
+      process.env.BRICKWORK_GEMV_COLUMNS = '2';
+      const two = await WebGpuBackend.create();
+      try { assert.equal(two.gemvColumns, 2); } finally { two.destroy(); }
+    } finally {
+      if (env === undefined) delete process.env.BRICKWORK_GEMV_COLUMNS; else process.env.BRICKWORK_GEMV_COLUMNS = env;
+    }
   });
 });

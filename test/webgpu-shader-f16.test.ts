@@ -14,7 +14,7 @@ import { gpu } from './gpu-helpers.ts';
 process.env.BRICKWORK_DAWN_FLAGS = 'backend=null';
 
 const env = (shaderF16: boolean): KernelEnv => ({
-  features: new Set(shaderF16 ? ['shader-f16'] : []), matmulTile: 64, subgroups: false, attentionSplit: 4, shaderF16,
+  features: new Set(shaderF16 ? ['shader-f16'] : []), matmulTile: 64, subgroups: false, attentionSplit: 4, gemvColumns: 1, shaderF16,
   maxWorkgroupStorage: 16384, maxInvocations: 256,
 });
 const input = (shape: number[], dtype: DType = 'f32') => ({ shape, dtype });
@@ -55,11 +55,14 @@ for (const op of OP_NAMES) {
     if (typeof be === 'string') return t.skip(be);
     if (!be.shaderF16Available) return t.skip(`this Dawn's null backend does not offer shader-f16`);
     assert.equal(be.useShaderF16, true, 'on by default where the adapter offers it');
-    // Both matmul tiles, and the reductions with and without subgroup operations.
-    for (const [matmulTile, sub] of [[64, true], [128, true], [64, false], [128, false]] as const) {
+    // Both matmul tiles, the reductions with and without subgroup operations, and the GEMV-style kernels
+    // with one and four output columns per workgroup, each with each.
+    const columns0 = be.gemvColumns;
+    for (const [matmulTile, sub, columns] of [[64, true, 1], [128, true, 4], [64, false, 4], [128, false, 1]] as const) {
       if (sub && !be.subgroupsAvailable) continue;
       be.matmulTile = matmulTile;
       be.useSubgroups = sub;
+      be.gemvColumns = columns;
       for (const [ci, c] of CASES[op].entries()) {
         let results;
         try {
@@ -70,10 +73,11 @@ for (const op of OP_NAMES) {
           throw e;
         }
         // A shader that does not compile is a validation error, raised at the next read.
-        for (const r of results) await assert.doesNotReject(r.toF32(), `${op} ${c.name}, tile ${matmulTile}${sub ? ', subgroups' : ''}`);
+        for (const r of results) await assert.doesNotReject(r.toF32(), `${op} ${c.name}, tile ${matmulTile}${sub ? ', subgroups' : ''}, ${columns} GEMV columns`);
       }
     }
     be.matmulTile = 64;
     be.useSubgroups = be.subgroupsAvailable;
+    be.gemvColumns = columns0;
   });
 }

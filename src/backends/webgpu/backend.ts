@@ -97,6 +97,29 @@ function checkAttentionSplit(blocks: number | undefined): void {
   }
 }
 
+const GEMV_COLUMNS = [1, 2, 4, 8];
+/**
+ * Output columns per GEMV workgroup unless set (WebGpuBackend.gemvColumns): on a fallback (CPU) adapter,
+ * where workgroups take turns on a few cores, 8 (the bundled model decodes 2.8× faster than with 1 on
+ * SwiftShader); elsewhere 1 until a GPU has measured the others (bench/webgpu.ts times each).
+ */
+const defaultGemvColumns = (fallback: boolean) => (fallback ? 8 : 1);
+
+function checkGemvColumns(n: number | undefined, what = 'gemvColumns'): void {
+  if (n !== undefined && !GEMV_COLUMNS.includes(n)) {
+    throw new BrickworkError('E_OPTION', `${what} is ${n}; expected one of ${GEMV_COLUMNS.join(', ')} output columns per GEMV workgroup`, 'leave it unset for the default (8 on a CPU adapter such as SwiftShader, else 1)');
+  }
+}
+
+/** BRICKWORK_GEMV_COLUMNS as a number, undefined where unset; checked by checkGemvColumns. */
+function gemvColumnsFromEnv(): number | undefined {
+  const v = envVar('BRICKWORK_GEMV_COLUMNS');
+  if (v === undefined) return undefined;
+  if (!/^\d+$/.test(v.trim())) checkGemvColumns(Number.NaN, `BRICKWORK_GEMV_COLUMNS ('${v}')`);
+  checkGemvColumns(Number(v), 'BRICKWORK_GEMV_COLUMNS');
+  return Number(v);
+}
+
 /** BRICKWORK_SHADER_F16 as a boolean ('0' off, '1' on), undefined where unset; anything else is a clear error. */
 function shaderF16FromEnv(): boolean | undefined {
   const v = envVar('BRICKWORK_SHADER_F16');
@@ -116,6 +139,8 @@ export interface WebGpuOptions {
   checkBounds?: boolean;
   /** The initial `attentionSplit` (default 4, or BRICKWORK_ATTENTION_SPLIT). */
   attentionSplit?: number;
+  /** The initial `gemvColumns` (1, 2, 4 or 8; or BRICKWORK_GEMV_COLUMNS). */
+  gemvColumns?: number;
   /**
    * Bind f16 weights as WGSL f16 (`useShaderF16`): default on where the adapter offers shader-f16;
    * false keeps them as u32 pairs; true where the adapter lacks it is an error. Also BRICKWORK_SHADER_F16=0|1.
@@ -188,7 +213,7 @@ export class WebGpuBackend implements Backend {
     this.shaderF16Available = this.features.has('shader-f16');
     this.env = {
       features: this.features, matmulTile: tile === '128' ? 128 : 64, subgroups: this.subgroupsAvailable && envVar('BRICKWORK_SUBGROUPS') !== '0', attentionSplit: 4,
-      shaderF16: this.shaderF16Available && opts.shaderF16 !== false, maxWorkgroupStorage: lim.maxComputeWorkgroupStorageSize, maxInvocations: lim.maxComputeInvocationsPerWorkgroup,
+      gemvColumns: opts.gemvColumns ?? defaultGemvColumns(ctx.fallback), shaderF16: this.shaderF16Available && opts.shaderF16 !== false, maxWorkgroupStorage: lim.maxComputeWorkgroupStorageSize, maxInvocations: lim.maxComputeInvocationsPerWorkgroup,
     };
     if (opts.attentionSplit !== undefined) this.attentionSplit = opts.attentionSplit;
     this.arena = this.device.createBuffer({ size: ARENA_SLOT * ARENA_SLOTS, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
@@ -221,6 +246,18 @@ export class WebGpuBackend implements Backend {
   set attentionSplit(blocks: number) {
     checkAttentionSplit(blocks);
     this.env.attentionSplit = blocks;
+  }
+
+  /**
+   * Output columns per workgroup of the GEMV-style kernels (batch-1 matmuls against (N, K) weights and
+   * the fused decode kernels): 1, 2, 4 or 8. With more, each thread loads and normalises the input row
+   * once for all of them, and one reduction serves them all, in fewer, longer workgroups. Kernels lower
+   * it where their shape does not allow it. BRICKWORK_GEMV_COLUMNS sets it in Node.
+   */
+  get gemvColumns(): number { return this.env.gemvColumns; }
+  set gemvColumns(n: number) {
+    checkGemvColumns(n);
+    this.env.gemvColumns = n;
   }
 
   /** Whether the device offers subgroup operations with WGSL's `subgroup_id` (what `useSubgroups` needs). */
@@ -256,12 +293,14 @@ export class WebGpuBackend implements Backend {
     const split = opts.attentionSplit ?? attentionSplitFromEnv();
     checkAttentionSplit(split);
     const f16 = opts.shaderF16 ?? shaderF16FromEnv();
+    const cols = opts.gemvColumns ?? gemvColumnsFromEnv();
+    checkGemvColumns(cols);
     const ctx = await acquireDevice();
     if (f16 && !ctx.features.has('shader-f16')) {
       ctx.device.destroy();
       throw shaderF16Missing(ctx.adapterInfo);
     }
-    return new WebGpuBackend(ctx, { ...opts, attentionSplit: split, shaderF16: f16 });
+    return new WebGpuBackend(ctx, { ...opts, attentionSplit: split, shaderF16: f16, gemvColumns: cols });
   }
 
   supports(op: OpName, dtype: DType): boolean {

@@ -21,6 +21,8 @@ export interface GpuContext {
   features: Set<string>;
   /** WGSL language features of the implementation (navigator.gpu.wgslLanguageFeatures), e.g. `subgroup_id`. */
   wgslFeatures: Set<string>;
+  /** A fallback adapter (WebGPU's term for one with large performance caveats: a CPU implementation such as SwiftShader). */
+  fallback: boolean;
 }
 
 let keepAlive: unknown; // the Dawn GPU object (see NOTE above)
@@ -106,11 +108,14 @@ export async function acquireDevice(): Promise<GpuContext> {
     },
   });
   const info = adapter.info ?? ({} as GPUAdapterInfo);
+  // Where it lives moved from the adapter (older browsers) to its info.
+  const fallback = (info as { isFallbackAdapter?: boolean }).isFallbackAdapter ?? (adapter as { isFallbackAdapter?: boolean }).isFallbackAdapter ?? false;
   void keepAlive;
   return {
     device,
     adapterInfo: { vendor: info.vendor ?? '', architecture: info.architecture ?? '', description: info.description ?? '' },
     features: new Set(want),
     wgslFeatures: new Set(gpu.wgslLanguageFeatures ?? []),
+    fallback,
   };
 }

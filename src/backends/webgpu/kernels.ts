@@ -53,6 +53,12 @@ export interface KernelEnv {
    * f32 values the kernels compute with are the same either way.
    */
   shaderF16: boolean;
+  /**
+   * Output columns (jobs) per workgroup of the GEMV-style kernels (`gemvT`, the fused decode kernels):
+   * 1, 2, 4 or 8. With more than one, each thread loads (and normalises) x once for all of them and the
+   * workgroup reduces their sums together; plans lower it where the shape does not allow it.
+   */
+  gemvColumns: number;
   /** The device's limits on workgroup memory (bytes) and invocations per workgroup. */
   maxWorkgroupStorage: number;
   maxInvocations: number;
@@ -367,7 +373,7 @@ export const WGSL_KERNELS: { [O in OpName]: WgslKernel<O> } = {
       const fold = bBatches === 1 && !transA;
       const Mf = fold ? batches * M : M;
       const nb = fold ? 1 : batches;
-      if (Mf <= 8 && transB && !transA) return gemvT(Mf, N, K, nb, bBatches, bt, env.subgroups);
+      if (Mf <= 8 && transB && !transA) return gemvT(Mf, N, K, nb, bBatches, bt, env);
       const vec4Rows = (transA ? Mf % 4 === 0 : K % 4 === 0) && (transB ? K % 4 === 0 : N % 4 === 0);
       // 16-bit weights take the big tile as (N, K) rows of 8 packed halves per load (prefill, weights stored transposed).
       const big = bt === 'f32' ? vec4Rows : transB && K % 8 === 0 && (transA ? Mf % 4 === 0 : true);
@@ -1013,51 +1019,73 @@ function strided64(count: number, v: string, body: string): string {
     : `for (var ${v} = lid; ${v} < ${count}u; ${v} += 64u) {\n${body}\n    }`;
 }
 
+/** Most per-slot sums a GEMV-style workgroup reduces at once (partSums: 64 floats of workgroup memory each). */
+const MAX_SLOTS = 40;
+
 /**
- * Matrix-vector product for M <= 8 rows against weights stored (N, K) (transB): one workgroup of 64
- * threads per output column reads that weight row once, with vec4 loads (8 halves per load when
- * packed). M is a compile-time constant so the per-row accumulators stay in registers.
+ * Jobs per workgroup of a GEMV-style kernel: `want` (KernelEnv.gemvColumns), halved until the jobs'
+ * sums (`slots` each, plus `extra`) fit MAX_SLOTS and every job count in `whole` is a multiple of it.
  */
-function gemvT(M: number, N: number, K: number, batches: number, bBatches: number, bt: Held, sub: boolean): KernelPlan {
+function gemvColumns(want: number, slots: number, extra: number, whole: readonly number[]): number {
+  let c = want;
+  while (c > 1 && (c * slots + extra > MAX_SLOTS || whole.some((n) => n % c !== 0))) c /= 2;
+  return c;
+}
+
+/**
+ * Matrix-vector product for M <= 8 rows against weights stored (N, K) (transB): a workgroup of 64
+ * threads computes C output columns (KernelEnv.gemvColumns), reading each of their weight rows once
+ * with vec4 loads (8 halves per load when packed) and each row of a once for all C. M and C are
+ * compile-time constants so the accumulators stay in registers.
+ */
+function gemvT(M: number, N: number, K: number, batches: number, bBatches: number, bt: Held, env: KernelEnv): KernelPlan {
+  const sub = env.subgroups;
   const vec = is16(bt) ? K % 8 === 0 : K % 4 === 0;
   const WG = 64;
-  const g = grid(N * batches * WG, WG);
+  const C = gemvColumns(env.gemvColumns, M, 0, []);
+  const NW = Math.ceil(N / C);
+  const g = grid(NW * batches * WG, WG);
   const sg = sgParts(sub);
   const bType = vec ? (is16(bt) ? vec16(bt) : 'vec4<f32>') : storageType(bt);
-  const widen = widen8(bt, 'w', 'w0', 'w1');
+  const cs = Array.from({ length: C }, (_, c) => c);
+  // Weight row of job c (past the last column: the last one again, stored nothing).
+  const row = (c: number) => `bo${c}`;
   const inner = !vec
-    ? strided64(K, 'k', `let w = ldb(bo + k); for (var m = 0u; m < ${M}u; m++) { acc[m] += a[ao + m * K + k] * w; }`)
+    ? strided64(K, 'k', `${cs.map((c) => `let w${c} = ldb(${row(c)} + k);`).join(' ')}
+      for (var m = 0u; m < ${M}u; m++) { let x = a[ao + m * K + k]; ${cs.map((c) => `acc[${c * M}u + m] += x * w${c};`).join(' ')} }`)
     : is16(bt)
-      ? strided64(K / 8, 'k8', `      let w = b[bo / 8u + k8];
-      ${widen}
+      ? strided64(K / 8, 'k8', `      ${cs.map((c) => `let w${c} = b[${row(c)} / 8u + k8]; ${widen8(bt, `w${c}`, `w${c}_0`, `w${c}_1`)}`).join('\n      ')}
       for (var m = 0u; m < ${M}u; m++) {
-        let ab = (ao + m * K) / 4u + 2u * k8;
-        acc[m] += dot(av[ab], w0) + dot(av[ab + 1u], w1);
+        let ab = (ao + m * K) / 4u + 2u * k8; let x0 = av[ab]; let x1 = av[ab + 1u];
+        ${cs.map((c) => `acc[${c * M}u + m] += dot(x0, w${c}_0) + dot(x1, w${c}_1);`).join(' ')}
       }`)
-      : strided64(K / 4, 'k4', `      let w = b[bo / 4u + k4];
-      for (var m = 0u; m < ${M}u; m++) { acc[m] += dot(av[(ao + m * K) / 4u + k4], w); }`);
+      : strided64(K / 4, 'k4', `      ${cs.map((c) => `let w${c} = b[${row(c)} / 4u + k4];`).join(' ')}
+      for (var m = 0u; m < ${M}u; m++) { let x = av[(ao + m * K) / 4u + k4]; ${cs.map((c) => `acc[${c * M}u + m] += dot(x, w${c});`).join(' ')} }`);
   return {
-    key: `gemvT:${bt}:${vec}:${M}:${K}`, workgroups: g.workgroups, params: words(N * batches, g.nx, M, N, K, bBatches),
+    key: `gemvT:${bt}:${vec}:${M}:${C}:${K}`, workgroups: g.workgroups, params: words(NW * batches, g.nx, M, N, K, bBatches),
     wgsl: () => `${sg.enable}${PARAMS_WGSL}
 @group(0) @binding(1) var<storage, read> ${vec ? 'av: array<vec4<f32>>' : 'a: array<f32>'};
 @group(0) @binding(2) var<storage, read> b: array<${bType}>;
 @group(0) @binding(3) var<storage, read_write> o: array<f32>;
 ${vec ? '' : loader('ldb', 'b', bt)}
-${sg.vars}${partSums(M, sub)}
+${sg.vars}${partSums(M * C, sub)}
 @compute @workgroup_size(${WG}) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lv: vec3<u32>${sg.args}) {
   ${sg.init}
   let job = wid.x + wid.y * u(1u);
   if (job >= u(0u)) { return; }
   let lid = lv.x;
   let N = u(3u); const K = ${K}u;
-  let n = job % N; let batch = job / N;
+  let NW = (N + ${C - 1}u) / ${C}u;
+  let n0 = (job % NW) * ${C}u; let batch = job / NW;
   let ao = batch * ${M}u * K;
-  let bo = ((batch % u(5u)) * N + n) * K;
-  var acc: array<f32, ${M}>;
+  ${cs.map((c) => `let ${row(c)} = ((batch % u(5u)) * N + min(n0 + ${c}u, N - 1u)) * K;`).join(' ')}
+  var acc: array<f32, ${M * C}>;
   ${inner}
-  for (var m = 0u; m < ${M}u; m++) { put(lid, m, acc[m]); }
-  reduce_parts(lid, ${M}u);
-  if (lid < ${M}u) { o[(batch * ${M}u + lid) * N + n] = total(lid); }
+  for (var s = 0u; s < ${M * C}u; s++) { put(lid, s, acc[s]); }
+  reduce_parts(lid, ${M * C}u);
+  // Thread lid writes row lid % M of column n0 + lid / M (slot lid).
+  let n = n0 + lid / ${M}u;
+  if (lid < ${M * C}u && n < N) { o[(batch * ${M}u + lid % ${M}u) * N + n] = total(lid); }
 }`,
   };
 }
@@ -1232,13 +1260,19 @@ function fusedLinearPlan(all: KernelInput[], mode: FusedMode, env: KernelEnv): K
   const [, KH, S] = cacheShape ?? [0, 0, 0];
   const jobsOf = (N: number, rotated: boolean) => (rotated ? (N / D) * (D - R) : N);
   const N0 = all[base + 1].shape[0];
-  const J = kind === 'qkv' ? jobsOf(N0, !!rope) + jobsOf(KH * D, !!rope) + KH * D : jobsOf(N0, !!rope);
-  const g = grid(J * chunks * 64, 64);
+  const Js = kind === 'qkv' ? [jobsOf(N0, !!rope), jobsOf(KH * D, !!rope), KH * D] : [jobsOf(N0, !!rope)];
+  const J = Js.reduce((p, n) => p + n, 0);
+  // Two sums per job and row: a rotary pair, or GLU's gate and up rows. Σx² (RMSNorm) takes MC more slots.
+  const two = !!rope || !!lin?.glu, slots = MC * (two ? 2 : 1);
+  // q, k and v each in whole workgroups: every job of a workgroup takes the same branch.
+  const C = gemvColumns(env.gemvColumns, slots, MC, kind === 'qkv' ? Js : []);
+  const JW = Math.ceil(J / C);
+  const g = grid(JW * chunks * 64, 64);
   const positioned = rope || kind !== 'linear'; // x is (B, T, K): rows have positions
   const B = positioned ? x[0] : 1, T = positioned ? x[1] : 1;
-  const params = words(J * chunks, g.nx, M, N0, K, J, T, f(norm?.eps ?? 0), f(norm?.scale ?? 1), R, D, B, S, KH,
+  const params = words(JW * chunks, g.nx, M, N0, K, J, T, f(norm?.eps ?? 0), f(norm?.scale ?? 1), R, D, B, S, KH,
     pos0, (rope?.invFreq ?? []).map(f));
-  const key = `${kind}:${bt}:${vec}:${MC}:${K}:${norm ? norm.kind + norm.bias : '-'}:${mode.a.bias}:${lin?.act ?? '-'}:${!!lin?.glu}:${!!rope}:${!!lin?.residual}`;
+  const key = `${kind}:${bt}:${vec}:${MC}:${C}:${K}:${norm ? norm.kind + norm.bias : '-'}:${mode.a.bias}:${lin?.act ?? '-'}:${!!lin?.glu}:${!!rope}:${!!lin?.residual}`;
 
   const wgsl = () => {
     // Bindings: [name, input index, weight?]. Caches are written in place (fused_kv_write's is bound as
@@ -1305,38 +1339,45 @@ function fusedLinearPlan(all: KernelInput[], mode: FusedMode, env: KernelEnv): K
     const pick = (code: (s: FusedSeg) => string) => (segs.length === 1 ? code(segs[0])
       : segs.map((s, i) => `${i ? ' else ' : ''}${i < segs.length - 1 ? `if (seg == ${i}u) ` : ''}{\n${code(s)}\n    }`).join(''));
     // Shared slices of 64 partial sums: row sums of the first (and second) accumulator, then Σx² (RMSNorm).
-    const two = segs.some(twoOf), ssAt = MC * (two ? 2 : 1);
-    // The walk over K for one projection: its weight row(s) against the normalised x.
-    const walk = (s: FusedSeg) => `    ${strided64(vec ? K / E : K, 'st', `      ${wLoad(s.w, 'colA', 'wa')}
-      ${s.rope ? wLoad(s.w, 'colB', 'wb') : s.wu ? wLoad(s.wu, 'colA', 'wb') : ''}
+    // Slots: first sums (job c, row m at c·MC + m), second sums (after C·MC of them), then Σx² per row.
+    const ssAt = C * slots;
+    const cs = Array.from({ length: C }, (_, c) => c);
+    // The walk over K for one projection: each job's weight row(s) against the normalised x, which is
+    // loaded once per step for all C jobs of the workgroup.
+    const walk = (s: FusedSeg) => `    ${strided64(vec ? K / E : K, 'st', `      ${cs.map((c) => wLoad(s.w, `colA${c}`, `wa${c}_`)).join(' ')}
+      ${cs.map((c) => (s.rope ? wLoad(s.w, `colB${c}`, `wb${c}_`) : s.wu ? wLoad(s.wu, `colA${c}`, `wb${c}_`) : '')).join(' ')}
       for (var m = 0u; m < ${MC}u; m++) {
         let r = min(m0 + m, M - 1u); let mu = mus[m]; let inv = ivs[m];
         ${xLoad}
-        acc0[m] += ${mac('wa')};${twoOf(s) ? `\n        acc1[m] += ${mac('wb')};` : ''}
+        ${cs.map((c) => `acc0[${c * MC}u + m] += ${mac(`wa${c}_`)};${twoOf(s) ? ` acc1[${c * MC}u + m] += ${mac(`wb${c}_`)};` : ''}`).join('\n        ')}
       }`)}`;
     const addBias = (s: FusedSeg) => (s.bias ? `      ya += ${s.bias}[colA]; yb += ${s.biasu ? `${s.biasu}[colA]` : s.rope ? `${s.bias}[colB]` : '0.0'};` : '');
     const store = (s: FusedSeg) => `      ${s.dst}[${at(s, 'colA')}] = ya;${s.rope ? ` if (paired) { ${s.dst}[${at(s, 'colB')}] = yb; }` : ''}`;
-    // Which projection and column(s) this job is: with rope a rotary pair (colA, colB = colA + R) of head hd,
-    // or one pass-through column (paired false); without, column jl.
-    const cols = (rot: string) => `let hd = jl / select(D, D - R, ${rot}); let j = jl % select(D, D - R, ${rot}); let paired = ${rot} && j < R;
-  let colA = select(jl, hd * D + select(j + R, j, paired), ${rot}); let colB = select(colA, colA + R, paired);`;
-    const job = segs.length === 1 ? `let seg = 0u; let jl = jn; let N = u(3u);\n  ${cols(segs[0].rope ? 'true' : 'false')}`
+    // The workgroup's jobs are jl, jl + 1, … jl + C - 1 of projection seg (which has Jl jobs; past its
+    // end a job repeats the last one's loads and stores nothing). Where each one's column(s) are: cols().
+    const rot = segs.length === 1 ? String(segs[0].rope) : rope ? 'seg < 2u' : 'false';
+    const job = (segs.length === 1 ? `let seg = 0u; let jl = jn; let N = u(3u); let Jl = J;`
       : `let Nq = u(3u); let Nkv = u(13u) * D; let Jq = ${segs[0].J}; let Jk = ${segs[1].J};
   let seg = select(select(0u, 1u, jn >= Jq), 2u, jn >= Jq + Jk);
   let jl = jn - select(0u, select(Jq, Jq + Jk, seg == 2u), seg > 0u); let N = select(Nq, Nkv, seg > 0u);
-  ${cols(rope ? 'seg < 2u' : 'false')}`;
+  let Jl = select(select(Jq, Jk, seg == 1u), Nkv, seg == 2u);`)
+      + cs.map((c) => `\n  let cc${c} = cols(min(jl + ${c}u, Jl - 1u), ${rot}); let colA${c} = cc${c}.x; let colB${c} = cc${c}.y;`).join('');
     const dispatch = `${job}
-  var acc0: array<f32, ${MC}>; var acc1: array<f32, ${MC}>; var ss: array<f32, ${MC}>;
+  var acc0: array<f32, ${MC * C}>; var acc1: array<f32, ${MC * C}>; var ss: array<f32, ${MC}>;
   ${pick(walk)}
   for (var m = 0u; m < ${MC}u; m++) {
-    put(lid, m, acc0[m]);${two ? ` put(lid, ${MC}u + m, acc1[m]);` : ''}${rms ? ` put(lid, ${ssAt}u + m, ss[m]);` : ''}
+    ${cs.map((c) => `put(lid, ${c * MC}u + m, acc0[${c * MC}u + m]);${two ? ` put(lid, ${C * MC + c * MC}u + m, acc1[${c * MC}u + m]);` : ''}`).join(' ')}${rms ? ` put(lid, ${ssAt}u + m, ss[m]);` : ''}
   }
   reduce_parts(lid, ${ssAt + (rms ? MC : 0)}u);
-  if (lid >= ${MC}u || m0 + lid >= M) { return; }
-  let r = m0 + lid;
+  // Thread lid finishes job lid / MC for row lid % MC: its sums are in slot lid (and C·MC + lid).
+  if (lid >= ${MC * C}u) { return; }
+  let mr = lid % ${MC}u; let jc = jl + lid / ${MC}u;
+  if (m0 + mr >= M || jc >= Jl) { return; }
+  let r = m0 + mr;
+  let cc = cols(jc, ${rot}); let colA = cc.x; let colB = cc.y; let paired = cc.z == 1u; let j = cc.w;
   var ya = total(lid);
-  var yb = ${two ? `total(${MC}u + lid)` : '0.0'};
-  ${rms ? `let rinv = inverseSqrt(total(${ssAt}u + lid) / f32(K) + eps); ya *= rinv; yb *= rinv;` : ''}
+  var yb = ${two ? `total(${MC * C}u + lid)` : '0.0'};
+  ${rms ? `let rinv = inverseSqrt(total(${ssAt}u + mr) / f32(K) + eps); ya *= rinv; yb *= rinv;` : ''}
   ${segs.some((x) => x.bias) ? pick(addBias) : ''}
   ${lin?.act ? `{ let x = ya; ya = ${ACT_WGSL[lin.act]}; }` : ''}
   ${lin?.glu ? 'ya = ya * yb;' : ''}
@@ -1359,13 +1400,21 @@ ${vec ? '' : weights.map((w) => loader(`ld_${w}`, w, bt)).join('')}
 ${lin?.act === 'gelu_erf' ? ERF_WGSL : ''}${rope ? SINCOS_WGSL : ''}
 ${sg.vars}${partSums(ssAt + (rms ? MC : 0), sub)}
 fn xn(v: ${xType}, i: u32, mu: f32, inv: f32) -> ${xType} { let s = f(8u); return ${nrm}; }
+// Job jl's output column(s): with rope (rot) a rotary pair (colA, colB = colA + R) of head jl / (D - R), or one
+// pass-through column (paired 0); without, column jl. Returns (colA, colB, paired, j: the pair's index in the head).
+fn cols(jl: u32, rot: bool) -> vec4<u32> {
+  let R = u(9u); let D = u(10u);
+  let hd = jl / select(D, D - R, rot); let j = jl % select(D, D - R, rot); let paired = rot && j < R;
+  let colA = select(jl, hd * D + select(j + R, j, paired), rot);
+  return vec4<u32>(colA, select(colA, colA + R, paired), u32(paired), j);
+}
 @compute @workgroup_size(64) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lv: vec3<u32>${sg.args}) {
   ${sg.init}
   let job = wid.x + wid.y * u(1u);
   if (job >= u(0u)) { return; }
   let lid = lv.x;
   let M = u(2u); const K = ${K}u; let J = u(5u); let eps = f(7u); let R = u(9u); let D = u(10u);
-  let jn = job % J; let m0 = (job / J) * ${MC}u;
+  let JW = (J + ${C - 1}u) / ${C}u; let jn = (job % JW) * ${C}u; let m0 = (job / JW) * ${MC}u;
   var mus: array<f32, ${MC}>; var ivs: array<f32, ${MC}>;${stats}
   ${dispatch}
 }`;
