@@ -27,21 +27,25 @@ async function time(f: () => unknown, reps: number): Promise<number> {
   return (performance.now() - t) / 1e3 / reps;
 }
 
-// fp32 matmul, with each output tile size of the backend (WebGpuBackend.matmulTile); `matmul` keeps the default's.
+// fp32 matmul, with each output tile size of the backend (WebGpuBackend.matmulTile), the 128-wide one with
+// one and two shared-memory buffers (matmulStages); `matmul` keeps the default's.
 const matmul: Record<string, number> = {};
 const matmul128: Record<string, number> = {};
+const matmul128x2: Record<string, number> = {};
 for (const n of smoke ? [128, 256] : quick ? [1024, 4096] : [4096, 8192]) {
   const data = new Float32Array(n * n).map((_, i) => ((i * 2654435761) % 1000) / 1000 - 0.5);
   const a = be.upload(data, [n, n], 'f32'), b = be.upload(data, [n, n], 'f32');
-  for (const tile of [64, 128] as const) {
+  for (const [tile, stages, into, what] of [[64, 1, matmul, 'tile 64'], [128, 1, matmul128, 'tile 128'], [128, 2, matmul128x2, 'tile 128, two buffers']] as const) {
     be.matmulTile = tile;
+    be.matmulStages = stages;
     let out = ops.matmul(a, b);
     const s = await time(() => { out.dispose(); out = ops.matmul(a, b); }, n >= 8192 ? 4 : 10);
-    (tile === 64 ? matmul : matmul128)[n] = (2 * n ** 3) / s / 1e12;
+    into[n] = (2 * n ** 3) / s / 1e12;
     out.dispose();
-    log(`matmul ${n}³ fp32, tile ${tile}: ${((2 * n ** 3) / s / 1e12).toFixed(2)} TFLOP/s`);
+    log(`matmul ${n}³ fp32, ${what}: ${into[n].toFixed(2)} TFLOP/s`);
   }
   be.matmulTile = 64;
+  be.matmulStages = 1;
   a.dispose(); b.dispose();
 }
 
@@ -269,9 +273,12 @@ if (peer) {
 
 const fmt = (x: number | undefined, d = 1) => (x === undefined ? '—' : x.toFixed(d));
 log(`\n${new Date().toISOString().slice(0, 10)} · ${be.info.description || be.info.vendor}${hf ? ` · peer: ${hf.device}, PyTorch + HF transformers eager` : ''}`);
-log('\nfp32 matmul (TFLOP/s)      tile 64   tile 128   torch (TF32 off)   ratio 64   ratio 128');
+log('\nfp32 matmul (TFLOP/s)      tile 64   tile 128   128, 2 buffers   torch (TF32 off)   ratio 64   ratio 128   ratio 128×2');
 const pct = (x: number, peer: number | undefined) => (peer ? (100 * x / peer).toFixed(0) + '%' : '—');
-for (const n of Object.keys(matmul)) log(`  ${`${n}³`.padEnd(24)} ${fmt(matmul[n], 2).padStart(7)}   ${fmt(matmul128[n], 2).padStart(8)}   ${fmt(hf?.matmul_tflops[n], 2).padStart(16)}   ${pct(matmul[n], hf?.matmul_tflops[n]).padStart(8)}   ${pct(matmul128[n], hf?.matmul_tflops[n]).padStart(9)}`);
+for (const n of Object.keys(matmul)) {
+  const t = hf?.matmul_tflops[n];
+  log(`  ${`${n}³`.padEnd(24)} ${fmt(matmul[n], 2).padStart(7)}   ${fmt(matmul128[n], 2).padStart(8)}   ${fmt(matmul128x2[n], 2).padStart(14)}   ${fmt(t, 2).padStart(16)}   ${pct(matmul[n], t).padStart(8)}   ${pct(matmul128[n], t).padStart(9)}   ${pct(matmul128x2[n], t).padStart(11)}`);
+}
 log('\nmodel        params   decode tok/s (HF, ×)        prefill tok/s (HF, ×)       dispatches/token   unfused: decode tok/s, dispatches/token');
 for (const r of rows) {
   const p = hf?.models[r.name];
@@ -310,6 +317,6 @@ if (big) {
   }
 }
 log(`GPU memory: ${(memBefore / 2 ** 20).toFixed(1)} MiB before and ${(memAfter / 2 ** 20).toFixed(1)} MiB after ${gens} generations (growth ${((memAfter - memBefore) / 2 ** 20).toFixed(1)} MiB)`);
-if (process.env.OUT) writeFileSync(`${process.env.OUT}/webgpu-bench.json`, JSON.stringify({ adapter: be.info, matmul, matmul128, copyGBps, readGBps, floorChained, floorSeparate, rows, memBefore, memAfter, gens, hf }, null, 2));
+if (process.env.OUT) writeFileSync(`${process.env.OUT}/webgpu-bench.json`, JSON.stringify({ adapter: be.info, matmul, matmul128, matmul128x2, copyGBps, readGBps, floorChained, floorSeparate, rows, memBefore, memAfter, gens, hf }, null, 2));
 be.destroy();
 process.exit(0);

@@ -16,14 +16,18 @@ test('conformance: every op has cases', () => {
 /** Ops whose small-M kernels compute several output columns per workgroup (WebGpuBackend.gemvColumns). */
 const GEMV_OPS = new Set<OpName>(['matmul', 'fused_linear', 'fused_kv_write', 'fused_qkv']);
 
+/** Kernel choices besides subgroups and shader-f16: GEMV columns per workgroup, and the 128-wide matmul tile's buffers. */
+type Variant = { columns: number; stages: 1 | 2 };
+
 /**
  * Runs op's cases on gpu (with or without subgroup reductions, f16 as WGSL f16 or u32 pairs, the given
- * GEMV columns per workgroup) against the CPU reference.
+ * variant) against the CPU reference.
  */
-async function checkCases(t: TestContext, gpu: WebGpuBackend, op: OpName, subgroups: boolean, shaderF16: boolean, columns: number): Promise<void> {
+async function checkCases(t: TestContext, gpu: WebGpuBackend, op: OpName, subgroups: boolean, shaderF16: boolean, { columns, stages }: Variant): Promise<void> {
   gpu.useSubgroups = subgroups;
   gpu.useShaderF16 = shaderF16;
   gpu.gemvColumns = columns;
+  gpu.matmulStages = stages;
   for (const [ci, c] of CASES[op].entries()) {
     const wants = [c.run(ref, makers(100 + ci, ref))].flat();
     let gots: Tensor[];
@@ -35,7 +39,7 @@ async function checkCases(t: TestContext, gpu: WebGpuBackend, op: OpName, subgro
       throw e;
     }
     for (const [ti, got] of gots.entries()) {
-      const want = wants[ti], what = `${op} ${c.name}${gots.length > 1 ? ` (result ${ti})` : ''}${subgroups ? ', subgroups' : ''}${shaderF16 ? ', shader-f16' : ''}${GEMV_OPS.has(op) ? `, ${columns} GEMV columns` : ''}`;
+      const want = wants[ti], what = `${op} ${c.name}${gots.length > 1 ? ` (result ${ti})` : ''}${subgroups ? ', subgroups' : ''}${shaderF16 ? ', shader-f16' : ''}${GEMV_OPS.has(op) ? `, ${columns} GEMV columns` : ''}${stages === 2 ? ', two-stage tile 128' : ''}`;
       assert.deepEqual(got.shape, want.shape, `${what}: shape`);
       assert.equal(got.dtype, want.dtype, `${what}: dtype`);
       const [g, w] = [Array.from(await got.toF32()), Array.from(await want.toF32())];
@@ -53,21 +57,27 @@ for (const op of OP_NAMES) {
       // shared-memory tree: both kernels are checked where both can run.
       // Likewise f16 tensors are bound as WGSL f16 where the adapter has shader-f16 (every shader then
       // opens with `enable f16;`), else as u32 pairs; test/webgpu-shader-f16.test.ts compiles the former anywhere.
-      // The GEMV-style kernels run with 1, 2, 4 and 8 output columns per workgroup (with the first
-      // reduction and f16 setting; the others with the default).
-      const initial = [gpu.useSubgroups, gpu.useShaderF16, gpu.gemvColumns] as const;
+      // The GEMV-style kernels run with 1, 2, 4 and 8 output columns per workgroup, and the 128-wide
+      // matmul tile with one and two shared-memory buffers (with the first reduction and f16 setting;
+      // the others with the defaults).
+      const initial = [gpu.useSubgroups, gpu.useShaderF16, gpu.gemvColumns, gpu.matmulStages] as const;
+      const shipped: Variant = { columns: initial[2], stages: initial[3] };
+      const variants: Variant[] = [
+        ...(GEMV_OPS.has(op) ? [1, 2, 4, 8].map((columns) => ({ columns, stages: shipped.stages })) : [shipped]),
+        ...(op === 'matmul' ? [{ columns: shipped.columns, stages: (3 - shipped.stages) as 1 | 2 }] : []),
+      ];
       if (!gpu.subgroupsAvailable) t.diagnostic('this device has no subgroups: only the shared-memory reductions are checked');
       if (!gpu.shaderF16Available) t.diagnostic('this device has no shader-f16: f16 is checked as u32 pairs only');
       try {
         let first = true;
         for (const sub of gpu.subgroupsAvailable ? [true, false] : [false]) {
           for (const f16 of gpu.shaderF16Available ? [true, false] : [false]) {
-            for (const cols of first && GEMV_OPS.has(op) ? [1, 2, 4, 8] : [initial[2]]) await checkCases(t, gpu, op, sub, f16, cols);
+            for (const v of first ? variants : [shipped]) await checkCases(t, gpu, op, sub, f16, v);
             first = false;
           }
         }
       } finally {
-        [gpu.useSubgroups, gpu.useShaderF16, gpu.gemvColumns] = initial;
+        [gpu.useSubgroups, gpu.useShaderF16, gpu.gemvColumns, gpu.matmulStages] = initial;
       }
     });
   });

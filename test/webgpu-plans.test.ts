@@ -8,7 +8,7 @@ import type { DType } from '../src/tensor/dtype.ts';
 import { WGSL_KERNELS, type KernelEnv, type KernelPlan } from '../src/backends/webgpu/kernels.ts';
 
 const env = (gemvColumns: number): KernelEnv => ({
-  features: new Set(), matmulTile: 64, subgroups: false, attentionSplit: 4, gemvColumns, shaderF16: false,
+  features: new Set(), matmulTile: 64, matmulStages: 1, subgroups: false, attentionSplit: 4, gemvColumns, shaderF16: false,
   maxWorkgroupStorage: 16384, maxInvocations: 256,
 });
 const input = (shape: number[], dtype: DType = 'f32') => ({ shape, dtype });

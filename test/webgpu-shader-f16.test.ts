@@ -14,7 +14,7 @@ import { gpu } from './gpu-helpers.ts';
 process.env.BRICKWORK_DAWN_FLAGS = 'backend=null';
 
 const env = (shaderF16: boolean): KernelEnv => ({
-  features: new Set(shaderF16 ? ['shader-f16'] : []), matmulTile: 64, subgroups: false, attentionSplit: 4, gemvColumns: 1, shaderF16,
+  features: new Set(shaderF16 ? ['shader-f16'] : []), matmulTile: 64, matmulStages: 1, subgroups: false, attentionSplit: 4, gemvColumns: 1, shaderF16,
   maxWorkgroupStorage: 16384, maxInvocations: 256,
 });
 const input = (shape: number[], dtype: DType = 'f32') => ({ shape, dtype });

@@ -212,7 +212,7 @@ export class WebGpuBackend implements Backend {
     this.subgroupsAvailable = this.features.has('subgroups') && ctx.wgslFeatures.has('subgroup_id');
     this.shaderF16Available = this.features.has('shader-f16');
     this.env = {
-      features: this.features, matmulTile: tile === '128' ? 128 : 64, subgroups: this.subgroupsAvailable && envVar('BRICKWORK_SUBGROUPS') !== '0', attentionSplit: 4,
+      features: this.features, matmulTile: tile === '128' ? 128 : 64, matmulStages: envVar('BRICKWORK_MATMUL_STAGES') === '2' ? 2 : 1, subgroups: this.subgroupsAvailable && envVar('BRICKWORK_SUBGROUPS') !== '0', attentionSplit: 4,
       gemvColumns: opts.gemvColumns ?? defaultGemvColumns(ctx.fallback), shaderF16: this.shaderF16Available && opts.shaderF16 !== false, maxWorkgroupStorage: lim.maxComputeWorkgroupStorageSize, maxInvocations: lim.maxComputeInvocationsPerWorkgroup,
     };
     if (opts.attentionSplit !== undefined) this.attentionSplit = opts.attentionSplit;
@@ -235,6 +235,13 @@ export class WebGpuBackend implements Backend {
    */
   get matmulTile(): 64 | 128 { return this.env.matmulTile; }
   set matmulTile(t: 64 | 128) { this.env.matmulTile = t; }
+  /**
+   * Shared-memory buffers of the 128-wide tile: 1, or 2 (one barrier per K step: a step is multiplied
+   * while the next is stored; needs 32 KiB of workgroup memory, else it keeps 1). BRICKWORK_MATMUL_STAGES=2
+   * sets it in Node; bench/webgpu.ts measures both.
+   */
+  get matmulStages(): 1 | 2 { return this.env.matmulStages; }
+  set matmulStages(n: 1 | 2) { this.env.matmulStages = n; }
 
   /**
    * Decoding attends in blocks of 256 keys, one workgroup per query row; from this many blocks on (4:

@@ -37,6 +37,12 @@ export interface KernelEnv {
   /** Output tile of the f32 matmul: 64 (the default) or 128 (bigTileMatmul, where the operands allow vec4 loads). */
   matmulTile: 64 | 128;
   /**
+   * Shared-memory buffers of the 128-wide tile: 1 (store a K step, barrier, multiply, barrier) or 2
+   * (multiply one step while the next is stored into the other buffer: one barrier per step). 2 needs
+   * twice the workgroup memory (32 KiB); where the device has less the tile keeps one buffer.
+   */
+  matmulStages: 1 | 2;
+  /**
    * Whether reductions use subgroup operations (the device has `subgroups` and WGSL's `subgroup_id`):
    * each subgroup sums in registers and one barrier joins them, where a shared-memory tree takes
    * log2(threads) barriers.
@@ -377,7 +383,7 @@ export const WGSL_KERNELS: { [O in OpName]: WgslKernel<O> } = {
       const vec4Rows = (transA ? Mf % 4 === 0 : K % 4 === 0) && (transB ? K % 4 === 0 : N % 4 === 0);
       // 16-bit weights take the big tile as (N, K) rows of 8 packed halves per load (prefill, weights stored transposed).
       const big = bt === 'f32' ? vec4Rows : transB && K % 8 === 0 && (transA ? Mf % 4 === 0 : true);
-      if (env.matmulTile === 128 && big) return bigTileMatmul(Mf, N, K, nb, bBatches, transB, transA, bt);
+      if (env.matmulTile === 128 && big) return bigTileMatmul(Mf, N, K, nb, bBatches, transB, transA, bt, env.matmulStages === 2 && env.maxWorkgroupStorage >= 32768 ? 2 : 1);
       return tiledMatmul(Mf, N, K, nb, bBatches, transB, transA, bt);
     },
   },
@@ -1490,8 +1496,9 @@ const tileStart = (tile: number) => `@compute @workgroup_size(16, 16) fn main(@b
  * of 16, operands loaded as vec4. Needs the loaded rows contiguous in multiples of 4: K % 4 for a
  * row-major a and a (N, K) b, M % 4 for a transposed a, N % 4 for a (K, N) b. A 16-bit b must be (N, K)
  * with K % 8: each thread loads 8 packed halves of one row (a vec4<u32>) and widens them into the tile.
+ * `stages`: KernelEnv.matmulStages.
  */
-function bigTileMatmul(M: number, N: number, K: number, batches: number, bBatches: number, transB: boolean, transA: boolean, bt: Held = 'f32'): KernelPlan {
+function bigTileMatmul(M: number, N: number, K: number, batches: number, bBatches: number, transB: boolean, transA: boolean, bt: Held, stages: 1 | 2): KernelPlan {
   if (batches > MAX_WG) throw new ShapeError('matmul', `${batches} batches exceed the ${MAX_WG} workgroups a grid dimension allows on WebGPU`);
   // Tile loads: 16 (k) × 128 (rows) values per operand = 512 vec4, two per thread. Along K (row-major a,
   // b with transB) a vec4 holds 4 consecutive k of one row; across rows (transposed a, b without transB)
@@ -1509,14 +1516,15 @@ function bigTileMatmul(M: number, N: number, K: number, batches: number, bBatche
       ${reg}[j] = vec4<f32>(0.0);
       if (gk < K && gr < ${count}) { ${reg}[j] = ${arr}[(${off} + gk * ${count} + gr) / 4u]; }
     }`;
+  // `at` is the first vec4 of the buffer stored into (with two buffers, 0 or 512).
   const store = (reg: string, tile: string, alongK: boolean) => alongK
     ? `for (var j = 0u; j < 2u; j++) {
       let e = tid + 256u * j; let r = e / 4u; let kq = (e % 4u) * 4u; let v = ${reg}[j];
-      ${tile}[kq * 32u + r / 4u][r % 4u] = v.x; ${tile}[(kq + 1u) * 32u + r / 4u][r % 4u] = v.y;
-      ${tile}[(kq + 2u) * 32u + r / 4u][r % 4u] = v.z; ${tile}[(kq + 3u) * 32u + r / 4u][r % 4u] = v.w;
+      ${tile}[at + kq * 32u + r / 4u][r % 4u] = v.x; ${tile}[at + (kq + 1u) * 32u + r / 4u][r % 4u] = v.y;
+      ${tile}[at + (kq + 2u) * 32u + r / 4u][r % 4u] = v.z; ${tile}[at + (kq + 3u) * 32u + r / 4u][r % 4u] = v.w;
     }`
     : `for (var j = 0u; j < 2u; j++) {
-      ${tile}[tid + 256u * j] = ${reg}[j]; // element e = 4 rows of k e / 32: tile index (e / 32) * 32 + e % 32 = e
+      ${tile}[at + tid + 256u * j] = ${reg}[j]; // element e = 4 rows of k e / 32: tile index (e / 32) * 32 + e % 32 = e
     }`;
   // 16-bit rows along K: 16 k × 128 rows = 256 loads of 8 halves, one per thread.
   const fetch16 = `{
@@ -1527,40 +1535,65 @@ function bigTileMatmul(M: number, N: number, K: number, batches: number, bBatche
   const store16 = `{
       let r = tid / 2u; let kq = (tid % 2u) * 8u;
       ${widen8(bt, 'pw', 'lo', 'hi')}
-      for (var q = 0u; q < 4u; q++) { Bs[(kq + q) * 32u + r / 4u][r % 4u] = lo[q]; Bs[(kq + 4u + q) * 32u + r / 4u][r % 4u] = hi[q]; }
+      for (var q = 0u; q < 4u; q++) { Bs[at + (kq + q) * 32u + r / 4u][r % 4u] = lo[q]; Bs[at + (kq + 4u + q) * 32u + r / 4u][r % 4u] = hi[q]; }
     }`;
   const wide = is16(bt);
+  const fetchAll = `${fetch('a', 'pa', !transA, 'row0', 'ao', 'M')}
+      ${wide ? fetch16 : fetch('b', 'pb', transB, 'col0', 'bo', 'N')}`;
+  const storeAll = `${store('pa', 'As', !transA)}
+      ${wide ? store16 : store('pb', 'Bs', transB)}`;
+  // The products of one K step (from the buffer at \`cur\`). Writing out its 16 k instead of looping made
+  // it slower on SwiftShader (256³: 13.5 → 16 ms); a GPU's compiler unrolls such a loop itself.
+  const products = `for (var kk = 0u; kk < 16u; kk++) {
+      let a0 = As[cur + kk * 32u + ty]; let a1 = As[cur + kk * 32u + 16u + ty];
+      let b0 = Bs[cur + kk * 32u + tx]; let b1 = Bs[cur + kk * 32u + 16u + tx];
+      ${ACC128.products}
+    }`;
+  // One buffer: store, barrier, multiply (the next step's loads in flight), barrier. Two: multiply from
+  // one buffer while the other takes the next step; the barrier after both orders the next step's reads
+  // after its stores, and this step's reads before the stores into the same buffer two steps on.
+  const loop = stages === 1 ? `
+  var kf = 0u;
+  ${fetchAll}
+  let cur = 0u; let at = 0u;
+  for (var k0 = 0u; k0 < K; k0 += 16u) {
+    ${storeAll}
+    workgroupBarrier();
+    kf = k0 + 16u;
+    if (kf < K) {
+      ${fetchAll}
+    }
+    ${products}
+    workgroupBarrier();
+  }` : `
+  var kf = 0u;
+  ${fetchAll}
+  { let at = 0u; ${storeAll} }
+  workgroupBarrier();
+  var cur = 0u;
+  for (var k0 = 0u; k0 < K; k0 += 16u) {
+    kf = k0 + 16u;
+    let more = kf < K;
+    if (more) {
+      ${fetchAll}
+    }
+    ${products}
+    if (more) { let at = 512u - cur; ${storeAll} }
+    workgroupBarrier();
+    cur = 512u - cur;
+  }`;
   return {
-    key: `tile128:${bt}:${transB}:${transA}`, workgroups: [Math.ceil(N / 128), Math.ceil(M / 128), batches], params: words(M, N, K, bBatches),
+    key: `tile128:${bt}:${transB}:${transA}:${stages}`, workgroups: [Math.ceil(N / 128), Math.ceil(M / 128), batches], params: words(M, N, K, bBatches),
     wgsl: () => `${PARAMS_WGSL}
 @group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> b: array<${wide ? vec16(bt) : 'vec4<f32>'}>;
 @group(0) @binding(3) var<storage, read_write> o: array<f32>;
-var<workgroup> As: array<vec4<f32>, 512>;
-var<workgroup> Bs: array<vec4<f32>, 512>;
+var<workgroup> As: array<vec4<f32>, ${512 * stages}>;
+var<workgroup> Bs: array<vec4<f32>, ${512 * stages}>;
 ${tileStart(128)}
   ${ACC128.decl}
   var pa: array<vec4<f32>, 2>;
-  ${wide ? `var pw: ${vec16(bt)};` : 'var pb: array<vec4<f32>, 2>;'}
-  var kf = 0u;
-  ${fetch('a', 'pa', !transA, 'row0', 'ao', 'M')}
-  ${wide ? fetch16 : fetch('b', 'pb', transB, 'col0', 'bo', 'N')}
-  for (var k0 = 0u; k0 < K; k0 += 16u) {
-    ${store('pa', 'As', !transA)}
-    ${wide ? store16 : store('pb', 'Bs', transB)}
-    workgroupBarrier();
-    kf = k0 + 16u;
-    if (kf < K) {
-      ${fetch('a', 'pa', !transA, 'row0', 'ao', 'M')}
-      ${wide ? fetch16 : fetch('b', 'pb', transB, 'col0', 'bo', 'N')}
-    }
-    for (var kk = 0u; kk < 16u; kk++) {
-      let a0 = As[kk * 32u + ty]; let a1 = As[kk * 32u + 16u + ty];
-      let b0 = Bs[kk * 32u + tx]; let b1 = Bs[kk * 32u + 16u + tx];
-      ${ACC128.products}
-    }
-    workgroupBarrier();
-  }
+  ${wide ? `var pw: ${vec16(bt)};` : 'var pb: array<vec4<f32>, 2>;'}${loop}
   ${ACC128.stores}
 }`,
   };
