@@ -4,10 +4,12 @@
 // default sdpa attention, and eager) via bench/peer_train.py. Prints the rates and the ratios.
 //   node --import ./scripts/ts.mjs bench/train.ts [--device webgpu|cpu] [--batch B] [--seq T] [--steps N] [--small] [--peer]
 // --small runs a 4-layer, C 256 model (T 256) for smoke tests on machines without a GPU.
+// On WebGPU the steps are also timed with the 128-wide matmul tile, with one and with two shared-memory
+// buffers (WebGpuBackend.matmulTile, matmulStages), beside the default 64-wide tile.
 
 import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { AdamW, getBackend, gradients, randomModel, type ModelSpec } from '../src/index.ts';
+import { AdamW, getBackend, gradients, randomModel, WebGpuBackend, type ModelSpec } from '../src/index.ts';
 
 const arg = (name: string, dflt: string) => {
   const i = process.argv.indexOf(name);
@@ -47,14 +49,20 @@ const step = async () => {
   await opt.step(grads);
   return loss;
 };
-await step(); // warm-up: pipelines, buffer pool
-const t0 = performance.now();
-let last = 0;
-for (let i = 0; i < steps; i++) last = await step();
-const seconds = (performance.now() - t0) / 1000;
-const ours = (B * T * steps) / seconds;
-console.log(`brickwork ${device}: ${ours.toFixed(0)} tokens/s (${(seconds / steps * 1000).toFixed(0)} ms/step, last loss ${last.toFixed(3)})`);
+/** Tokens/s over `steps` training steps, after one warm-up step (pipelines, buffer pool). */
+const rate = async (what: string) => {
+  await step();
+  const t0 = performance.now();
+  let last = 0;
+  for (let i = 0; i < steps; i++) last = await step();
+  const seconds = (performance.now() - t0) / 1000;
+  const r = (B * T * steps) / seconds;
+  console.log(`brickwork ${what}: ${r.toFixed(0)} tokens/s (${(seconds / steps * 1000).toFixed(0)} ms/step, last loss ${last.toFixed(3)})`);
+  return r;
+};
+const ours = await rate(device);
 
+let peerRate: number | undefined;
 if (process.argv.includes('--peer')) {
   const script = fileURLToPath(new URL('./peer_train.py', import.meta.url));
   const out = execFileSync('python3', [script, '--C', String(shape.C), '--L', String(shape.L), '--H', String(shape.H), '--V', String(shape.V), '--T', String(T), '--B', String(B), '--steps', String(steps)], { encoding: 'utf8' });
@@ -62,5 +70,18 @@ if (process.argv.includes('--peer')) {
   console.log(`pytorch ${peer.torch} on ${peer.device} (fp32, TF32 off), attention '${peer.attention}' (transformers' default): ${peer.tokens_per_second.toFixed(0)} tokens/s`);
   console.log(`pytorch, attention '${peer.eager_attention}': ${peer.eager_tokens_per_second.toFixed(0)} tokens/s`);
   console.log(`ratio brickwork / pytorch: ${(ours / peer.tokens_per_second).toFixed(3)} (against eager attention: ${(ours / peer.eager_tokens_per_second).toFixed(3)})`);
+  peerRate = peer.tokens_per_second;
 } else console.log('peer: not run (add --peer on a machine with PyTorch + transformers)');
+
+// The matmul tile variants last, after the figures above are out.
+if (be instanceof WebGpuBackend) {
+  const [tile, stages] = [be.matmulTile, be.matmulStages];
+  for (const [t, st] of [[128, 1], [128, 2]] as const) {
+    be.matmulTile = t;
+    be.matmulStages = st;
+    const r = await rate(`${device}, matmul tile ${t}${st === 2 ? ', two buffers' : ''}`);
+    console.log(`  ${(r / ours).toFixed(3)}× the default tile${peerRate ? `; ratio to pytorch ${(r / peerRate).toFixed(3)}` : ''}`);
+  }
+  [be.matmulTile, be.matmulStages] = [tile, stages];
+}
 if ('destroy' in be) (be as { destroy(): void }).destroy();
