@@ -5,7 +5,8 @@
 //   node --import ./scripts/ts.mjs bench/train.ts [--device webgpu|cpu] [--batch B] [--seq T] [--steps N] [--small] [--peer]
 // --small runs a 4-layer, C 256 model (T 256) for smoke tests on machines without a GPU.
 // On WebGPU the steps are also timed with the 128-wide matmul tile, with one and with two shared-memory
-// buffers (WebGpuBackend.matmulTile, matmulStages), beside the default 64-wide tile.
+// buffers (WebGpuBackend.matmulTile, matmulStages), beside the default 64-wide tile (not with --small,
+// unless --tiles is given: on an emulated GPU each variant takes minutes).
 
 import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -74,7 +75,7 @@ if (process.argv.includes('--peer')) {
 } else console.log('peer: not run (add --peer on a machine with PyTorch + transformers)');
 
 // The matmul tile variants last, after the figures above are out.
-if (be instanceof WebGpuBackend) {
+if (be instanceof WebGpuBackend && (!small || process.argv.includes('--tiles'))) {
   const [tile, stages] = [be.matmulTile, be.matmulStages];
   for (const [t, st] of [[128, 1], [128, 2]] as const) {
     be.matmulTile = t;
