@@ -122,7 +122,7 @@ test('WebGPU shader-f16: asking for it where the adapter lacks it is a clear err
   });
 });
 
-test('WebGPU gemvColumns: 1, 2, 4 or 8, else a clear error (setter, option, BRICKWORK_GEMV_COLUMNS) before any device is made', async (t) => {
+test('WebGPU gemvColumns (1, 2, 4 or 8), matmulTile and matmulStages: anything else is a clear error (setter, option, environment) before any device is made', async (t) => {
   await withGpu(t, async (gpu) => {
     const saved = gpu.gemvColumns;
     for (const bad of [0, 3, 16, 2.5, Number.NaN]) assert.throws(() => { gpu.gemvColumns = bad; }, /gemvColumns is .*; expected one of 1, 2, 4, 8 output columns/);
@@ -139,6 +139,17 @@ test('WebGPU gemvColumns: 1, 2, 4 or 8, else a clear error (setter, option, BRIC
       try { assert.equal(two.gemvColumns, 2); } finally { two.destroy(); }
     } finally {
       if (env === undefined) delete process.env.BRICKWORK_GEMV_COLUMNS; else process.env.BRICKWORK_GEMV_COLUMNS = env;
+    }
+    // The matmul tile's settings likewise.
+    await assert.rejects(WebGpuBackend.create({ matmulTile: 96 as 64 }), /matmulTile is 96; expected one of 64, 128/);
+    for (const [name, bad, want] of [['BRICKWORK_MATMUL_TILE', '256', /BRICKWORK_MATMUL_TILE is '256'; expected one of 64, 128/], ['BRICKWORK_MATMUL_STAGES', 'two', /BRICKWORK_MATMUL_STAGES is 'two'; expected one of 1, 2/]] as const) {
+      const was = process.env[name];
+      process.env[name] = bad;
+      try {
+        await assert.rejects(WebGpuBackend.create(), want);
+      } finally {
+        if (was === undefined) delete process.env[name]; else process.env[name] = was;
+      }
     }
   });
 });

@@ -100,24 +100,30 @@ function checkAttentionSplit(blocks: number | undefined): void {
 const GEMV_COLUMNS = [1, 2, 4, 8];
 /**
  * Output columns per GEMV workgroup unless set (WebGpuBackend.gemvColumns): on a fallback (CPU) adapter,
- * where workgroups take turns on a few cores, 8 (the bundled model decodes 2.8× faster than with 1 on
- * SwiftShader); elsewhere 1 until a GPU has measured the others (bench/webgpu.ts times each).
+ * where workgroups take turns on a few cores, 8 (the bundled model decodes about 2.4× faster than with 1
+ * on SwiftShader); elsewhere 1 until a GPU has measured the others (bench/webgpu.ts times each).
  */
 const defaultGemvColumns = (fallback: boolean) => (fallback ? 8 : 1);
 
-function checkGemvColumns(n: number | undefined, what = 'gemvColumns'): void {
-  if (n !== undefined && !GEMV_COLUMNS.includes(n)) {
-    throw new BrickworkError('E_OPTION', `${what} is ${n}; expected one of ${GEMV_COLUMNS.join(', ')} output columns per GEMV workgroup`, 'leave it unset for the default (8 on a CPU adapter such as SwiftShader, else 1)');
+/** Throws E_OPTION unless `n` is one of `allowed`; `what` names the setting and `shown` its value as given. */
+function checkChoice(what: string, n: number | undefined, allowed: readonly number[], unit: string, dflt: string, shown: string = String(n)): void {
+  if (n !== undefined && !allowed.includes(n)) {
+    throw new BrickworkError('E_OPTION', `${what} is ${shown}; expected one of ${allowed.join(', ')} ${unit}`, `leave it unset for the default (${dflt})`);
   }
 }
+const checkGemvColumns = (n: number | undefined) =>
+  checkChoice('gemvColumns', n, GEMV_COLUMNS, 'output columns per GEMV workgroup', '8 on a CPU adapter such as SwiftShader, else 1');
 
-/** BRICKWORK_GEMV_COLUMNS as a number, undefined where unset; checked by checkGemvColumns. */
-function gemvColumnsFromEnv(): number | undefined {
-  const v = envVar('BRICKWORK_GEMV_COLUMNS');
+/**
+ * A numeric environment variable that must be one of `allowed`, undefined where unset (an empty or
+ * non-numeric value is an E_OPTION error like any other outside the list).
+ */
+function choiceFromEnv(name: string, allowed: readonly number[], unit: string, dflt: string): number | undefined {
+  const v = envVar(name);
   if (v === undefined) return undefined;
-  if (!/^\d+$/.test(v.trim())) checkGemvColumns(Number.NaN, `BRICKWORK_GEMV_COLUMNS ('${v}')`);
-  checkGemvColumns(Number(v), 'BRICKWORK_GEMV_COLUMNS');
-  return Number(v);
+  const n = /^\s*\d+\s*$/.test(v) ? Number(v) : Number.NaN;
+  checkChoice(name, n, allowed, unit, dflt, `'${v}'`);
+  return n;
 }
 
 /** BRICKWORK_SHADER_F16 as a boolean ('0' off, '1' on), undefined where unset; anything else is a clear error. */
@@ -141,6 +147,9 @@ export interface WebGpuOptions {
   attentionSplit?: number;
   /** The initial `gemvColumns` (1, 2, 4 or 8; or BRICKWORK_GEMV_COLUMNS). */
   gemvColumns?: number;
+  /** The initial `matmulTile` (64 or 128; or BRICKWORK_MATMUL_TILE) and `matmulStages` (1 or 2; or BRICKWORK_MATMUL_STAGES). */
+  matmulTile?: 64 | 128;
+  matmulStages?: 1 | 2;
   /**
    * Bind f16 weights as WGSL f16 (`useShaderF16`): default on where the adapter offers shader-f16;
    * false keeps them as u32 pairs; true where the adapter lacks it is an error. Also BRICKWORK_SHADER_F16=0|1.
@@ -207,12 +216,11 @@ export class WebGpuBackend implements Backend {
     });
     this.info = ctx.adapterInfo;
     this.features = ctx.features;
-    const tile = envVar('BRICKWORK_MATMUL_TILE');
     const lim = this.device.limits;
     this.subgroupsAvailable = this.features.has('subgroups') && ctx.wgslFeatures.has('subgroup_id');
     this.shaderF16Available = this.features.has('shader-f16');
     this.env = {
-      features: this.features, matmulTile: tile === '128' ? 128 : 64, matmulStages: envVar('BRICKWORK_MATMUL_STAGES') === '2' ? 2 : 1, subgroups: this.subgroupsAvailable && envVar('BRICKWORK_SUBGROUPS') !== '0', attentionSplit: 4,
+      features: this.features, matmulTile: opts.matmulTile ?? 64, matmulStages: opts.matmulStages ?? 1, subgroups: this.subgroupsAvailable && envVar('BRICKWORK_SUBGROUPS') !== '0', attentionSplit: 4,
       gemvColumns: opts.gemvColumns ?? defaultGemvColumns(ctx.fallback), shaderF16: this.shaderF16Available && opts.shaderF16 !== false, maxWorkgroupStorage: lim.maxComputeWorkgroupStorageSize, maxInvocations: lim.maxComputeInvocationsPerWorkgroup,
     };
     if (opts.attentionSplit !== undefined) this.attentionSplit = opts.attentionSplit;
@@ -300,14 +308,18 @@ export class WebGpuBackend implements Backend {
     const split = opts.attentionSplit ?? attentionSplitFromEnv();
     checkAttentionSplit(split);
     const f16 = opts.shaderF16 ?? shaderF16FromEnv();
-    const cols = opts.gemvColumns ?? gemvColumnsFromEnv();
+    const cols = opts.gemvColumns ?? choiceFromEnv('BRICKWORK_GEMV_COLUMNS', GEMV_COLUMNS, 'output columns per GEMV workgroup', '8 on a CPU adapter such as SwiftShader, else 1');
     checkGemvColumns(cols);
+    const matmulTile = (opts.matmulTile ?? choiceFromEnv('BRICKWORK_MATMUL_TILE', [64, 128], '(the f32 matmul\'s output tile)', '64')) as 64 | 128 | undefined;
+    const matmulStages = (opts.matmulStages ?? choiceFromEnv('BRICKWORK_MATMUL_STAGES', [1, 2], '(shared-memory buffers of the 128-wide tile)', '1')) as 1 | 2 | undefined;
+    checkChoice('matmulTile', matmulTile, [64, 128], '(the f32 matmul\'s output tile)', '64');
+    checkChoice('matmulStages', matmulStages, [1, 2], '(shared-memory buffers of the 128-wide tile)', '1');
     const ctx = await acquireDevice();
     if (f16 && !ctx.features.has('shader-f16')) {
       ctx.device.destroy();
       throw shaderF16Missing(ctx.adapterInfo);
     }
-    return new WebGpuBackend(ctx, { ...opts, attentionSplit: split, shaderF16: f16, gemvColumns: cols });
+    return new WebGpuBackend(ctx, { ...opts, attentionSplit: split, shaderF16: f16, gemvColumns: cols, matmulTile, matmulStages });
   }
 
   supports(op: OpName, dtype: DType): boolean {

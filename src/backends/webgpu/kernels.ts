@@ -1344,8 +1344,7 @@ function fusedLinearPlan(all: KernelInput[], mode: FusedMode, env: KernelEnv): K
     // the reduction and its barriers stay outside the branches.
     const pick = (code: (s: FusedSeg) => string) => (segs.length === 1 ? code(segs[0])
       : segs.map((s, i) => `${i ? ' else ' : ''}${i < segs.length - 1 ? `if (seg == ${i}u) ` : ''}{\n${code(s)}\n    }`).join(''));
-    // Shared slices of 64 partial sums: row sums of the first (and second) accumulator, then Σx² (RMSNorm).
-    // Slots: first sums (job c, row m at c·MC + m), second sums (after C·MC of them), then Σx² per row.
+    // Slots of 64 partial sums (partSums): first sums (job c, row m at c·MC + m), second sums (after C·MC of them), then Σx² per row.
     const ssAt = C * slots;
     const cs = Array.from({ length: C }, (_, c) => c);
     // The walk over K for one projection: each job's weight row(s) against the normalised x, which is
