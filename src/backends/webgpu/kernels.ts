@@ -1029,12 +1029,13 @@ function strided64(count: number, v: string, body: string): string {
 const MAX_SLOTS = 40;
 
 /**
- * Jobs per workgroup of a GEMV-style kernel: `want` (KernelEnv.gemvColumns), halved until the jobs'
- * sums (`slots` each, plus `extra`) fit MAX_SLOTS and every job count in `whole` is a multiple of it.
+ * Jobs per workgroup of a GEMV-style kernel: `want` (KernelEnv.gemvColumns, a power of two), halved
+ * until the jobs' sums (`slots` each, plus `extra`) fit MAX_SLOTS and it divides every job count whose
+ * bits are or-ed into `whole` (0: no such counts; a power of two divides each count iff it divides the or).
  */
-function gemvColumns(want: number, slots: number, extra: number, whole: readonly number[]): number {
+function gemvColumns(want: number, slots: number, extra: number, whole: number): number {
   let c = want;
-  while (c > 1 && (c * slots + extra > MAX_SLOTS || whole.some((n) => n % c !== 0))) c /= 2;
+  while (c > 1 && (c * slots + extra > MAX_SLOTS || (whole & (c - 1)) !== 0)) c /= 2;
   return c;
 }
 
@@ -1048,30 +1049,31 @@ function gemvT(M: number, N: number, K: number, batches: number, bBatches: numbe
   const sub = env.subgroups;
   const vec = is16(bt) ? K % 8 === 0 : K % 4 === 0;
   const WG = 64;
-  const C = gemvColumns(env.gemvColumns, M, 0, []);
+  const C = gemvColumns(env.gemvColumns, M, 0, 0);
   const NW = Math.ceil(N / C);
   const g = grid(NW * batches * WG, WG);
   const sg = sgParts(sub);
-  const bType = vec ? (is16(bt) ? vec16(bt) : 'vec4<f32>') : storageType(bt);
-  const cs = Array.from({ length: C }, (_, c) => c);
-  // Weight row of job c (past the last column: the last one again, stored nothing).
-  const row = (c: number) => `bo${c}`;
-  const inner = !vec
-    ? strided64(K, 'k', `${cs.map((c) => `let w${c} = ldb(${row(c)} + k);`).join(' ')}
+  // The walk over K (built with the shader source, not per dispatch): job c reads weight row bo{c}
+  // (past the last column the last one again, whose sums are not stored).
+  const inner = () => {
+    const cs = Array.from({ length: C }, (_, c) => c);
+    return !vec
+      ? strided64(K, 'k', `${cs.map((c) => `let w${c} = ldb(bo${c} + k);`).join(' ')}
       for (var m = 0u; m < ${M}u; m++) { let x = a[ao + m * K + k]; ${cs.map((c) => `acc[${c * M}u + m] += x * w${c};`).join(' ')} }`)
-    : is16(bt)
-      ? strided64(K / 8, 'k8', `      ${cs.map((c) => `let w${c} = b[${row(c)} / 8u + k8]; ${widen8(bt, `w${c}`, `w${c}_0`, `w${c}_1`)}`).join('\n      ')}
+      : is16(bt)
+        ? strided64(K / 8, 'k8', `      ${cs.map((c) => `let w${c} = b[bo${c} / 8u + k8]; ${widen8(bt, `w${c}`, `w${c}_0`, `w${c}_1`)}`).join('\n      ')}
       for (var m = 0u; m < ${M}u; m++) {
         let ab = (ao + m * K) / 4u + 2u * k8; let x0 = av[ab]; let x1 = av[ab + 1u];
         ${cs.map((c) => `acc[${c * M}u + m] += dot(x0, w${c}_0) + dot(x1, w${c}_1);`).join(' ')}
       }`)
-      : strided64(K / 4, 'k4', `      ${cs.map((c) => `let w${c} = b[${row(c)} / 4u + k4];`).join(' ')}
+        : strided64(K / 4, 'k4', `      ${cs.map((c) => `let w${c} = b[bo${c} / 4u + k4];`).join(' ')}
       for (var m = 0u; m < ${M}u; m++) { let x = av[(ao + m * K) / 4u + k4]; ${cs.map((c) => `acc[${c * M}u + m] += dot(x, w${c});`).join(' ')} }`);
+  };
   return {
     key: `gemvT:${bt}:${vec}:${M}:${C}:${K}`, workgroups: g.workgroups, params: words(NW * batches, g.nx, M, N, K, bBatches),
     wgsl: () => `${sg.enable}${PARAMS_WGSL}
 @group(0) @binding(1) var<storage, read> ${vec ? 'av: array<vec4<f32>>' : 'a: array<f32>'};
-@group(0) @binding(2) var<storage, read> b: array<${bType}>;
+@group(0) @binding(2) var<storage, read> b: array<${vec ? (is16(bt) ? vec16(bt) : 'vec4<f32>') : storageType(bt)}>;
 @group(0) @binding(3) var<storage, read_write> o: array<f32>;
 ${vec ? '' : loader('ldb', 'b', bt)}
 ${sg.vars}${partSums(M * C, sub)}
@@ -1084,9 +1086,9 @@ ${sg.vars}${partSums(M * C, sub)}
   let NW = (N + ${C - 1}u) / ${C}u;
   let n0 = (job % NW) * ${C}u; let batch = job / NW;
   let ao = batch * ${M}u * K;
-  ${cs.map((c) => `let ${row(c)} = ((batch % u(5u)) * N + min(n0 + ${c}u, N - 1u)) * K;`).join(' ')}
+  ${Array.from({ length: C }, (_, c) => `let bo${c} = ((batch % u(5u)) * N + min(n0 + ${c}u, N - 1u)) * K;`).join(' ')}
   var acc: array<f32, ${M * C}>;
-  ${inner}
+  ${inner()}
   for (var s = 0u; s < ${M * C}u; s++) { put(lid, s, acc[s]); }
   reduce_parts(lid, ${M * C}u);
   // Thread lid writes row lid % M of column n0 + lid / M (slot lid).
@@ -1266,12 +1268,12 @@ function fusedLinearPlan(all: KernelInput[], mode: FusedMode, env: KernelEnv): K
   const [, KH, S] = cacheShape ?? [0, 0, 0];
   const jobsOf = (N: number, rotated: boolean) => (rotated ? (N / D) * (D - R) : N);
   const N0 = all[base + 1].shape[0];
-  const Js = kind === 'qkv' ? [jobsOf(N0, !!rope), jobsOf(KH * D, !!rope), KH * D] : [jobsOf(N0, !!rope)];
-  const J = Js.reduce((p, n) => p + n, 0);
+  const J0 = jobsOf(N0, !!rope), Jk = kind === 'qkv' ? jobsOf(KH * D, !!rope) : 0, Jv = kind === 'qkv' ? KH * D : 0;
+  const J = J0 + Jk + Jv;
   // Two sums per job and row: a rotary pair, or GLU's gate and up rows. Σx² (RMSNorm) takes MC more slots.
   const two = !!rope || !!lin?.glu, slots = MC * (two ? 2 : 1);
   // q, k and v each in whole workgroups: every job of a workgroup takes the same branch.
-  const C = gemvColumns(env.gemvColumns, slots, MC, kind === 'qkv' ? Js : []);
+  const C = gemvColumns(env.gemvColumns, slots, MC, kind === 'qkv' ? J0 | Jk | Jv : 0);
   const JW = Math.ceil(J / C);
   const g = grid(JW * chunks * 64, 64);
   const positioned = rope || kind !== 'linear'; // x is (B, T, K): rows have positions
@@ -1526,61 +1528,64 @@ function bigTileMatmul(M: number, N: number, K: number, batches: number, bBatche
       ${tile}[at + tid + 256u * j] = ${reg}[j]; // element e = 4 rows of k e / 32: tile index (e / 32) * 32 + e % 32 = e
     }`;
   // 16-bit rows along K: 16 k × 128 rows = 256 loads of 8 halves, one per thread.
-  const fetch16 = `{
+  const fetch16 = () => `{
       let gr = col0 + tid / 2u; let gk = kf + (tid % 2u) * 8u;
       pw = ${vec16(bt)}();
       if (gr < N && gk < K) { pw = b[(bo + gr * K + gk) / 8u]; }
     }`;
-  const store16 = `{
+  const store16 = () => `{
       let r = tid / 2u; let kq = (tid % 2u) * 8u;
       ${widen8(bt, 'pw', 'lo', 'hi')}
       for (var q = 0u; q < 4u; q++) { Bs[at + (kq + q) * 32u + r / 4u][r % 4u] = lo[q]; Bs[at + (kq + 4u + q) * 32u + r / 4u][r % 4u] = hi[q]; }
     }`;
   const wide = is16(bt);
-  const fetchAll = `${fetch('a', 'pa', !transA, 'row0', 'ao', 'M')}
-      ${wide ? fetch16 : fetch('b', 'pb', transB, 'col0', 'bo', 'N')}`;
-  const storeAll = `${store('pa', 'As', !transA)}
-      ${wide ? store16 : store('pb', 'Bs', transB)}`;
-  // The products of one K step (from the buffer at \`cur\`). Writing out its 16 k instead of looping made
-  // it slower on SwiftShader (256³: 13.5 → 16 ms); a GPU's compiler unrolls such a loop itself.
-  const products = `for (var kk = 0u; kk < 16u; kk++) {
-      let a0 = As[cur + kk * 32u + ty]; let a1 = As[cur + kk * 32u + 16u + ty];
-      let b0 = Bs[cur + kk * 32u + tx]; let b1 = Bs[cur + kk * 32u + 16u + tx];
-      ${ACC128.products}
+  // The K loop's source (built with the shader source, not per dispatch).
+  const loop = () => {
+    const fetchAll = `${fetch('a', 'pa', !transA, 'row0', 'ao', 'M')}
+        ${wide ? fetch16() : fetch('b', 'pb', transB, 'col0', 'bo', 'N')}`;
+    const storeAll = `${store('pa', 'As', !transA)}
+        ${wide ? store16() : store('pb', 'Bs', transB)}`;
+    // The products of one K step (from the buffer at \`cur\`). Writing out its 16 k instead of looping made
+    // it slower on SwiftShader (256³: 13.5 → 16 ms); a GPU's compiler unrolls such a loop itself.
+    const products = `for (var kk = 0u; kk < 16u; kk++) {
+        let a0 = As[cur + kk * 32u + ty]; let a1 = As[cur + kk * 32u + 16u + ty];
+        let b0 = Bs[cur + kk * 32u + tx]; let b1 = Bs[cur + kk * 32u + 16u + tx];
+        ${ACC128.products}
+      }`;
+    // One buffer: store, barrier, multiply (the next step's loads in flight), barrier. Two: multiply from
+    // one buffer while the other takes the next step; the barrier after both orders the next step's reads
+    // after its stores, and this step's reads before the stores into the same buffer two steps on.
+    return stages === 1 ? `
+    var kf = 0u;
+    ${fetchAll}
+    let cur = 0u; let at = 0u;
+    for (var k0 = 0u; k0 < K; k0 += 16u) {
+      ${storeAll}
+      workgroupBarrier();
+      kf = k0 + 16u;
+      if (kf < K) {
+        ${fetchAll}
+      }
+      ${products}
+      workgroupBarrier();
+    }` : `
+    var kf = 0u;
+    ${fetchAll}
+    { let at = 0u; ${storeAll} }
+    workgroupBarrier();
+    var cur = 0u;
+    for (var k0 = 0u; k0 < K; k0 += 16u) {
+      kf = k0 + 16u;
+      let more = kf < K;
+      if (more) {
+        ${fetchAll}
+      }
+      ${products}
+      if (more) { let at = 512u - cur; ${storeAll} }
+      workgroupBarrier();
+      cur = 512u - cur;
     }`;
-  // One buffer: store, barrier, multiply (the next step's loads in flight), barrier. Two: multiply from
-  // one buffer while the other takes the next step; the barrier after both orders the next step's reads
-  // after its stores, and this step's reads before the stores into the same buffer two steps on.
-  const loop = stages === 1 ? `
-  var kf = 0u;
-  ${fetchAll}
-  let cur = 0u; let at = 0u;
-  for (var k0 = 0u; k0 < K; k0 += 16u) {
-    ${storeAll}
-    workgroupBarrier();
-    kf = k0 + 16u;
-    if (kf < K) {
-      ${fetchAll}
-    }
-    ${products}
-    workgroupBarrier();
-  }` : `
-  var kf = 0u;
-  ${fetchAll}
-  { let at = 0u; ${storeAll} }
-  workgroupBarrier();
-  var cur = 0u;
-  for (var k0 = 0u; k0 < K; k0 += 16u) {
-    kf = k0 + 16u;
-    let more = kf < K;
-    if (more) {
-      ${fetchAll}
-    }
-    ${products}
-    if (more) { let at = 512u - cur; ${storeAll} }
-    workgroupBarrier();
-    cur = 512u - cur;
-  }`;
+  };
   return {
     key: `tile128:${bt}:${transB}:${transA}:${stages}`, workgroups: [Math.ceil(N / 128), Math.ceil(M / 128), batches], params: words(M, N, K, bBatches),
     wgsl: () => `${PARAMS_WGSL}
@@ -1592,7 +1597,7 @@ var<workgroup> Bs: array<vec4<f32>, ${512 * stages}>;
 ${tileStart(128)}
   ${ACC128.decl}
   var pa: array<vec4<f32>, 2>;
-  ${wide ? `var pw: ${vec16(bt)};` : 'var pb: array<vec4<f32>, 2>;'}${loop}
+  ${wide ? `var pw: ${vec16(bt)};` : 'var pb: array<vec4<f32>, 2>;'}${loop()}
   ${ACC128.stores}
 }`,
   };
