@@ -76,28 +76,11 @@ export class OutOfBoundsError extends BrickworkError {
   }
 }
 
-/** BRICKWORK_ATTENTION_SPLIT as a number, undefined where unset; a value that is not a whole number is a clear error. */
-function attentionSplitFromEnv(): number | undefined {
-  const v = envVar('BRICKWORK_ATTENTION_SPLIT');
-  if (v === undefined) return undefined;
-  if (!/^\d+$/.test(v.trim())) {
-    throw new BrickworkError('E_OPTION', `BRICKWORK_ATTENTION_SPLIT is '${v}'; expected a whole number of 256-key blocks (0: never split decode attention)`, 'unset it for the default (4)');
-  }
-  return Number(v);
-}
-
 function shaderF16Missing(info: GpuContext['adapterInfo']): BrickworkError {
   return new BrickworkError('E_OPTION', `shader-f16 was asked for, but this adapter (${info.description || info.vendor || 'unknown adapter'}) does not offer it`,
     'leave shaderF16 (or BRICKWORK_SHADER_F16) unset: f16 weights then stay packed two per u32, with the same results');
 }
 
-function checkAttentionSplit(blocks: number | undefined): void {
-  if (blocks !== undefined && !(Number.isInteger(blocks) && blocks >= 0)) {
-    throw new BrickworkError('E_OPTION', `attentionSplit is ${blocks}; expected a whole number of 256-key blocks >= 0 (0: never split decode attention)`, 'leave it unset for the default (4)');
-  }
-}
-
-const GEMV_COLUMNS = [1, 2, 4, 8];
 /**
  * Output columns per GEMV workgroup unless set (WebGpuBackend.gemvColumns): on a fallback (CPU) adapter,
  * where workgroups take turns on a few cores, 8 (the bundled model decodes about 2.4× faster than with 1
@@ -105,24 +88,33 @@ const GEMV_COLUMNS = [1, 2, 4, 8];
  */
 const defaultGemvColumns = (fallback: boolean) => (fallback ? 8 : 1);
 
-/** Throws E_OPTION unless `n` is one of `allowed`; `what` names the setting and `shown` its value as given. */
-function checkChoice(what: string, n: number | undefined, allowed: readonly number[], unit: string, dflt: string, shown: string = String(n)): void {
-  if (n !== undefined && !allowed.includes(n)) {
-    throw new BrickworkError('E_OPTION', `${what} is ${shown}; expected one of ${allowed.join(', ')} ${unit}`, `leave it unset for the default (${dflt})`);
-  }
+/** The numeric options of WebGpuOptions: the environment variable that also sets each, its values, and its default. */
+const NUMERIC_OPTIONS = {
+  attentionSplit: { env: 'BRICKWORK_ATTENTION_SPLIT', ok: (n: number) => Number.isInteger(n) && n >= 0,
+    expected: 'a whole number of 256-key blocks >= 0 (0: never split decode attention)', dflt: '4' },
+  gemvColumns: { env: 'BRICKWORK_GEMV_COLUMNS', ok: (n: number) => [1, 2, 4, 8].includes(n),
+    expected: 'one of 1, 2, 4, 8 output columns per GEMV workgroup', dflt: '8 on a CPU adapter such as SwiftShader, else 1' },
+  matmulTile: { env: 'BRICKWORK_MATMUL_TILE', ok: (n: number) => n === 64 || n === 128, expected: "one of 64, 128 (the f32 matmul's output tile)", dflt: '64' },
+  matmulStages: { env: 'BRICKWORK_MATMUL_STAGES', ok: (n: number) => n === 1 || n === 2, expected: 'one of 1, 2 (shared-memory buffers of the 128-wide tile)', dflt: '1' },
+};
+type NumericOption = keyof typeof NUMERIC_OPTIONS;
+
+/** Throws E_OPTION unless n is a valid value of the option; `what` names the setting and `shown` its value as given. */
+function checkOption(name: NumericOption, n: number | undefined, what: string = name, shown = String(n)): void {
+  const o = NUMERIC_OPTIONS[name];
+  if (n !== undefined && !o.ok(n)) throw new BrickworkError('E_OPTION', `${what} is ${shown}; expected ${o.expected}`, `leave it unset for the default (${o.dflt})`);
 }
-const checkGemvColumns = (n: number | undefined) =>
-  checkChoice('gemvColumns', n, GEMV_COLUMNS, 'output columns per GEMV workgroup', '8 on a CPU adapter such as SwiftShader, else 1');
 
 /**
- * A numeric environment variable that must be one of `allowed`, undefined where unset (an empty or
- * non-numeric value is an E_OPTION error like any other outside the list).
+ * The option's value: as given, else from its environment variable (an empty or non-numeric value is an
+ * error like any other outside its values), else undefined; checked either way.
  */
-function choiceFromEnv(name: string, allowed: readonly number[], unit: string, dflt: string): number | undefined {
-  const v = envVar(name);
+function optionValue(name: NumericOption, given: number | undefined): number | undefined {
+  if (given !== undefined) { checkOption(name, given); return given; }
+  const env = NUMERIC_OPTIONS[name].env, v = envVar(env);
   if (v === undefined) return undefined;
   const n = /^\s*\d+\s*$/.test(v) ? Number(v) : Number.NaN;
-  checkChoice(name, n, allowed, unit, dflt, `'${v}'`);
+  checkOption(name, n, env, `'${v}'`);
   return n;
 }
 
@@ -220,10 +212,9 @@ export class WebGpuBackend implements Backend {
     this.subgroupsAvailable = this.features.has('subgroups') && ctx.wgslFeatures.has('subgroup_id');
     this.shaderF16Available = this.features.has('shader-f16');
     this.env = {
-      features: this.features, matmulTile: opts.matmulTile ?? 64, matmulStages: opts.matmulStages ?? 1, subgroups: this.subgroupsAvailable && envVar('BRICKWORK_SUBGROUPS') !== '0', attentionSplit: 4,
+      features: this.features, matmulTile: opts.matmulTile ?? 64, matmulStages: opts.matmulStages ?? 1, subgroups: this.subgroupsAvailable && envVar('BRICKWORK_SUBGROUPS') !== '0', attentionSplit: opts.attentionSplit ?? 4,
       gemvColumns: opts.gemvColumns ?? defaultGemvColumns(ctx.fallback), shaderF16: this.shaderF16Available && opts.shaderF16 !== false, maxWorkgroupStorage: lim.maxComputeWorkgroupStorageSize, maxInvocations: lim.maxComputeInvocationsPerWorkgroup,
     };
-    if (opts.attentionSplit !== undefined) this.attentionSplit = opts.attentionSplit;
     this.arena = this.device.createBuffer({ size: ARENA_SLOT * ARENA_SLOTS, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
     if (opts.checkBounds ?? envVar('BRICKWORK_WEBGPU_CHECK_BOUNDS') === '1') {
       const buf = this.device.createBuffer({ size: 4 * BOUNDS_SITES * CHECK_SLOTS, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST });
@@ -259,7 +250,7 @@ export class WebGpuBackend implements Backend {
    */
   get attentionSplit(): number { return this.env.attentionSplit; }
   set attentionSplit(blocks: number) {
-    checkAttentionSplit(blocks);
+    checkOption('attentionSplit', blocks);
     this.env.attentionSplit = blocks;
   }
 
@@ -271,7 +262,7 @@ export class WebGpuBackend implements Backend {
    */
   get gemvColumns(): number { return this.env.gemvColumns; }
   set gemvColumns(n: number) {
-    checkGemvColumns(n);
+    checkOption('gemvColumns', n);
     this.env.gemvColumns = n;
   }
 
@@ -305,21 +296,19 @@ export class WebGpuBackend implements Backend {
 
   static async create(opts: WebGpuOptions = {}): Promise<WebGpuBackend> {
     // Options are checked before a device exists (a device left behind by a throwing constructor keeps Node running).
-    const split = opts.attentionSplit ?? attentionSplitFromEnv();
-    checkAttentionSplit(split);
     const f16 = opts.shaderF16 ?? shaderF16FromEnv();
-    const cols = opts.gemvColumns ?? choiceFromEnv('BRICKWORK_GEMV_COLUMNS', GEMV_COLUMNS, 'output columns per GEMV workgroup', '8 on a CPU adapter such as SwiftShader, else 1');
-    checkGemvColumns(cols);
-    const matmulTile = (opts.matmulTile ?? choiceFromEnv('BRICKWORK_MATMUL_TILE', [64, 128], '(the f32 matmul\'s output tile)', '64')) as 64 | 128 | undefined;
-    const matmulStages = (opts.matmulStages ?? choiceFromEnv('BRICKWORK_MATMUL_STAGES', [1, 2], '(shared-memory buffers of the 128-wide tile)', '1')) as 1 | 2 | undefined;
-    checkChoice('matmulTile', matmulTile, [64, 128], '(the f32 matmul\'s output tile)', '64');
-    checkChoice('matmulStages', matmulStages, [1, 2], '(shared-memory buffers of the 128-wide tile)', '1');
+    const numeric = {
+      attentionSplit: optionValue('attentionSplit', opts.attentionSplit),
+      gemvColumns: optionValue('gemvColumns', opts.gemvColumns),
+      matmulTile: optionValue('matmulTile', opts.matmulTile) as 64 | 128 | undefined,
+      matmulStages: optionValue('matmulStages', opts.matmulStages) as 1 | 2 | undefined,
+    };
     const ctx = await acquireDevice();
     if (f16 && !ctx.features.has('shader-f16')) {
       ctx.device.destroy();
       throw shaderF16Missing(ctx.adapterInfo);
     }
-    return new WebGpuBackend(ctx, { ...opts, attentionSplit: split, shaderF16: f16, gemvColumns: cols, matmulTile, matmulStages });
+    return new WebGpuBackend(ctx, { ...opts, ...numeric, shaderF16: f16 });
   }
 
   supports(op: OpName, dtype: DType): boolean {
