@@ -9,7 +9,7 @@
 import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { WebGpuBackend, generate, llamaSpec, loadModel, ops, randomModel, type Model } from '../src/index.ts';
+import { WebGpuBackend, generate, llamaSpec, loadModel, ops, randomModel, type Model, type SamplingOptions } from '../src/index.ts';
 
 const smoke = process.argv.includes('--smoke');
 const quick = smoke || process.argv.includes('--quick');
@@ -154,6 +154,29 @@ const floorSeparate = await floorUs((i) => separate[i]);
 for (const b of [fa, fb, ...ownOut]) b.destroy();
 log(`GPU time per dispatch (one workgroup, ${floorN} in a pass, best of 3): ${floorChained.toFixed(2)} µs when each reads the previous one's output, ${floorSeparate.toFixed(2)} µs when independent`);
 
+// One row's draw (the sample op) against its argmax, at a 32,000-token vocabulary: what picking a
+// token on the device costs per decode step.
+const drawUs: Record<string, number> = {};
+{
+  const Vs = smoke ? 4096 : 32000;
+  const lg = be.upload(Float32Array.from({ length: Vs }, (_, i) => 4 * Math.sin(i * 12.9898) - Math.log(1 + i) / 2), [1, Vs], 'f32');
+  const uu = be.upload(Float32Array.from([0.37]), [1], 'f32');
+  const draws: [string, () => ReturnType<typeof ops.topk>][] = [
+    ['argmax', () => ops.topk(lg, 1)],
+    ['sample, temperature', () => ops.sample(lg, uu, { temperature: 0.8, topK: 0, topP: 1 })],
+    ['sample, top-k 50', () => ops.sample(lg, uu, { temperature: 0.8, topK: 50, topP: 1 })],
+    ['sample, top-p 0.95', () => ops.sample(lg, uu, { temperature: 0.8, topK: 0, topP: 0.95 })],
+    ['sample, top-k 50, top-p 0.95', () => ops.sample(lg, uu, { temperature: 0.8, topK: 50, topP: 0.95 })],
+  ];
+  for (const [what, f] of draws) {
+    let out = f();
+    drawUs[what] = 1e6 * await time(() => { out.dispose(); out = f(); }, smoke ? 3 : 50);
+    out.dispose();
+  }
+  lg.dispose(); uu.dispose();
+  log(`one row's token at V ${Vs} (µs per op: wall time of ${smoke ? 3 : 50} in a row): ${Object.entries(drawUs).map(([w, us]) => `${w} ${us.toFixed(0)}`).join(', ')}`);
+}
+
 /** Bytes of weights one decode step reads (all matrices but the embedding table, in their GPU dtype). */
 function weightBytes(m: Model): number {
   let n = 0;
@@ -161,7 +184,11 @@ function weightBytes(m: Model): number {
   return n;
 }
 
-interface Row { name: string; params: number; decode: number; longDecode?: { from: number; to: number; decode: number; unsplit: number; shortTo: number }; overlapped: number; serial: number; prefill: number; prefill128: number; dispatchesPerToken: number; weightBytes: number; unfused: { decode: number; dispatchesPerToken: number }; noSubgroups?: Rates; packedF16?: Rates; columns: Record<number, number> }
+/** The sampling that the sampled-decoding rows use. */
+const SAMPLING: SamplingOptions = { temperature: 0.8, topK: 50, topP: 0.95, seed: 1 };
+const SAMPLED = 'temperature 0.8, top-k 50, top-p 0.95';
+
+interface Row { name: string; params: number; decode: number; longDecode?: { from: number; to: number; decode: number; unsplit: number; shortTo: number }; overlapped: number; serial: number; prefill: number; prefill128: number; dispatchesPerToken: number; weightBytes: number; unfused: { decode: number; dispatchesPerToken: number }; sampled: { device: number; host: number }; noSubgroups?: Rates; packedF16?: Rates; columns: Record<number, number> }
 /** Decode and prefill tokens/s with one kernel setting turned off. */
 type Rates = { decode: number; prefill: number };
 async function measure(name: string, model: Model): Promise<Row> {
@@ -170,9 +197,9 @@ async function measure(name: string, model: Model): Promise<Row> {
   await generate(model, [prompt], { maxNewTokens: 8, stopTokens: [] }); // warm-up: pipelines, pools
   const NEW = smoke ? 4 : quick ? 32 : 128;
   // Decode as shipped (fused on WebGPU), and unfused for comparison.
-  const run = async (fuse?: boolean, pipeline?: boolean, from = prompt) => {
+  const run = async (fuse?: boolean, pipeline?: boolean, from = prompt, sampling?: SamplingOptions, sampleOnDevice?: boolean) => {
     const d0 = be.stats.dispatches;
-    const r = await generate(model, [from], { maxNewTokens: NEW, stopTokens: [], fuse, pipeline });
+    const r = await generate(model, [from], { maxNewTokens: NEW, stopTokens: [], fuse, pipeline, sampling, sampleOnDevice });
     return { decode: r.decodeSteps / (r.decodeMs / 1e3), dispatchesPerToken: (be.stats.dispatches - d0) / (r.decodeSteps + 1) };
   };
   const unfused = await run(false);
@@ -184,6 +211,13 @@ async function measure(name: string, model: Model): Promise<Row> {
   be.submitEvery = every;
   // Waiting for each token before recording the next step (GenerateOptions.pipeline off).
   const serial = (await run(undefined, false)).decode;
+  // Sampled decoding: drawn on the device by the sample op (pipelined), and from logits read back and
+  // drawn on the host.
+  const sampled = { device: 0, host: 0 };
+  for (const where of ['device', 'host'] as const) {
+    await run(undefined, undefined, prompt, SAMPLING, where === 'device'); // compile
+    sampled[where] = (await run(undefined, undefined, prompt, SAMPLING, where === 'device')).decode;
+  }
   // Decoding deep into the context (the last NEW positions of at most 2,048; 800 with --smoke, still
   // past the split), where attention reads the whole KV cache for every token: what a long conversation
   // costs over the short prompt above.
@@ -237,7 +271,7 @@ async function measure(name: string, model: Model): Promise<Row> {
     columns[c] = (await run()).decode;
   }
   be.gemvColumns = shipped;
-  const row = { name, params: model.numParams, decode, longDecode, overlapped, serial, prefill, prefill128, dispatchesPerToken: perToken, weightBytes: weightBytes(model), unfused, noSubgroups, packedF16, columns };
+  const row = { name, params: model.numParams, decode, longDecode, overlapped, serial, sampled, prefill, prefill128, dispatchesPerToken: perToken, weightBytes: weightBytes(model), unfused, noSubgroups, packedF16, columns };
   log(`${name}: decode ${decode.toFixed(1)} tok/s (waiting for each token ${serial.toFixed(1)}, unfused ${unfused.decode.toFixed(1)}, submit every 24 ${overlapped.toFixed(1)}), prefill ${prefill.toFixed(0)} tok/s (tile 128: ${prefill128.toFixed(0)}), ${perToken.toFixed(0)} dispatches/token (unfused ${unfused.dispatchesPerToken.toFixed(0)})`);
   return row;
 }
@@ -289,6 +323,8 @@ for (const r of rows) {
 for (const r of rows) {
   const p = hf?.models[r.name];
   log(`  waiting for each token before recording the next step, ${r.name}: decode ${fmt(r.serial)} tok/s (pipelined as shipped: ${(r.decode / r.serial).toFixed(2)}×)`);
+  log(`  sampled decoding (${SAMPLED}), ${r.name}: drawn on the device ${fmt(r.sampled.device)} tok/s, logits read back and drawn on the host ${fmt(r.sampled.host)} tok/s ` +
+    `(${(r.sampled.device / r.sampled.host).toFixed(2)}×; greedy ${fmt(r.decode)} tok/s)`);
   log(`  submitting every 24 dispatches, ${r.name}: decode ${fmt(r.overlapped)} tok/s${p ? ` (${(r.overlapped / p.decode_tok_s).toFixed(2)}× HF)` : ''}`);
   for (const [off, what, shipped] of [[r.noSubgroups, 'reductions without subgroup operations', 'with them'], [r.packedF16, 'f16 weights as u32 pairs instead of WGSL f16', 'shader-f16']] as const) {
     if (!off) continue;
@@ -317,6 +353,6 @@ if (big) {
   }
 }
 log(`GPU memory: ${(memBefore / 2 ** 20).toFixed(1)} MiB before and ${(memAfter / 2 ** 20).toFixed(1)} MiB after ${gens} generations (growth ${((memAfter - memBefore) / 2 ** 20).toFixed(1)} MiB)`);
-if (process.env.OUT) writeFileSync(`${process.env.OUT}/webgpu-bench.json`, JSON.stringify({ adapter: be.info, matmul, matmul128, matmul128x2, copyGBps, readGBps, floorChained, floorSeparate, rows, memBefore, memAfter, gens, hf }, null, 2));
+if (process.env.OUT) writeFileSync(`${process.env.OUT}/webgpu-bench.json`, JSON.stringify({ adapter: be.info, matmul, matmul128, matmul128x2, copyGBps, readGBps, floorChained, floorSeparate, drawUs, rows, memBefore, memAfter, gens, hf }, null, 2));
 be.destroy();
 process.exit(0);

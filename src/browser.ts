@@ -22,7 +22,7 @@ export { SafetensorsReader } from './io/safetensors-read.ts';
 export { generate, type GenerateOptions, type GenerateResult } from './runtime/generate.ts';
 export { createPolicy, parsePolicy, formatPolicy, compactNames, measureInfluence, SkipMeter, POLICY_SYNTAX, type Policy, type PolicySession, type PolicySpec, type PassPlan, type Granularity, type SkippedFraction, type SkipUnit } from './runtime/policies/index.ts';
 export { speculativeGenerate, acceptOrResample, type SpeculativeOptions, type SpeculativeResult } from './runtime/speculative.ts';
-export { Rng, sampleToken, samplingDistribution, type SamplingOptions } from './runtime/sampling.ts';
+export { Rng, rowRng, sampleToken, drawToken, samplingDistribution, type SamplingOptions } from './runtime/sampling.ts';
 export { perplexity, encodeLong, type PerplexityOptions, type PerplexityResult } from './eval/perplexity.ts';
 export { sweep, SWEEP_DEFAULTS, type SweepOptions, type SweepResult, type SweepRow } from './eval/sweep.ts';
 export { svgChart, type Panel, type Series } from './eval/plot.ts';

@@ -139,6 +139,19 @@ export const CASES: Record<OpName, Case[]> = {
     // Maxima at 258 (thread 2), 2 and 1: neighbouring threads, one subgroup on any device.
     { name: 'argmax ties within a subgroup', run: (be) => ops.topk(be.upload(Float32Array.from({ length: 300 }, (_, i) => ([258, 2, 1].includes(i) ? 4 : 0)), [1, 300], 'f32'), 1) },
     { name: 'argmax of a row shorter than the workgroup', run: (be) => ops.topk(be.upload(Float32Array.from([-1e30, -2e30, -1e30]), [1, 3], 'f32'), 1) }],
+  // One draw per row, by that row's uniform; ids must match the CPU's exactly (a draw within f32 rounding
+  // of a boundary could differ, which these seeded inputs avoid). Ties at the cuts, −∞ and ±0 included.
+  sample: [
+    { name: 'temperature 16x1000', run: (_, m) => ops.sample(m.f([16, 1000], 4), m.g([16], (u) => u), { temperature: 0.8, topK: 0, topP: 1 }) },
+    { name: 'top-k 50 16x1000', run: (_, m) => ops.sample(m.f([16, 1000], 4), m.g([16], (u) => u), { temperature: 0.7, topK: 50, topP: 1 }) },
+    { name: 'top-p 0.9 16x3001', run: (_, m) => ops.sample(m.f([16, 3001], 6), m.g([16], (u) => u), { temperature: 1, topK: 0, topP: 0.9 }) },
+    { name: 'top-k 40 top-p 0.8 9x777', run: (_, m) => ops.sample(m.f([9, 777], 5), m.g([9], (u) => u), { temperature: 1.3, topK: 40, topP: 0.8 }) },
+    { name: 'k 1 and k V-1', run: (_, m) => ops.sample(m.f([4, 7], 2), m.g([4], (u) => u), { temperature: 1, topK: 6, topP: 1 }) },
+    { name: 'ties at both cuts', run: (_, m) => ops.sample(m.g([12, 600], (u) => Math.round(u * 6) / 2), m.g([12], (u) => u), { temperature: 1, topK: 90, topP: 0.6 }) },
+    { name: 'ties, top-p alone', run: (_, m) => ops.sample(m.g([12, 600], (u) => Math.round(u * 4)), m.g([12], (u) => u), { temperature: 0.5, topK: 0, topP: 0.3 }) },
+    { name: '-inf and -0', run: (be, m) => ops.sample(be.upload(Float32Array.from({ length: 8 * 300 }, (_, i) => (i % 3 === 0 ? -Infinity : i % 7 === 0 ? -0 : i % 5 === 0 ? 0 : (i % 11) / 4 - 2)), [8, 300], 'f32'), m.g([8], (u) => u), { temperature: 1, topK: 30, topP: 0.95 }) },
+    { name: 'u near 0 and 1', run: (be, m) => ops.sample(m.f([4, 500], 3), be.upload(Float32Array.from([0, 0.9999999, 1e-9, 0.5]), [4], 'f32'), { temperature: 1, topK: 0, topP: 0.7 }) },
+  ],
   gather: [{ name: '7x33', run: (_, m) => ops.gather(m.f([7, 33]), m.i(Array.from({ length: 14 }, (_, i) => (i * 5) % 33), [7, 2])) }],
   kv_write: [{ name: 'two rows', run: (_, m) => ops.kvWrite(m.f([2, 3, 9, 8]), m.f([2, 4, 3, 8]), [5, 0]) }],
   attention: [

@@ -7,7 +7,7 @@ import { mkdtempSync, readFileSync, rmSync, existsSync, readdirSync } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
-  ContextLengthError, Rng, SpecError, UsageError, generate, getBackend, loadModel, sampleToken, samplingDistribution,
+  ContextLengthError, Rng, SpecError, UsageError, drawToken, generate, getBackend, loadModel, ops, sampleToken, samplingDistribution,
   saveNative, specProblems, validateSpec, type ModelSpec,
 } from '../src/index.ts';
 import { BUNDLED, readGolden, fixture } from './helpers.ts';
@@ -67,6 +67,37 @@ test('sampling draws follow the distribution (chi-square, fixed seed)', () => {
   // Same seed, same draws.
   const a = new Rng(9), b = new Rng(9);
   for (let i = 0; i < 10; i++) assert.equal(a.next(), b.next());
+});
+
+test('a draw walks the kept tokens in vocabulary order, each over its probability of [0, 1); the sample op is that draw per row', async () => {
+  const rng = new Rng(5);
+  const V = 400, N = 20000;
+  const logits = Float32Array.from({ length: V }, (_, i) => (i % 9 === 0 ? 2 : 0) + rng.next() * 3 - (i % 50 === 7 ? Infinity : 0));
+  for (const o of [{ temperature: 0.9 }, { topK: 25 }, { topP: 0.7 }, { temperature: 1.4, topK: 60, topP: 0.9 }]) {
+    const { ids, probs } = referenceSamplingDistribution(logits, 0, V, o);
+    const p = new Map(Array.from(ids, (id, i) => [id, probs[i]]));
+    // u on a grid over [0, 1): the drawn ids rise with u (vocabulary order), and each id takes its share of the grid.
+    const counts = new Map<number, number>();
+    let prev = -1;
+    for (let j = 0; j < N; j++) {
+      const t = drawToken(logits, 0, V, o, (j + 0.5) / N);
+      assert.ok(t >= prev, `${JSON.stringify(o)}: id ${t} after ${prev} as u rose`);
+      assert.ok(p.has(t), `${JSON.stringify(o)}: drew ${t}, which the distribution does not keep`);
+      prev = t;
+      counts.set(t, (counts.get(t) ?? 0) + 1);
+    }
+    for (const [id, q] of p) assert.ok(Math.abs((counts.get(id) ?? 0) - q * N) <= 1, `${JSON.stringify(o)}: id ${id} took ${counts.get(id) ?? 0} of ${N}, expected ${q * N}`);
+  }
+  // The op: one uniform per row, the same draw.
+  const be = await getBackend('cpu');
+  const rows = 6, us = [0, 0.2, 0.5, 0.7, 0.99, 0.9999999];
+  const L = Float32Array.from({ length: rows * V }, (_, i) => logits[i % V] + (i % 13) / 7);
+  const a = { temperature: 0.8, topK: 30, topP: 0.95 };
+  const x = be.upload(L, [rows, V], 'f32'), u = be.upload(Float32Array.from(us), [rows], 'f32');
+  assert.deepEqual(Array.from(await be.read(ops.sample(x, u, a))), us.map((q, r) => drawToken(L, r * V, V, a, q)));
+  assert.throws(() => ops.sample(x, u, { temperature: 0, topK: 0, topP: 1 }), /temperature must be > 0/);
+  assert.throws(() => ops.sample(x, u, { temperature: 1, topK: 0, topP: 0 }), /topP must be in \(0, 1\]/);
+  assert.throws(() => ops.sample(x, be.upload(Float32Array.from(us.slice(1)), [rows - 1], 'f32'), { temperature: 1, topK: 0, topP: 1 }), /expected logits \(N, V\) and uniforms \(N\)/);
 });
 
 test('generate: stop tokens, streaming, seeds and context errors', async () => {

@@ -1,5 +1,5 @@
-// Pipelined greedy generation (GenerateOptions.pipeline): on WebGPU each decode pass is recorded from
-// the ids the pass before left on the device, before they reach the host. It must give exactly the
+// Pipelined generation (GenerateOptions.pipeline): on WebGPU each decode pass is recorded from the ids
+// the pass before left on the device (its argmax, or its draw by the `sample` op), before they reach the host. It must give exactly the
 // tokens of waiting for each id, end rows on the same stop tokens, run at most one pass past the end,
 // and fall back to waiting for passes whose policy plan captures points or may exit early. Greedy
 // self-speculative decoding chains its draft passes the same way. Model.forward takes token ids as a
@@ -92,6 +92,33 @@ test('WebGPU: pipelined decoding stops on the same stop tokens and runs at most 
   const bytes = gpu.stats.allocatedBytes;
   await traced(model, prompt, { maxNewTokens: 10, stopTokens: [stop] });
   assert.equal(gpu.stats.allocatedBytes, bytes);
+}));
+
+test('WebGPU: sampled decoding draws on the device (the sample op), pipelined, and gives the CPU\'s tokens for the same seed', (t) => withGpu(t, async (gpu) => {
+  const { model } = await loadModel(BUNDLED, { backend: gpu });
+  const { model: onCpu } = await loadModel(BUNDLED, { backend: new CpuBackend() });
+  for (const [i, sampling] of [{ temperature: 1, seed: 3 }, { temperature: 0.8, topK: 40, seed: 11 }, { temperature: 1.2, topP: 0.9, seed: 5 }, { temperature: 0.7, topK: 50, topP: 0.95, seed: 42 }].entries()) {
+    const what = JSON.stringify(sampling);
+    const base = { maxNewTokens: 8, stopTokens: [], sampling };
+    const cpu = await generate(onCpu, PROMPTS, base);
+    const k0 = gpu.stats.perOp.sample ?? 0;
+    const piped = await traced(model, PROMPTS, base);
+    assert.equal((gpu.stats.perOp.sample ?? 0) - k0, 8, `${what}: one device draw per pass`);
+    assert.deepEqual(piped.tokens, cpu.tokens, `${what}: WebGPU and CPU tokens`);
+    assert.deepEqual(piped.kinds, ['host', ...new Array(6).fill('device')], `${what}: decode passes read the draws on the device`);
+    if (i === 0) assert.deepEqual((await traced(model, PROMPTS, { ...base, pipeline: false })).tokens, cpu.tokens, `${what}: waiting for each token`);
+  }
+  // Rows have their own random streams: a row's tokens do not change when another row stops early,
+  // on the CPU as on WebGPU (where the stopped row still takes a number for the pass recorded ahead).
+  const sampling = { temperature: 1, topK: 20, seed: 9 };
+  const free = await generate(onCpu, PROMPTS, { maxNewTokens: 8, stopTokens: [], sampling });
+  const stop = free.tokens[1][2];
+  assert.ok(!free.tokens[0].includes(stop) && !free.tokens[2].includes(stop), 'the stop id appears only in row 1 (pick another seed if not)');
+  for (const m of [onCpu, model]) {
+    const r = await generate(m, PROMPTS, { maxNewTokens: 8, stopTokens: [stop], sampling });
+    assert.deepEqual(r.finish, ['length', 'stop', 'length'], m.backend.name);
+    assert.deepEqual(r.tokens, [free.tokens[0], free.tokens[1].slice(0, free.tokens[1].indexOf(stop) + 1), free.tokens[2]], m.backend.name);
+  }
 }));
 
 test('WebGPU: policies — a static plan pipelines; ffn-skip waits through its warm-up, then pipelines; early exit waits', (t) => withGpu(t, async (gpu) => {

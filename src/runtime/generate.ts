@@ -7,7 +7,8 @@ import * as op from '../tensor/api.ts';
 import type { Tensor } from '../tensor/tensor.ts';
 import { SkipMeter, type Policy, type PolicySession, type SkippedFraction } from './policies/index.ts';
 import { ContextLengthError, UsageError } from '../util/errors.ts';
-import { Rng, argmax, sampleToken, validateSampling, type SamplingOptions } from './sampling.ts';
+import type { OpAttrs } from '../tensor/ops.ts';
+import { argmax, rowRng, sampleToken, validateSampling, type SamplingOptions } from './sampling.ts';
 
 export interface GenerateOptions {
   maxNewTokens: number;
@@ -21,12 +22,19 @@ export interface GenerateOptions {
   /** Fused sublayers (ForwardOptions.fuse); default: the backend's preference for small passes. */
   fuse?: boolean;
   /**
-   * Greedy decoding on a backend that picks tokens on the device (WebGPU): record each step from the
-   * ids the previous step left on the device, before they reach the host, so the host's recording
-   * overlaps the GPU's work (default true). The tokens are the same; after a stop token one step may
-   * run whose output is dropped. Passes whose policy plan captures points or may exit early still wait.
+   * On a backend that picks tokens on the device (WebGPU: the argmax, or the `sample` op's draw): record
+   * each step from the ids the previous step left on the device, before they reach the host, so the
+   * host's recording overlaps the GPU's work (default true). The tokens are the same; after a stop token
+   * one step may run whose output is dropped. Passes whose policy plan captures points or may exit early
+   * still wait.
    */
   pipeline?: boolean;
+  /**
+   * Sampling on a backend that picks tokens on the device: draw there with the `sample` op (default
+   * true; the same tokens as the host's draw for the same seed, up to f32 rounding at a boundary), or
+   * read the logits back and draw on the host, waiting for every token.
+   */
+  sampleOnDevice?: boolean;
 }
 
 export interface GenerateResult {
@@ -63,7 +71,8 @@ export async function generate(model: Model, prompts: number[][], opts: Generate
       throw new ContextLengthError(p.length + opts.maxNewTokens, spec.maxContext, p.length > spec.maxContext ? `prompt ${i} (${p.length} tokens)` : `prompt ${i} (${p.length} tokens) plus ${opts.maxNewTokens} new tokens`);
   }
   const stops = new Set(opts.stopTokens ?? spec.eosTokenIds ?? []);
-  const rng = new Rng(sampling.seed ?? 0);
+  // One random stream per row: a row's draws do not depend on when the others stop (see rowRng).
+  const rngs = prompts.map((_, b) => rowRng(sampling.seed ?? 0, b));
   const V = spec.vocabSize;
   const tokens: number[][] = prompts.map(() => []);
   const finish: ('stop' | 'length')[] = prompts.map(() => 'length');
@@ -82,12 +91,23 @@ export async function generate(model: Model, prompts: number[][], opts: Generate
     const t0 = performance.now();
     const ids = new Int32Array(B * Tmax);
     prompts.forEach((p, b) => ids.set(p, b * Tmax));
-    // Greedy: token ids come back (picked on the device where the backend prefers it), not B·V logits.
+    // Where the backend prefers it, tokens are picked on the device (the argmax, or a draw by the `sample`
+    // op with each row's next random number) and only ids come back, not B·V logits.
     const greedy = sampling.greedy === true;
-    const onDevice = greedy && model.backend.prefersFusion === true;
+    const onDevice = model.backend.prefersFusion === true && (greedy || opts.sampleOnDevice !== false);
     const pipeline = onDevice && opts.pipeline !== false;
-    const pre = await policyPass(model, session, meter, 'prefill', ids, B, Tmax, { cache, logitRows: lens.map((l) => l - 1), fuse: opts.fuse }, lens.reduce((p, l) => p + l, 0), (b, t) => t < lens[b]);
-    let cur = readOut(pre.logits, V, greedy, onDevice);
+    const draw = onDevice && !greedy ? sampleAttrs(sampling) : undefined;
+    // Each row's next number for a draw on the device, uploaded before the pass is recorded (an upload
+    // submits the work recorded so far): taken for every row, finished or not (a finished row's stream is
+    // never read again), so a pass can be recorded before the last one's ids are known.
+    const uniforms = () => model.backend.upload(Float32Array.from(rngs, (r) => r.next()), [B], 'f32');
+    /** A pass under the policy whose uniforms (if any) are freed should it fail. */
+    const pass = async (u: Tensor | undefined, ...a: Parameters<typeof policyPass>) => {
+      try { return await policyPass(...a); } catch (e) { u?.dispose(); throw e; }
+    };
+    const u0 = draw && uniforms();
+    const pre = await pass(u0, model, session, meter, 'prefill', ids, B, Tmax, { cache, logitRows: lens.map((l) => l - 1), fuse: opts.fuse }, lens.reduce((p, l) => p + l, 0), (b, t) => t < lens[b]);
+    let cur = readOut(pre.logits, V, greedy, onDevice, draw && { attrs: draw, u: u0! });
     let got = await cur.values; // the first new token belongs to the prefill's time
     const t1 = performance.now();
     const pos = [...lens];
@@ -95,10 +115,11 @@ export async function generate(model: Model, prompts: number[][], opts: Generate
     // A decode pass: from the host's ids, or from the ids the pass before left on the device.
     let passes = 0;
     const decodePass = async (from: Int32Array | Tensor): Promise<Pending> => {
-      const out = await policyPass(model, session, meter, 'decode', from, B, 1, { cache, pos0: [...pos], logitRows: new Array(B).fill(0), fuse: opts.fuse }, B);
+      const u = draw && uniforms();
+      const out = await pass(u, model, session, meter, 'decode', from, B, 1, { cache, pos0: [...pos], logitRows: new Array(B).fill(0), fuse: opts.fuse }, B);
       for (let b = 0; b < B; b++) pos[b]++; // stays below capacity: at most maxNewTokens - 1 passes
       passes++;
-      return readOut(out.logits, V, greedy, onDevice);
+      return readOut(out.logits, V, greedy, onDevice, draw && { attrs: draw, u: u! });
     };
     let ahead: Promise<Pending> | undefined;
     let steps = 0;
@@ -106,7 +127,7 @@ export async function generate(model: Model, prompts: number[][], opts: Generate
       for (;;) {
         for (let b = 0; b < B; b++) {
           if (done[b]) continue;
-          const tok = greedy ? got[b] : sampleToken(got, b * V, V, sampling, rng);
+          const tok = greedy || onDevice ? got[b] : sampleToken(got, b * V, V, sampling, rngs[b]);
           tokens[b].push(tok);
           opts.onToken?.(b, tok);
           if (stops.has(tok)) { done[b] = true; finish[b] = 'stop'; }
@@ -173,10 +194,21 @@ export interface Pending {
   ids?: Tensor;
 }
 
-/** Start reading a pass's output (ids when greedy, else the logits); takes (disposes) the logits. */
-export function readOut(logits: Tensor, V: number, greedy: boolean, onDevice: boolean): Pending {
+/** The `sample` op's attributes for sampling options (not greedy). */
+export const sampleAttrs = (o: SamplingOptions): OpAttrs['sample'] => ({ temperature: o.temperature ?? 1, topK: o.topK ?? 0, topP: o.topP ?? 1 });
+
+/**
+ * Start reading a pass's output; takes (disposes) the logits, and draw's uniforms. On the device: the
+ * ids, each row's argmax (greedy) or its draw by `draw` (one uniform number per row, (B)). On the host:
+ * the argmax when greedy, else the logits.
+ */
+export function readOut(logits: Tensor, V: number, greedy: boolean, onDevice: boolean, draw?: { attrs: OpAttrs['sample']; u: Tensor }): Pending {
   if (onDevice) {
-    const ids = argmaxOnDevice(logits, V);
+    let ids: Tensor;
+    if (draw) {
+      ids = op.sample(logits.reshape([logits.size / V, V]), draw.u, draw.attrs);
+      draw.u.dispose();
+    } else ids = argmaxOnDevice(logits, V);
     logits.dispose();
     return { values: ids.backend.read(ids) as Promise<Int32Array>, ids };
   }

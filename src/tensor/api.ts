@@ -37,6 +37,8 @@ export const rope = (x: Tensor, pos0: number[], invFreq: number[]) => run('rope'
 export const gatherRows = (table: Tensor, idx: Tensor) => run('gather_rows', [table, idx], none);
 export const indexAddRows = (dst: Tensor, src: Tensor, idx: Tensor) => run('index_add_rows', [dst, src, idx], none);
 export const topk = (x: Tensor, k: number) => run('topk', [x], { k });
+/** A token id per row of logits (N, V), drawn by u (N) in [0, 1) after temperature, top-k (0: none) and top-p (1: none). */
+export const sample = (logits: Tensor, u: Tensor, a: OpAttrs['sample']) => run('sample', [logits, u], a);
 export const gather = (x: Tensor, idx: Tensor) => run('gather', [x, idx], none);
 export const kvWrite = (cache: Tensor, x: Tensor, pos0: number[]) => run('kv_write', [cache, x], { pos0 });
 export const attention = (q: Tensor, k: Tensor, v: Tensor, pos0: number[], scale: number) =>

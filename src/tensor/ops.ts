@@ -38,6 +38,10 @@ export interface OpAttrs {
   index_add_rows: Record<string, never>;
   /** Indices (i32) of the k largest values along the last axis, largest first; ties → lower index. */
   topk: { k: number };
+  /** One token id (i32) per row of logits (N, V), drawn by u (N), uniform in [0, 1): the distribution after
+   *  temperature, top-k (0: none) and top-p (1: none), walked in vocabulary order (`drawToken` in
+   *  tensor/sampling.ts, the definition) → (N). */
+  sample: { temperature: number; topK: number; topP: number };
   /** x (..., E), idx i32 (..., k) → x gathered along the last axis (..., k). */
   gather: Record<string, never>;
   /** Write new (B, T, K, D) into cache (B, K, S, D) (head-major) at positions pos0[b].. in place; returns the cache. */
@@ -137,7 +141,7 @@ export const WRITTEN_INPUTS: Partial<Record<OpName, number>> = { fused_qkv: 2 };
 export const OP_NAMES = Object.keys({
   matmul: 1, add: 1, sub: 1, mul: 1, div: 1, scale: 1, silu: 1, relu: 1, gelu_erf: 1, gelu_tanh: 1,
   softmax: 1, sum: 1, max: 1, layernorm: 1, rmsnorm: 1, rope: 1, gather_rows: 1, index_add_rows: 1,
-  topk: 1, gather: 1, kv_write: 1, attention: 1, attention_probs: 1,
+  topk: 1, sample: 1, gather: 1, kv_write: 1, attention: 1, attention_probs: 1,
   permute: 1, sum_to: 1, slice: 1, concat: 1, pad: 1, act_grad: 1, norm_grad: 1, attention_grad: 1, attention_stats: 1, kv_read: 1,
   scatter_add: 1, cross_entropy: 1, cross_entropy_grad: 1, adam_moments: 1, adam_apply: 1,
   fused_linear: 1, fused_kv_write: 1, fused_qkv: 1,

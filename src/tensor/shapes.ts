@@ -115,6 +115,15 @@ export const SHAPE_RULES: { [O in OpName]: Rule<O> } = {
     if (!(k >= 1 && k <= E)) throw new ShapeError('topk', `k = ${k} must be in 1..${E}`);
     return [...s[0].slice(0, -1), k];
   },
+  sample: (s, { temperature, topK, topP }) => {
+    need('sample', s, 2);
+    const [x, u] = s;
+    if (x.length !== 2 || u.length !== 1 || u[0] !== x[0]) throw new ShapeError('sample', `expected logits (N, V) and uniforms (N); found ${fmt(x)}, ${fmt(u)}`);
+    if (!(temperature > 0 && Number.isFinite(temperature))) throw new ShapeError('sample', `temperature must be > 0, found ${temperature}`);
+    if (!(Number.isInteger(topK) && topK >= 0)) throw new ShapeError('sample', `topK must be an integer >= 0 (0: no cut), found ${topK}`);
+    if (!(topP > 0 && topP <= 1)) throw new ShapeError('sample', `topP must be in (0, 1] (1: no cut), found ${topP}`);
+    return [x[0]];
+  },
   gather: (s) => {
     need('gather', s, 2);
     if (!sameShape(s[0].slice(0, -1), s[1].slice(0, -1))) throw new ShapeError('gather', `leading dims of ${fmt(s[0])} and ${fmt(s[1])} differ`);

@@ -14,7 +14,7 @@ import { FAST_KERNELS } from './fast/kernels.ts';
 import { allocF32, freeF32, isResident } from './fast/matmul.ts';
 
 /** Ops whose output is integer indices. */
-const INT_OUTPUT: Partial<Record<OpName, true>> = { topk: true };
+const INT_OUTPUT: Partial<Record<OpName, true>> = { topk: true, sample: true };
 /** Ops that take f32 or i32 inputs, all of one dtype, and return that dtype. */
 const ANY_DTYPE: Partial<Record<OpName, true>> = { concat: true };
 /** Ops whose integer inputs are indices (allowed alongside f32 data). */

@@ -3,6 +3,7 @@
 // tested against these. Kernels receive inputs already shape-checked by tensor/shapes.ts.
 
 import { fusedLinearSlots, splitFusedQkv, type OpAttrs, type OpName } from '../../tensor/ops.ts';
+import { drawToken } from '../../tensor/sampling.ts';
 
 /** A host view of an input tensor. f32 tensors are Float32Array, i32 tensors Int32Array. */
 export interface HostTensor {
@@ -257,6 +258,11 @@ export const CPU_KERNELS: CpuKernelTable = {
       order.sort((i, j) => x.data[r * E + j] - x.data[r * E + i] || i - j);
       for (let j = 0; j < k; j++) out[r * k + j] = order[j];
     }
+  },
+  sample: (out, [x, u], { temperature, topK, topP }) => {
+    const V = last(x.shape);
+    const o = { temperature, topK: topK > 0 ? topK : undefined, topP: topP < 1 ? topP : undefined };
+    for (let r = 0; r < u.data.length; r++) out[r] = drawToken(x.data, r * V, V, o, u.data[r]);
   },
   gather: (out, [x, idx]) => {
     const E = last(x.shape), k = last(idx.shape);

@@ -567,6 +567,10 @@ export const WGSL_KERNELS: { [O in OpName]: WgslKernel<O> } = {
       };
     },
   },
+  sample: {
+    dtypes: () => ['f32'],
+    plan: (ins, attrs, _o, env) => samplePlan(ins[0].shape[0], ins[0].shape[1], attrs, env.subgroups),
+  },
   gather: {
     dtypes: (i) => (i === 1 ? ['i32'] : ['f32']),
     plan(ins, _a, outShape) {
@@ -1481,6 +1485,110 @@ ${sg.vars}
   };
 }
 
+/**
+ * `sample`: one 256-thread workgroup per row draws a token as tensor/sampling.ts defines it, without
+ * sorting. Tokens are ordered by a u32 key that rises with the logit (NaN lowest, −0 with +0), ties by
+ * lower id first; top-k and top-p each keep a prefix of that order, so each comes down to a cut
+ * (key, id): kept = key above the cut's key, or equal to it at an id up to the cut's id. The cut's key
+ * is found bit by bit from the top (32 passes over the row, each a count (top-k) or a probability mass
+ * (top-p) of the keys at or above a candidate, reduced over the workgroup), and its id the same way
+ * among the tokens tied at that key. The draw then walks the kept tokens in vocabulary order: each
+ * thread sums a contiguous chunk, thread 0 finds the chunk where u · Z falls, and that chunk's thread
+ * walks it. Probabilities are exp((x − max) / T), in f32.
+ */
+function samplePlan(rows: number, V: number, { temperature, topK, topP }: OpAttrs['sample'], sub: boolean): KernelPlan {
+  const g = grid(rows * 256, 256);
+  const sg = sgParts(sub);
+  // One pass over the row's tokens (strided over the threads): `body` sees x, q (its key) and i.
+  const each = (body: string) => `for (var i = lid; i < V; i += 256u) { let x = a[base + i]; let q = key(x); ${body} }`;
+  // The cut's id among the tokens tied at key `kc`: the largest x whose tied tokens below it weigh less than `need`.
+  const tieCut = (kc: string, weight: string, need: string) => `var x = 0u;
+    for (var bit = firstLeadingBit(V - 1u) + 1u; bit > 0u; bit--) {
+      let cand = x | (1u << (bit - 1u));
+      var s = 0.0;
+      ${each(`if (i < cand && q == ${kc} && kept(q, i, cut)) { s += ${weight}; }`)}
+      if (reduce(lid, s, false) < ${need}) { x = cand; }
+    }`;
+  // The cut's key: the largest key whose tokens at or above it (and kept so far) weigh at least `need`.
+  const keyCut = (weight: string, need: string) => `var kc = 0u;
+    for (var bit = 32u; bit > 0u; bit--) {
+      let cand = kc | (1u << (bit - 1u));
+      var s = 0.0;
+      ${each(`if (q >= cand && kept(q, i, cut)) { s += ${weight}; }`)}
+      if (reduce(lid, s, false) >= ${need}) { kc = cand; }
+    }
+    var above = 0.0;
+    ${each(`if (q > kc && kept(q, i, cut)) { above += ${weight}; }`)}
+    let rest = ${need} - reduce(lid, above, false);`;
+  return {
+    key: 'sample', outDtype: 'i32', workgroups: g.workgroups, params: words(rows, g.nx, V, topK, f(topP), f(temperature)),
+    wgsl: () => `${sg.enable}${header(['f32', 'f32'], 'i32')}
+${sg.vars}${workgroupReduce(256, sub, 'reduce')}
+var<workgroup> chunk: array<f32, 256>;
+var<workgroup> pickT: u32;
+var<workgroup> pickPre: f32;
+// The order key: rises with the value; NaN below everything, -0 equal to +0.
+fn key(x: f32) -> u32 {
+  var b = bitcast<u32>(x);
+  if ((b & 0x7fffffffu) > 0x7f800000u) { return 0u; }
+  if (b == 0x80000000u) { b = 0u; }
+  return select(b | 0x80000000u, ~b, (b & 0x80000000u) != 0u);
+}
+// A token's unnormalised probability; 0 for -inf and NaN (keys up to that of -inf).
+fn mass(x: f32, q: u32, m: f32, temp: f32) -> f32 { return select(0.0, exp((x - m) / temp), q > 0x007fffffu); }
+// Whether token (key q, id i) is inside both cuts: (key, id) of top-k in c.xy, of top-p in c.zw.
+fn kept(q: u32, i: u32, c: vec4<u32>) -> bool { return (q > c.x || (q == c.x && i <= c.y)) && (q > c.z || (q == c.z && i <= c.w)); }
+@compute @workgroup_size(256) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lv: vec3<u32>${sg.args}) {
+  ${sg.init}
+  let row = wid.x + wid.y * u(1u);
+  if (row >= u(0u)) { return; }
+  let lid = lv.x; let V = u(2u); let k = u(3u); let topP = f(4u); let temp = f(5u);
+  let base = row * V;
+  var mx = ${NEG_INF};
+  ${each('if (q > 0x007fffffu) { mx = max(mx, x); }')}
+  let m = reduce(lid, mx, true);
+  var cut = vec4<u32>(0u, V - 1u, 0u, V - 1u);
+  if (k > 0u && k < V) {
+    ${keyCut('1.0', 'f32(k)')}
+    ${tieCut('kc', '1.0', 'rest')}
+    cut.x = kc; cut.y = x;
+  }
+  if (topP < 1.0) {
+    var z = 0.0;
+    ${each('if (kept(q, i, cut)) { z += mass(x, q, m, temp); }')}
+    let goal = topP * reduce(lid, z, false);
+    ${keyCut('mass(x, q, m, temp)', 'goal')}
+    ${tieCut('kc', 'mass(x, q, m, temp)', 'rest')}
+    cut.z = kc; cut.w = x;
+  }
+  // The draw, in vocabulary order over contiguous chunks.
+  let per = (V + 255u) / 256u;
+  let lo = min(V, lid * per); let hi = min(V, lo + per);
+  var s = 0.0; var lastId = -1.0;
+  for (var i = lo; i < hi; i++) { let x = a[base + i]; let q = key(x); if (kept(q, i, cut)) { s += mass(x, q, m, temp); lastId = f32(i); } }
+  chunk[lid] = s;
+  let at = b[row] * reduce(lid, s, false);
+  let lastAll = reduce(lid, lastId, true);
+  if (lid == 0u) {
+    var pre = 0.0; var t = 256u;
+    for (var j = 0u; j < 256u; j++) { let c = chunk[j]; if (c > 0.0 && at < pre + c) { t = j; break; } pre += c; }
+    pickT = t; pickPre = pre;
+    if (t == 256u) { o[row] = i32(lastAll); } // rounding left u · Z above the total: the last kept token
+  }
+  workgroupBarrier();
+  if (lid == pickT) {
+    let local = at - pickPre;
+    var cum = 0.0; var last = lo;
+    for (var i = lo; i < hi; i++) {
+      let x = a[base + i]; let q = key(x);
+      if (kept(q, i, cut)) { cum += mass(x, q, m, temp); last = i; if (local < cum) { break; } }
+    }
+    o[row] = i32(last);
+  }
+}`,
+  };
+}
+
 /** WGSL opening of a tiled matmul (16×16 threads, `tile` × `tile` outputs): batch offsets, tile origin, thread ids. */
 const tileStart = (tile: number) => `@compute @workgroup_size(16, 16) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lv: vec3<u32>) {
   let M = u(0u); let N = u(1u); let K = u(2u);
@@ -1545,7 +1653,7 @@ function bigTileMatmul(M: number, N: number, K: number, batches: number, bBatche
         ${wide ? fetch16() : fetch('b', 'pb', transB, 'col0', 'bo', 'N')}`;
     const storeAll = `${store('pa', 'As', !transA)}
         ${wide ? store16() : store('pb', 'Bs', transB)}`;
-    // The products of one K step (from the buffer at \`cur\`). Writing out its 16 k instead of looping made
+    // The products of one K step (from the buffer at `cur`). Writing out its 16 k instead of looping made
     // it slower on SwiftShader (256³: 13.5 → 16 ms); a GPU's compiler unrolls such a loop itself.
     const products = `for (var kk = 0u; kk < 16u; kk++) {
         let a0 = As[cur + kk * 32u + ty]; let a1 = As[cur + kk * 32u + 16u + ty];
