@@ -1501,25 +1501,34 @@ function samplePlan(rows: number, V: number, { temperature, topK, topP }: OpAttr
   const sg = sgParts(sub);
   // One pass over the row's tokens (strided over the threads): `body` sees x, q (its key) and i.
   const each = (body: string) => `for (var i = lid; i < V; i += 256u) { let x = a[base + i]; let q = key(x); ${body} }`;
-  // The cut's id among the tokens tied at key `kc`: the largest x whose tied tokens below it weigh less than `need`.
-  const tieCut = (kc: string, weight: string, need: string) => `var x = 0u;
-    for (var bit = firstLeadingBit(V - 1u) + 1u; bit > 0u; bit--) {
-      let cand = x | (1u << (bit - 1u));
-      var s = 0.0;
-      ${each(`if (i < cand && q == ${kc} && kept(q, i, cut)) { s += ${weight}; }`)}
-      if (reduce(lid, s, false) < ${need}) { x = cand; }
+  // The cut's id among the tokens tied at key `kc`: the largest x whose tied tokens below it weigh less
+  // than `need`; when every tied token is kept (keyCut's `whole`), V - 1 without searching.
+  const tieCut = (kc: string, weight: string, need: string) => `var x = V - 1u;
+    if (!whole) {
+      x = 0u;
+      for (var bit = firstLeadingBit(V - 1u) + 1u; bit > 0u; bit--) {
+        let cand = x | (1u << (bit - 1u));
+        var s = 0.0;
+        ${each(`if (i < cand && q == ${kc} && kept(q, i, cut)) { s += ${weight}; }`)}
+        if (reduce(lid, s, false) < ${need}) { x = cand; }
+      }
     }`;
-  // The cut's key: the largest key whose tokens at or above it (and kept so far) weigh at least `need`.
-  const keyCut = (weight: string, need: string) => `var kc = 0u;
+  // The cut's key: the largest key whose tokens at or above it (and kept so far) weigh at least `need`;
+  // then `rest`, what the tokens tied at it must add, and `whole`, whether all of them are kept: at most
+  // `most` tied tokens (a uniform value, so the tie search may branch on it).
+  const keyCut = (weight: string, need: string, most: string) => `var kc = 0u;
     for (var bit = 32u; bit > 0u; bit--) {
       let cand = kc | (1u << (bit - 1u));
       var s = 0.0;
       ${each(`if (q >= cand && kept(q, i, cut)) { s += ${weight}; }`)}
       if (reduce(lid, s, false) >= ${need}) { kc = cand; }
     }
-    var above = 0.0;
-    ${each(`if (q > kc && kept(q, i, cut)) { above += ${weight}; }`)}
-    let rest = ${need} - reduce(lid, above, false);`;
+    var above = 0.0; var ties = 0.0;
+    ${each(`if (kept(q, i, cut)) { if (q > kc) { above += ${weight}; } else if (q == kc) { ties += 1.0; } }`)}
+    let rest = ${need} - reduce(lid, above, false);
+    let tied = reduce(lid, ties, false);
+    if (lid == 0u) { flag = select(0u, 1u, tied <= ${most}); }
+    let whole = workgroupUniformLoad(&flag) == 1u;`;
   return {
     key: 'sample', outDtype: 'i32', workgroups: g.workgroups, params: words(rows, g.nx, V, topK, f(topP), f(temperature)),
     wgsl: () => `${sg.enable}${header(['f32', 'f32'], 'i32')}
@@ -1527,6 +1536,7 @@ ${sg.vars}${workgroupReduce(256, sub, 'reduce')}
 var<workgroup> chunk: array<f32, 256>;
 var<workgroup> pickT: u32;
 var<workgroup> pickPre: f32;
+var<workgroup> flag: u32;
 // The order key: rises with the value; NaN below everything, -0 equal to +0.
 fn key(x: f32) -> u32 {
   var b = bitcast<u32>(x);
@@ -1549,7 +1559,7 @@ fn kept(q: u32, i: u32, c: vec4<u32>) -> bool { return (q > c.x || (q == c.x && 
   let m = reduce(lid, mx, true);
   var cut = vec4<u32>(0u, V - 1u, 0u, V - 1u);
   if (k > 0u && k < V) {
-    ${keyCut('1.0', 'f32(k)')}
+    ${keyCut('1.0', 'f32(k)', 'rest')}
     ${tieCut('kc', '1.0', 'rest')}
     cut.x = kc; cut.y = x;
   }
@@ -1557,7 +1567,7 @@ fn kept(q: u32, i: u32, c: vec4<u32>) -> bool { return (q > c.x || (q == c.x && 
     var z = 0.0;
     ${each('if (kept(q, i, cut)) { z += mass(x, q, m, temp); }')}
     let goal = topP * reduce(lid, z, false);
-    ${keyCut('mass(x, q, m, temp)', 'goal')}
+    ${keyCut('mass(x, q, m, temp)', 'goal', '1.0')}
     ${tieCut('kc', 'mass(x, q, m, temp)', 'rest')}
     cut.z = kc; cut.w = x;
   }
