@@ -149,6 +149,10 @@ export const CASES: Record<OpName, Case[]> = {
     { name: 'k 1 and k V-1', run: (_, m) => ops.sample(m.f([4, 7], 2), m.g([4], (u) => u), { temperature: 1, topK: 6, topP: 1 }) },
     { name: 'ties at both cuts', run: (_, m) => ops.sample(m.g([12, 600], (u) => Math.round(u * 6) / 2), m.g([12], (u) => u), { temperature: 1, topK: 90, topP: 0.6 }) },
     { name: 'ties, top-p alone', run: (_, m) => ops.sample(m.g([12, 600], (u) => Math.round(u * 4)), m.g([12], (u) => u), { temperature: 0.5, topK: 0, topP: 0.3 }) },
+    // The cuts inside a tied group below the top one: what the groups above weigh decides how many ties
+    // stay. (Values whose f32 bits do not end in zeros, so that every pass of the key search picks a digit.)
+    { name: 'ties, top-k cut below the top group', run: (_, m) => ops.sample(m.g([12, 600], (u) => Math.round(u * 6) / 2 + 0.3), m.g([12], (u) => u), { temperature: 1, topK: 90, topP: 1 }) },
+    { name: 'ties, top-p cut below the top group', run: (_, m) => ops.sample(m.g([12, 600], (u) => Math.round(u * 4) * 0.7 + 0.1), m.g([12], (u) => u), { temperature: 0.5, topK: 0, topP: 0.9 }) },
     { name: '-inf and -0', run: (be, m) => ops.sample(be.upload(Float32Array.from({ length: 8 * 300 }, (_, i) => (i % 3 === 0 ? -Infinity : i % 7 === 0 ? -0 : i % 5 === 0 ? 0 : (i % 11) / 4 - 2)), [8, 300], 'f32'), m.g([8], (u) => u), { temperature: 1, topK: 30, topP: 0.95 }) },
     { name: 'u near 0 and 1', run: (be, m) => ops.sample(m.f([4, 500], 3), be.upload(Float32Array.from([0, 0.9999999, 1e-9, 0.5]), [4], 'f32'), { temperature: 1, topK: 0, topP: 0.7 }) },
   ],
