@@ -1,8 +1,8 @@
-// The distribution a sampled token is drawn from: temperature → top-k → top-p (nucleus), following HF's
-// logits-warper order and conventions (top-k keeps exactly k, ties at the k-th value broken by lower id;
-// top-p keeps the smallest set whose probability reaches p, always at least one token), and the draw
-// itself given a uniform number: the definition of the `sample` op (CPU kernel), which runtime/sampling.ts
-// uses on the host with its seeded generator.
+// The distribution a sampled token is drawn from: temperature → top-k → top-p (nucleus), in HF's
+// logits-warper order. Top-k keeps exactly k tokens, ties at the k-th value broken by lower id (HF's
+// warper keeps every token tied with the k-th); top-p keeps the smallest set whose probability reaches
+// p, always at least one token. Also the draw itself given a uniform number: the definition of the
+// `sample` op (its CPU kernel), which runtime/sampling.ts uses on the host with its seeded generator.
 
 import { UsageError } from '../util/errors.ts';
 
