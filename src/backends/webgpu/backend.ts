@@ -233,14 +233,20 @@ export class WebGpuBackend implements Backend {
    * measures both). The environment variable BRICKWORK_MATMUL_TILE=128 sets it in Node.
    */
   get matmulTile(): 64 | 128 { return this.env.matmulTile; }
-  set matmulTile(t: 64 | 128) { this.env.matmulTile = t; }
+  set matmulTile(t: 64 | 128) {
+    checkOption('matmulTile', t);
+    this.env.matmulTile = t;
+  }
   /**
    * Shared-memory buffers of the 128-wide tile: 1, or 2 (one barrier per K step: a step is multiplied
    * while the next is stored; needs 32 KiB of workgroup memory, else it keeps 1). BRICKWORK_MATMUL_STAGES=2
    * sets it in Node; bench/webgpu.ts measures both.
    */
   get matmulStages(): 1 | 2 { return this.env.matmulStages; }
-  set matmulStages(n: 1 | 2) { this.env.matmulStages = n; }
+  set matmulStages(n: 1 | 2) {
+    checkOption('matmulStages', n);
+    this.env.matmulStages = n;
+  }
 
   /**
    * Decoding attends in blocks of 256 keys, one workgroup per query row; from this many blocks on (4:
