@@ -8,7 +8,7 @@
 
 import {
   brickCosts, createPolicy, generate, getBackend, llamaSpec, loadModel, randomModel, speculativeGenerate, SkipMeter,
-  type Backend, type Model, type Policy,
+  type Backend, type Model, type Policy, type SamplingOptions,
 } from '../src/index.ts';
 
 const arg = (name: string, dflt: string) => {
@@ -24,10 +24,10 @@ const log = (s: string) => process.stdout.write(s + '\n');
 const be: Backend = await getBackend(device);
 const PROMPT = [1031, 824, 259, 555, 14, 599, 309, 259];
 
-/** Decode tok/s of `run` and of dense greedy decoding: the best of REPS runs each, taken alternately. */
-async function rates(model: Model, run: () => Promise<{ steps: number; ms: number }>): Promise<[number, number]> {
+/** Decode tok/s of `run` and of dense decoding (greedy, or `sampling`): the best of REPS runs each, taken alternately. */
+async function rates(model: Model, run: () => Promise<{ steps: number; ms: number }>, sampling?: SamplingOptions): Promise<[number, number]> {
   const dense = async () => {
-    const r = await generate(model, [PROMPT], { maxNewTokens: N, stopTokens: [] });
+    const r = await generate(model, [PROMPT], { maxNewTokens: N, stopTokens: [], sampling });
     return { steps: r.decodeSteps, ms: r.decodeMs };
   };
   const best = [0, 0];
@@ -91,6 +91,22 @@ for (const name of models) {
         return { steps: r.tokens.length - 1, ms: r.decodeMs };
       });
       log(`| ${s} | ${k} | ${(100 * acc).toFixed(1)}% | ${same ? 'yes' : 'NO'} | ${best.toFixed(1)} | ${dense.toFixed(1)} | ${(best / dense).toFixed(2)}x |`);
+    }
+    log('');
+    // Sampled: the output follows the full model's distribution (not the same tokens as a dense run,
+    // whose random numbers are used differently); dense sampled decoding is the peer.
+    const sampling = { temperature: 1, topK: 40, seed: 1 };
+    log(`| self-speculative sampling (tiny-llama, ${JSON.stringify(sampling)}) | k | acceptance | decode tok/s | dense sampled tok/s (same run) | speedup |`);
+    log('|---|---:|---:|---:|---:|---:|');
+    for (const [s, k] of [[`static:layers.${L / 2}-${L - 1}`, 3], [`static:layers.${q}-${L - 1}`, 2]] as [string, number][]) {
+      const draft = await createPolicy(model, s);
+      let acc = 0;
+      const [best, dense] = await rates(model, async () => {
+        const r = await speculativeGenerate(model, PROMPT, { maxNewTokens: N, draft, draftLength: k, stopTokens: [], sampling });
+        acc = r.acceptanceRate;
+        return { steps: r.tokens.length - 1, ms: r.decodeMs };
+      }, sampling);
+      log(`| ${s} | ${k} | ${(100 * acc).toFixed(1)}% | ${best.toFixed(1)} | ${dense.toFixed(1)} | ${(best / dense).toFixed(2)}x |`);
     }
     log('');
   }

@@ -156,6 +156,27 @@ export const CASES: Record<OpName, Case[]> = {
     { name: '-inf and -0', run: (be, m) => ops.sample(be.upload(Float32Array.from({ length: 8 * 300 }, (_, i) => (i % 3 === 0 ? -Infinity : i % 7 === 0 ? -0 : i % 5 === 0 ? 0 : (i % 11) / 4 - 2)), [8, 300], 'f32'), m.g([8], (u) => u), { temperature: 1, topK: 30, topP: 0.95 }) },
     { name: 'u near 0 and 1', run: (be, m) => ops.sample(m.f([4, 500], 3), be.upload(Float32Array.from([0, 0.9999999, 1e-9, 0.5]), [4], 'f32'), { temperature: 1, topK: 0, topP: 0.7 }) },
   ],
+  // Target logits p and draft logits q (q = p + noise, so that drafts are accepted and rejected), drafts
+  // drawn from q by the sample op, two uniforms per row; decisions and tokens must match exactly.
+  accept_draft: [
+    ...([['temperature 16x1000', 16, 1000, 3, { temperature: 0.9, topK: 0, topP: 1 }], ['top-k 50 16x1000', 16, 1000, 1, { temperature: 1, topK: 50, topP: 1 }],
+      ['top-p 0.9 12x3001', 12, 3001, 2, { temperature: 1, topK: 0, topP: 0.9 }], ['top-k 40 top-p 0.8 9x777', 9, 777, 3, { temperature: 1.3, topK: 40, topP: 0.8 }],
+      ['k 1 (draft = target argmax or not)', 6, 300, 1, { temperature: 1, topK: 1, topP: 1 }]] as const).map(([name, N, V, noise, a]) => ({
+      name,
+      run: (_: Backend, m: Maker) => {
+        const p = m.f([N, V], 4), q = ops.add(p, m.f([N, V], noise));
+        return ops.acceptDraft(p, q, ops.sample(q, m.g([N], (u) => u), a), m.g([N, 2], (u) => u), a);
+      },
+    })),
+    // The same logits: every draft is accepted.
+    { name: 'draft = target', run: (_, m) => { const p = m.f([5, 400], 3); return ops.acceptDraft(p, p, ops.sample(p, m.g([5], (u) => u), { temperature: 1, topK: 20, topP: 1 }), m.g([5, 2], (u) => u), { temperature: 1, topK: 20, topP: 1 }); } },
+    // Drafts outside q's top-k (q(d) = 0): always rejected; −∞ logits (never drawn) and ties.
+    { name: 'drafts the draft would not draw, -inf, ties', run: (be, m) => {
+      const a = { temperature: 0.7, topK: 30, topP: 0.95 };
+      const L = (s: number) => be.upload(Float32Array.from({ length: 6 * 300 }, (_, i) => (i % 3 === 0 ? -Infinity : Math.round(((i * s) % 17) / 2) / 3)), [6, 300], 'f32');
+      return ops.acceptDraft(L(7), L(5), m.i([0, 1, 2, 299, 150, 4], [6]), m.g([6, 2], (u) => u), a);
+    } },
+  ],
   gather: [{ name: '7x33', run: (_, m) => ops.gather(m.f([7, 33]), m.i(Array.from({ length: 14 }, (_, i) => (i * 5) % 33), [7, 2])) }],
   kv_write: [{ name: 'two rows', run: (_, m) => ops.kvWrite(m.f([2, 3, 9, 8]), m.f([2, 4, 3, 8]), [5, 0]) }],
   attention: [

@@ -62,7 +62,7 @@ test('the acceptance rule turns draft samples into exact samples of the target d
   for (let i = 0; i < N; i++) {
     let u = rng.next(), d = 0;
     while (d < q.length - 1 && u >= q[d]) { u -= q[d]; d++; }
-    const r = acceptOrResample(p, q, d, rng);
+    const r = acceptOrResample(p, q, d, rng.next(), rng.next());
     if (r.accepted) accepted++;
     counts.set(String(r.token), (counts.get(String(r.token)) ?? 0) + 1);
   }

@@ -2,7 +2,7 @@
 // the pass before left on the device (its argmax, or its draw by the `sample` op), before they reach the host. It must give exactly the
 // tokens of waiting for each id, end rows on the same stop tokens, run at most one pass past the end,
 // and fall back to waiting for passes whose policy plan captures points or may exit early. Greedy
-// self-speculative decoding chains its draft passes the same way. Model.forward takes token ids as a
+// self-speculative decoding chains its draft passes the same way, greedy or sampled. Model.forward takes token ids as a
 // device tensor for this; on the CPU too.
 
 import { test } from 'node:test';
@@ -166,6 +166,54 @@ test('WebGPU: greedy speculative rounds chain on the device and give dense greed
     assert.equal(s.finish, 'stop');
   } finally {
     model.forward = forward;
+  }
+}));
+
+test('WebGPU: sampled speculative rounds run on the device (sample, accept_draft) with one wait per round, and give the CPU\'s tokens for the same seed', (t) => withGpu(t, async (gpu) => {
+  const { model } = await loadModel(BUNDLED, { backend: gpu });
+  const { model: onCpu } = await loadModel(BUNDLED, { backend: new CpuBackend() });
+  const prompt = PROMPTS[0];
+  let fromDevice = 0, reads = 0;
+  const { forward } = model;
+  const read = gpu.read;
+  model.forward = function (ids, B, T, o) {
+    if (!(ids instanceof Int32Array)) fromDevice++;
+    return forward.call(this, ids, B, T, o);
+  };
+  gpu.read = async function (x) { reads++; return read.call(this, x); };
+  try {
+    let drafted = 0, accepted = 0;
+    for (const [spec, k, sampling] of [['static:layers.4-7', 3, { temperature: 1, seed: 3 }], ['static:layers.2-5.ffn', 2, { temperature: 0.8, topK: 40, seed: 11 }],
+      ['static:layers.5-7', 4, { temperature: 1.2, topP: 0.9, seed: 5 }], ['static:layers.3-7', 3, { temperature: 0.7, topK: 50, topP: 0.95, seed: 42 }]] as const) {
+      const what = `${spec}, k=${k}, ${JSON.stringify(sampling)}`;
+      const opts = { maxNewTokens: 12, draftLength: k, sampling, stopTokens: [] };
+      const cpu = await speculativeGenerate(onCpu, prompt, { ...opts, draft: await createPolicy(onCpu, spec) });
+      const d0 = gpu.stats.perOp.accept_draft ?? 0;
+      fromDevice = 0; reads = 0;
+      const r = await speculativeGenerate(model, prompt, { ...opts, draft: await createPolicy(model, spec) });
+      assert.deepEqual(r.tokens, cpu.tokens, `${what}: WebGPU and CPU tokens`);
+      assert.deepEqual([r.rounds, r.drafted, r.accepted], [cpu.rounds, cpu.drafted, cpu.accepted], `${what}: the same decisions`);
+      assert.equal((gpu.stats.perOp.accept_draft ?? 0) - d0, r.rounds, `${what}: one accept_draft per round`);
+      // Each round's drafts, decisions and token after the drafts are read together (3 reads, one wait),
+      // plus the prefill's token; every draft pass after a round's first, and each verification, take device ids.
+      assert.equal(reads, 3 * r.rounds + 1, `${what}: reads`);
+      assert.equal(fromDevice, r.draftPasses - 1, `${what}: passes from device ids`);
+      drafted += r.drafted;
+      accepted += r.accepted;
+    }
+    assert.ok(accepted > 0 && accepted < drafted, `${accepted}/${drafted} accepted: both outcomes exercised`);
+    // A stop token: both backends end on it.
+    const sampling = { temperature: 1, topK: 20, seed: 9 };
+    const free = await speculativeGenerate(onCpu, prompt, { maxNewTokens: 12, draft: await createPolicy(onCpu, 'static:layers.4-7'), draftLength: 3, sampling, stopTokens: [] });
+    const stop = free.tokens[6];
+    for (const m of [onCpu, model]) {
+      const s = await speculativeGenerate(m, prompt, { maxNewTokens: 12, draft: await createPolicy(m, 'static:layers.4-7'), draftLength: 3, sampling, stopTokens: [stop] });
+      assert.deepEqual(s.tokens, free.tokens.slice(0, free.tokens.indexOf(stop) + 1), m.backend.name);
+      assert.equal(s.finish, 'stop', m.backend.name);
+    }
+  } finally {
+    model.forward = forward;
+    gpu.read = read;
   }
 }));
 

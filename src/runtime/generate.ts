@@ -195,7 +195,7 @@ export interface Pending {
 }
 
 /** The `sample` op's attributes for sampling options (not greedy). */
-const sampleAttrs = (o: SamplingOptions): OpAttrs['sample'] => ({ temperature: o.temperature ?? 1, topK: o.topK ?? 0, topP: o.topP ?? 1 });
+export const sampleAttrs = (o: SamplingOptions): OpAttrs['sample'] => ({ temperature: o.temperature ?? 1, topK: o.topK ?? 0, topP: o.topP ?? 1 });
 
 /**
  * Start reading a pass's output; takes (disposes) the logits, and draw's uniforms. On the device: the

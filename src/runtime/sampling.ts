@@ -3,7 +3,7 @@
 
 import { argmax, drawToken, type SamplingOptions } from '../tensor/sampling.ts';
 
-export { argmax, drawToken, referenceSamplingDistribution, samplingDistribution, validateSampling, type SamplingOptions } from '../tensor/sampling.ts';
+export { acceptDraft, acceptOrResample, argmax, drawToken, referenceSamplingDistribution, samplingDistribution, validateSampling, type SamplingOptions } from '../tensor/sampling.ts';
 
 /** A small, fast, seedable PRNG (xoshiro128**); `next()` is uniform in [0, 1). */
 export class Rng {

@@ -10,10 +10,11 @@
 import { KVCache, type Model } from '../model/assemble.ts';
 import * as op from '../tensor/api.ts';
 import { ContextLengthError, UsageError } from '../util/errors.ts';
-import { argmaxRows, policyPass, readOut, type Pending } from './generate.ts';
+import { argmaxRows, policyPass, readOut, sampleAttrs, type Pending } from './generate.ts';
 import type { Tensor } from '../tensor/tensor.ts';
 import { SkipMeter, type Policy, type PolicySession, type SkippedFraction } from './policies/index.ts';
-import { drawIndex, Rng, samplingDistribution, validateSampling, type SamplingOptions } from './sampling.ts';
+import { Rng, validateSampling, type SamplingOptions } from './sampling.ts';
+import type { OpAttrs } from '../tensor/ops.ts';
 
 export interface SpeculativeOptions {
   maxNewTokens: number;
@@ -43,29 +44,6 @@ export interface SpeculativeResult {
   draftPasses: number;
   /** What the draft skipped, over its passes. */
   draftSkipped: SkippedFraction;
-}
-
-/** A (non-greedy) sampling distribution as a dense probability vector over the vocabulary. */
-function denseDist(logits: Float32Array, off: number, V: number, s: SamplingOptions): Float64Array {
-  const p = new Float64Array(V);
-  const { ids, probs } = samplingDistribution(logits, off, V, s);
-  for (let i = 0; i < ids.length; i++) p[ids[i]] = probs[i];
-  return p;
-}
-
-/**
- * The speculative-sampling decision for one drafted token d ~ q under target p: d itself (accepted),
- * or a token drawn from the normalised residual max(0, p − q). The result is p-distributed.
- */
-export function acceptOrResample(p: Float64Array, q: Float64Array, d: number, rng: Rng): { token: number; accepted: boolean } {
-  if (q[d] > 0 && rng.next() < Math.min(1, p[d] / q[d])) return { token: d, accepted: true };
-  const r = new Float64Array(p.length);
-  let z = 0;
-  for (let i = 0; i < p.length; i++) { r[i] = Math.max(0, p[i] - q[i]); z += r[i]; }
-  // NOTE: z is 0 only when p == q, where rejection has probability 0; guard against rounding anyway.
-  if (!(z > 0)) return { token: drawIndex(p, rng), accepted: false };
-  for (let i = 0; i < r.length; i++) r[i] /= z;
-  return { token: drawIndex(r, rng), accepted: false };
 }
 
 /**
@@ -112,6 +90,68 @@ async function deviceRound(model: Model, session: PolicySession, meter: SkipMete
 }
 
 /**
+ * One sampled round recorded whole, on any backend: each draft pass draws its token with the `sample` op
+ * from the previous draft's id where it lies (on a GPU, without a wait); the full model then scores
+ * [last, d1, …, dk] in one pass, `accept_draft` decides every drafted row against the draft's logits kept
+ * from its pass, and the row after the drafts is sampled for the case that all are accepted. Drafts,
+ * decisions and that token come back together: one wait per round. The uniform numbers are taken from
+ * rng at the start, in a fixed order (k for the drafts, two per drafted row for the decisions, one for the
+ * row after), so a backend's tokens depend only on the seed. Drafts after a stop token are dropped from
+ * the result, as in deviceRound.
+ */
+async function sampledRound(model: Model, session: PolicySession, meter: SkipMeter, stops: Set<number>, attrs: OpAttrs['sample'], rng: Rng,
+  r: { pending: number[]; last: number; k: number; draftCache: KVCache; target: KVCache; dpos: number; pos: number }): Promise<{ drafts: number[]; decisions: Int32Array; after: number }> {
+  const V = model.spec.vocabSize, be = model.backend, k = r.k;
+  const owned: Tensor[] = [];
+  const keep = <T extends Tensor>(t: T): T => { owned.push(t); return t; };
+  try {
+    const uDraft = Array.from({ length: k }, () => keep(be.upload(Float32Array.of(rng.next()), [1], 'f32')));
+    const uDecide = keep(be.upload(Float32Array.from({ length: 2 * k }, () => rng.next()), [k, 2], 'f32'));
+    const uAfter = keep(be.upload(Float32Array.of(rng.next()), [1], 'f32'));
+    let from: Int32Array | Tensor = Int32Array.from(r.pending);
+    let dpos = r.dpos;
+    let q: Tensor | undefined; // the draft's logits of every drafted row, (i, V)
+    let vin = keep(be.upload(Int32Array.of(r.last), [1, 1], 'i32'));
+    let ids: Tensor | undefined; // the drafted ids, (1, i)
+    for (let i = 0; i < k; i++) {
+      const n = from instanceof Int32Array ? from.length : 1;
+      const pass = await policyPass(model, session, meter, 'decode', from, 1, n, { cache: r.draftCache, pos0: [dpos], logitRows: [n - 1] }, n);
+      const logits = keep(pass.logits.reshape([1, V])); // a view: disposing it frees the pass's logits
+      const id = keep(op.sample(logits, uDraft[i], attrs).reshape([1, 1]));
+      q = q ? keep(op.concat(q, logits, 0)) : logits;
+      vin = keep(op.concat(vin, id, 1));
+      ids = ids ? keep(op.concat(ids, id, 1)) : id;
+      dpos += n;
+      from = id;
+    }
+    const ver = await model.forward(vin, 1, k + 1, { cache: r.target, pos0: [r.pos] });
+    const p = keep(ver.logits.reshape([k + 1, V]));
+    const drafted = ids!.reshape([k]);
+    const decisions = keep(op.acceptDraft(keep(op.slice(p, 0, 0, k)), q!, drafted, uDecide, attrs));
+    const after = keep(op.sample(keep(op.slice(p, 0, k, k + 1)), uAfter, attrs));
+    const [ds, dec, af] = await Promise.all([be.read(drafted), be.read(decisions), be.read(after)]);
+    const drafts: number[] = [];
+    for (const d of ds) {
+      drafts.push(d);
+      if (stops.has(d)) break;
+    }
+    return { drafts, decisions: dec as Int32Array, after: af[0] };
+  } finally {
+    for (const t of new Set(owned)) t.dispose();
+  }
+}
+
+/** One token drawn by u from a row of logits (…, V) with the `sample` op. */
+async function drawOne(logits: Tensor, V: number, attrs: OpAttrs['sample'], u: number): Promise<number> {
+  const ut = logits.backend.upload(Float32Array.of(u), [1], 'f32');
+  const id = op.sample(logits.reshape([1, V]), ut, attrs);
+  ut.dispose();
+  const [t] = await id.backend.read(id);
+  id.dispose();
+  return t;
+}
+
+/**
  * Generate from one prompt with self-speculative decoding.
  * @example
  *   const draft = await createPolicy(model, 'static:layers.4-7');
@@ -149,7 +189,10 @@ export async function speculativeGenerate(model: Model, prompt: number[], opts: 
   };
 
   // Greedy where the backend picks tokens on the device: a whole round is recorded there (deviceRound).
-  const chained = sampling.greedy === true && model.backend.prefersFusion === true;
+  // Sampled, on every backend: a whole round is recorded with the sampling ops (sampledRound).
+  const greedy = sampling.greedy === true;
+  const chained = greedy && model.backend.prefersFusion === true;
+  const attrs = greedy ? undefined : sampleAttrs(sampling);
   const target = model.newCache(1, cap);
   let draftCache: KVCache | undefined;
   try {
@@ -160,7 +203,7 @@ export async function speculativeGenerate(model: Model, prompt: number[], opts: 
     const dplan = session.plan('prefill');
     const shared = !dplan.gate && !dplan.exit && dplan.moeTopK === undefined;
     const pre = await model.forward(ids, 1, P, { cache: target, logitRows: [P - 1], ...(shared && dplan.capture ? { capture: dplan.capture } : {}) });
-    const first = sampling.greedy ? await argmaxRows(pre.logits, V) : await pre.logits.toF32();
+    let last = attrs ? await drawOne(pre.logits, V, attrs, rng.next()) : (await argmaxRows(pre.logits, V))[0];
     pre.logits.dispose();
     if (shared) {
       await session.observe(pre, { B: 1, T: P, predicted: 1 });
@@ -174,61 +217,55 @@ export async function speculativeGenerate(model: Model, prompt: number[], opts: 
     }
     const t1 = performance.now();
     const seq = [...prompt];
-    let last = sampling.greedy ? first[0] : drawIndex(denseDist(first as Float32Array, 0, V, sampling), rng);
     seq.push(last);
     let done = emit(last);
     let pos = P; // target cache holds positions < pos; `last` is not in it yet
     let dpos = P; // same for the draft cache
     while (!done) {
       const kk = Math.min(k, opts.maxNewTokens - out.length);
-      const drafts: number[] = [], qs: Float64Array[] = []; // qs: the draft's distributions (sampling only)
+      const drafts: number[] = [];
       let pending = seq.slice(dpos);
-      let verified: Int32Array | undefined; // chained: the full model's argmax of every verified row
-      if (chained) {
-        const round = await deviceRound(model, session, meter, stops, { pending, last, k: kk, draftCache: draftCache!, target, dpos, pos });
+      let n = 0, next = -1;
+      if (attrs) {
+        // Sampled: accept drafts while accept_draft accepts them; the first rejection brings its residual
+        // draw; all accepted, the row after the drafts is the next token.
+        const round = await sampledRound(model, session, meter, stops, attrs, rng, { pending, last, k: kk, draftCache: draftCache!, target, dpos, pos });
         drafts.push(...round.drafts);
-        verified = round.best;
         draftPasses += kk;
         dpos += pending.length + kk - 1;
-      } else for (let i = 0; i < kk; i++) {
-        const r = await policyPass(model, session, meter, 'decode', Int32Array.from(pending), 1, pending.length,
-          { cache: draftCache, pos0: [dpos], logitRows: [pending.length - 1] }, pending.length);
-        let d: number;
-        if (sampling.greedy) d = (await argmaxRows(r.logits, V))[0];
-        else {
-          const q = denseDist(await r.logits.toF32(), 0, V, sampling);
-          d = drawIndex(q, rng);
-          qs.push(q);
+        while (n < drafts.length && round.decisions[2 * n] === 1) n++;
+        next = n < drafts.length ? round.decisions[2 * n + 1] : round.after;
+      } else {
+        let best: Int32Array; // the full model's argmax of every verified row
+        if (chained) {
+          const round = await deviceRound(model, session, meter, stops, { pending, last, k: kk, draftCache: draftCache!, target, dpos, pos });
+          drafts.push(...round.drafts);
+          best = round.best;
+          draftPasses += kk;
+          dpos += pending.length + kk - 1;
+        } else {
+          for (let i = 0; i < kk; i++) {
+            const r = await policyPass(model, session, meter, 'decode', Int32Array.from(pending), 1, pending.length,
+              { cache: draftCache, pos0: [dpos], logitRows: [pending.length - 1] }, pending.length);
+            const d = (await argmaxRows(r.logits, V))[0];
+            r.logits.dispose();
+            draftPasses++;
+            dpos += pending.length;
+            drafts.push(d);
+            pending = [d];
+            if (stops.has(d)) break;
+          }
+          // The full model scores `last` and every draft in one pass: row i predicts the token after input i.
+          const ver = await model.forward(Int32Array.from([last, ...drafts]), 1, drafts.length + 1, { cache: target, pos0: [pos] });
+          best = await argmaxRows(ver.logits, V);
+          ver.logits.dispose();
         }
-        r.logits.dispose();
-        draftPasses++;
-        dpos += pending.length;
-        drafts.push(d);
-        pending = [d];
-        if (stops.has(d)) break;
-      }
-      // The full model scores `last` and every draft in one pass: row i predicts the token after input i.
-      const ver = verified ? undefined : await model.forward(Int32Array.from([last, ...drafts]), 1, drafts.length + 1, { cache: target, pos0: [pos] });
-      rounds++;
-      drafted += drafts.length;
-      let n = 0, next = -1;
-      if (sampling.greedy) {
         // Greedy: accept drafts while they are the full model's argmax; the first miss is replaced by it.
-        const best = verified ?? (await argmaxRows(ver!.logits, V));
-        ver?.logits.dispose();
         while (n < drafts.length && best[n] === drafts[n]) n++;
         next = best[n];
-      } else {
-        const L = await ver!.logits.toF32();
-        ver!.logits.dispose();
-        for (let i = 0; i < drafts.length; i++) {
-          const d = acceptOrResample(denseDist(L, i * V, V, sampling), qs[i], drafts[i], rng);
-          if (d.accepted) { n++; continue; }
-          next = d.token;
-          break;
-        }
-        if (next < 0) next = drawIndex(denseDist(L, drafts.length * V, V, sampling), rng);
       }
+      rounds++;
+      drafted += drafts.length;
       accepted += n;
       // Both caches now hold valid entries only for `last` and the accepted drafts.
       pos += n + 1;

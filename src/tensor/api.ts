@@ -39,6 +39,10 @@ export const indexAddRows = (dst: Tensor, src: Tensor, idx: Tensor) => run('inde
 export const topk = (x: Tensor, k: number) => run('topk', [x], { k });
 /** A token id per row of logits (N, V), drawn by u (N) in [0, 1) after temperature, top-k (0: none) and top-p (1: none). */
 export const sample = (logits: Tensor, u: Tensor, a: OpAttrs['sample']) => run('sample', [logits, u], a);
+/** Speculative sampling's accept-or-resample per row: [accepted, token] (N, 2) from target and draft logits
+ *  (N, V), drafted ids (N) and two uniforms per row (N, 2). */
+export const acceptDraft = (target: Tensor, draft: Tensor, drafted: Tensor, u: Tensor, a: OpAttrs['accept_draft']) =>
+  run('accept_draft', [target, draft, drafted, u], a);
 export const gather = (x: Tensor, idx: Tensor) => run('gather', [x, idx], none);
 export const kvWrite = (cache: Tensor, x: Tensor, pos0: number[]) => run('kv_write', [cache, x], { pos0 });
 export const attention = (q: Tensor, k: Tensor, v: Tensor, pos0: number[], scale: number) =>

@@ -165,6 +165,7 @@ export const GRAD_RULES: { [O in OpName]: GradEntry<O> } = {
   index_add_rows: ({ g, xs: [, , idx], needs }) => [needs[0] ? g : undefined, needs[1] ? op.gatherRows(g, idx) : undefined],
   topk: { none: 'topk returns integer indices', constant: true },
   sample: { none: 'sample returns integer token ids', constant: true },
+  accept_draft: { none: 'accept_draft returns integer decisions and token ids', constant: true },
   gather: ({ g, xs: [x, idx] }) => [op.scatterAdd(g, idx, x.shape[x.shape.length - 1])],
   // NOTE: a cache's earlier contents get no gradient: caches are filled by the model, never trained.
   kv_write: ({ g, xs: [, x], attrs: { pos0 } }) => [undefined, op.kvRead(g, pos0, x.shape[1])],

@@ -42,6 +42,11 @@ export interface OpAttrs {
    *  temperature, top-k (0: none) and top-p (1: none), walked in vocabulary order (`drawToken` in
    *  tensor/sampling.ts, the definition) → (N). */
   sample: { temperature: number; topK: number; topP: number };
+  /** Speculative sampling's decision per row: target logits p (N, V), draft logits q (N, V), the drafted ids
+   *  d (N) i32 (drawn from q's distribution), uniforms u (N, 2) → i32 (N, 2): [1 if d is accepted else 0,
+   *  the token: d, or a draw from the residual max(0, p − q)], both distributions after the same
+   *  temperature, top-k and top-p as `sample` (`acceptOrResample` in tensor/sampling.ts, the definition). */
+  accept_draft: { temperature: number; topK: number; topP: number };
   /** x (..., E), idx i32 (..., k) → x gathered along the last axis (..., k). */
   gather: Record<string, never>;
   /** Write new (B, T, K, D) into cache (B, K, S, D) (head-major) at positions pos0[b].. in place; returns the cache. */
@@ -141,7 +146,7 @@ export const WRITTEN_INPUTS: Partial<Record<OpName, number>> = { fused_qkv: 2 };
 export const OP_NAMES = Object.keys({
   matmul: 1, add: 1, sub: 1, mul: 1, div: 1, scale: 1, silu: 1, relu: 1, gelu_erf: 1, gelu_tanh: 1,
   softmax: 1, sum: 1, max: 1, layernorm: 1, rmsnorm: 1, rope: 1, gather_rows: 1, index_add_rows: 1,
-  topk: 1, sample: 1, gather: 1, kv_write: 1, attention: 1, attention_probs: 1,
+  topk: 1, sample: 1, accept_draft: 1, gather: 1, kv_write: 1, attention: 1, attention_probs: 1,
   permute: 1, sum_to: 1, slice: 1, concat: 1, pad: 1, act_grad: 1, norm_grad: 1, attention_grad: 1, attention_stats: 1, kv_read: 1,
   scatter_add: 1, cross_entropy: 1, cross_entropy_grad: 1, adam_moments: 1, adam_apply: 1,
   fused_linear: 1, fused_kv_write: 1, fused_qkv: 1,

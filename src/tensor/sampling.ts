@@ -207,18 +207,69 @@ function softmaxOf(scaled: Float64Array, ids: Int32Array, n: number): Float64Arr
 /**
  * The token drawn from logits[off .. off+V) by a uniform number u in [0, 1): the ids samplingDistribution
  * keeps, walked in vocabulary order (as torch.multinomial walks HF's masked probabilities), the first at
- * which the running probability passes u; the last kept id when rounding leaves u above the total. The
+ * which the running probability passes u; the last id with probability > 0 when rounding leaves u above
+ * the total (a token of probability 0, such as one whose logit is −∞, is never drawn). The
  * order of the walk does not change the distribution; vocabulary order lets a GPU draw without sorting.
  */
 export function drawToken(logits: ArrayLike<number>, off: number, V: number, o: SamplingOptions, u: number): number {
   const { ids, probs } = samplingDistribution(logits, off, V, o);
   let order: Int32Array | undefined; // positions of ids in ascending id order, when they are not already
   for (let i = 1; i < ids.length && !order; i++) if (ids[i] < ids[i - 1]) order = Int32Array.from(ids.keys()).sort((a, b) => ids[a] - ids[b]);
-  let cum = 0;
+  let cum = 0, last = -1;
   for (let j = 0; j < ids.length; j++) {
     const at = order ? order[j] : j;
+    if (!(probs[at] > 0)) continue;
     cum += probs[at];
-    if (u < cum) return ids[at];
+    last = ids[at];
+    if (u < cum) return last;
   }
-  return ids[order ? order[ids.length - 1] : ids.length - 1];
+  return last;
+}
+
+/** The sampling options the `sample` and `accept_draft` ops' attributes stand for (0: no top-k, 1: no top-p). */
+export const optionsOfAttrs = (a: { temperature: number; topK: number; topP: number }): SamplingOptions =>
+  ({ temperature: a.temperature, topK: a.topK > 0 ? a.topK : undefined, topP: a.topP < 1 ? a.topP : undefined });
+
+/** samplingDistribution as a dense vector over the vocabulary (0 for the tokens it drops). */
+export function denseDistribution(logits: ArrayLike<number>, off: number, V: number, o: SamplingOptions): Float64Array {
+  const p = new Float64Array(V);
+  const { ids, probs } = samplingDistribution(logits, off, V, o);
+  for (let i = 0; i < ids.length; i++) p[ids[i]] = probs[i];
+  return p;
+}
+
+/**
+ * One decision of speculative sampling for a token d the draft drew from q, where the target's
+ * distribution is p (dense probability vectors over the vocabulary): d is accepted when q(d) > 0 and
+ * ua · q(d) < p(d), which has probability min(1, p(d) / q(d)); otherwise the token is drawn by ur from the
+ * residual max(0, p − q), walked in vocabulary order (the first token at which the running residual
+ * passes ur times its total), or from p itself should rounding leave the residual empty (it is empty only
+ * when p = q, where rejection has probability 0). Either way the token is p-distributed. The definition of
+ * the `accept_draft` op, with ua and ur its two uniform numbers in [0, 1).
+ */
+export function acceptOrResample(p: ArrayLike<number>, q: ArrayLike<number>, d: number, ua: number, ur: number): { token: number; accepted: boolean } {
+  if (q[d] > 0 && ua * q[d] < p[d]) return { token: d, accepted: true };
+  let z = 0, zp = 0;
+  for (let i = 0; i < p.length; i++) { z += Math.max(0, p[i] - q[i]); zp += p[i]; }
+  const fromP = !(z > 0);
+  const at = ur * (fromP ? zp : z);
+  let cum = 0, last = -1;
+  for (let i = 0; i < p.length; i++) {
+    const w = fromP ? p[i] : Math.max(0, p[i] - q[i]);
+    if (!(w > 0)) continue;
+    cum += w;
+    last = i;
+    if (at < cum) return { token: i, accepted: false };
+  }
+  return { token: last, accepted: false }; // rounding left ur · z above the total: the last token with weight
+}
+
+/**
+ * acceptOrResample on logits: p and q are the sampling distributions (options o) of the target's and the
+ * draft's logits at the same offset.
+ */
+export function acceptDraft(target: ArrayLike<number>, draft: ArrayLike<number>, off: number, V: number, o: SamplingOptions,
+  d: number, ua: number, ur: number): { token: number; accepted: boolean } {
+  if (!(Number.isInteger(d) && d >= 0 && d < V)) throw new RangeError(`accept_draft: drafted token ${d} outside the vocabulary 0..${V - 1}`);
+  return acceptOrResample(denseDistribution(target, off, V, o), denseDistribution(draft, off, V, o), d, ua, ur);
 }

@@ -15,6 +15,13 @@ function need(op: string, s: Shape[], n: number, m = n) {
   if (s.length < n || s.length > m) throw new ShapeError(op, `expected ${n === m ? n : `${n}-${m}`} inputs, found ${s.length}`);
 }
 
+/** The sampling attributes of `sample` and `accept_draft`. */
+function checkSampling(op: string, { temperature, topK, topP }: { temperature: number; topK: number; topP: number }) {
+  if (!(temperature > 0 && Number.isFinite(temperature))) throw new ShapeError(op, `temperature must be > 0, found ${temperature}`);
+  if (!(Number.isInteger(topK) && topK >= 0)) throw new ShapeError(op, `topK must be an integer >= 0 (0: no cut), found ${topK}`);
+  if (!(topP > 0 && topP <= 1)) throw new ShapeError(op, `topP must be in (0, 1] (1: no cut), found ${topP}`);
+}
+
 type AttrFreeRule = (s: Shape[]) => number[];
 
 function binary(op: string): AttrFreeRule {
@@ -115,14 +122,20 @@ export const SHAPE_RULES: { [O in OpName]: Rule<O> } = {
     if (!(k >= 1 && k <= E)) throw new ShapeError('topk', `k = ${k} must be in 1..${E}`);
     return [...s[0].slice(0, -1), k];
   },
-  sample: (s, { temperature, topK, topP }) => {
+  sample: (s, a) => {
     need('sample', s, 2);
     const [x, u] = s;
     if (x.length !== 2 || u.length !== 1 || u[0] !== x[0]) throw new ShapeError('sample', `expected logits (N, V) and uniforms (N); found ${fmt(x)}, ${fmt(u)}`);
-    if (!(temperature > 0 && Number.isFinite(temperature))) throw new ShapeError('sample', `temperature must be > 0, found ${temperature}`);
-    if (!(Number.isInteger(topK) && topK >= 0)) throw new ShapeError('sample', `topK must be an integer >= 0 (0: no cut), found ${topK}`);
-    if (!(topP > 0 && topP <= 1)) throw new ShapeError('sample', `topP must be in (0, 1] (1: no cut), found ${topP}`);
+    checkSampling('sample', a);
     return [x[0]];
+  },
+  accept_draft: (s, a) => {
+    need('accept_draft', s, 4);
+    const [p, q, d, u] = s;
+    if (p.length !== 2 || !sameShape(p, q) || d.length !== 1 || d[0] !== p[0] || !sameShape(u, [p[0], 2]))
+      throw new ShapeError('accept_draft', `expected target and draft logits (N, V), drafted ids (N) and uniforms (N, 2); found ${fmt(p)}, ${fmt(q)}, ${fmt(d)}, ${fmt(u)}`);
+    checkSampling('accept_draft', a);
+    return [p[0], 2];
   },
   gather: (s) => {
     need('gather', s, 2);

@@ -14,12 +14,12 @@ import { FAST_KERNELS } from './fast/kernels.ts';
 import { allocF32, freeF32, isResident } from './fast/matmul.ts';
 
 /** Ops whose output is integer indices. */
-const INT_OUTPUT: Partial<Record<OpName, true>> = { topk: true, sample: true };
+const INT_OUTPUT: Partial<Record<OpName, true>> = { topk: true, sample: true, accept_draft: true };
 /** Ops that take f32 or i32 inputs, all of one dtype, and return that dtype. */
 const ANY_DTYPE: Partial<Record<OpName, true>> = { concat: true };
 /** Ops whose integer inputs are indices (allowed alongside f32 data). */
 const INDEX_INPUTS: Partial<Record<OpName, number[]>> = {
-  gather_rows: [1], index_add_rows: [2], gather: [1], scatter_add: [1], cross_entropy: [1], cross_entropy_grad: [1],
+  gather_rows: [1], index_add_rows: [2], accept_draft: [2], gather: [1], scatter_add: [1], cross_entropy: [1], cross_entropy_grad: [1],
 };
 
 export interface CpuBackendOptions {

@@ -3,7 +3,7 @@
 // tested against these. Kernels receive inputs already shape-checked by tensor/shapes.ts.
 
 import { fusedLinearSlots, splitFusedQkv, type OpAttrs, type OpName } from '../../tensor/ops.ts';
-import { drawToken } from '../../tensor/sampling.ts';
+import { acceptDraft, drawToken, optionsOfAttrs } from '../../tensor/sampling.ts';
 
 /** A host view of an input tensor. f32 tensors are Float32Array, i32 tensors Int32Array. */
 export interface HostTensor {
@@ -259,10 +259,17 @@ export const CPU_KERNELS: CpuKernelTable = {
       for (let j = 0; j < k; j++) out[r * k + j] = order[j];
     }
   },
-  sample: (out, [x, u], { temperature, topK, topP }) => {
-    const V = last(x.shape);
-    const o = { temperature, topK: topK > 0 ? topK : undefined, topP: topP < 1 ? topP : undefined };
+  sample: (out, [x, u], attrs) => {
+    const V = last(x.shape), o = optionsOfAttrs(attrs);
     for (let r = 0; r < u.data.length; r++) out[r] = drawToken(x.data, r * V, V, o, u.data[r]);
+  },
+  accept_draft: (out, [p, q, d, u], attrs) => {
+    const V = last(p.shape), o = optionsOfAttrs(attrs);
+    for (let r = 0; r < d.data.length; r++) {
+      const { token, accepted } = acceptDraft(p.data, q.data, r * V, V, o, d.data[r], u.data[2 * r], u.data[2 * r + 1]);
+      out[2 * r] = accepted ? 1 : 0;
+      out[2 * r + 1] = token;
+    }
   },
   gather: (out, [x, idx]) => {
     const E = last(x.shape), k = last(idx.shape);

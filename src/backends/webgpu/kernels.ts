@@ -571,6 +571,10 @@ export const WGSL_KERNELS: { [O in OpName]: WgslKernel<O> } = {
     dtypes: () => ['f32'],
     plan: (ins, attrs, _o, env) => samplePlan(ins[0].shape[0], ins[0].shape[1], attrs, env.subgroups),
   },
+  accept_draft: {
+    dtypes: (i) => (i === 2 ? ['i32'] : ['f32']),
+    plan: (ins, attrs, _o, env) => acceptDraftPlan(ins[0].shape[0], ins[0].shape[1], attrs, env.subgroups),
+  },
   gather: {
     dtypes: (i) => (i === 1 ? ['i32'] : ['f32']),
     plan(ins, _a, outShape) {
@@ -1486,53 +1490,71 @@ ${sg.vars}
 }
 
 /**
- * `sample`: one 256-thread workgroup per row draws a token as tensor/sampling.ts defines it, without
- * sorting. Tokens are ordered by a u32 key that rises with the logit (NaN lowest, −0 with +0), ties by
- * lower id first; top-k and top-p each keep a prefix of that order, so each comes down to a cut
- * (key, id): kept = key above the cut's key, or equal to it at an id up to the cut's id. The cut's key
- * is found bit by bit from the top (32 passes over the row, each a count (top-k) or a probability mass
- * (top-p) of the keys at or above a candidate, reduced over the workgroup), and its id the same way
- * among the tokens tied at that key. The draw then walks the kept tokens in vocabulary order: each
- * thread sums a contiguous chunk, thread 0 finds the chunk where u · Z falls, and that chunk's thread
- * walks it. Probabilities are exp((x − max) / T), in f32.
+ * WGSL for the cuts of one row of logits held in `arr` (at `base`, length V), whose largest finite value
+ * is `m`: declares `cut`, (key, id) of top-k in .xy and of top-p in .zw, everything kept where a cut is
+ * off (k = 0 or V, topP = 1). Tokens are ordered by a u32 key that rises with the logit (NaN lowest, −0
+ * with +0), ties by lower id first; top-k and top-p each keep a prefix of that order, so each comes down
+ * to a cut: kept = key above the cut's key, or equal to it at an id up to the cut's id. The cut's key is
+ * found bit by bit from the top (32 passes over the row, each a count (top-k) or a probability mass
+ * (top-p) of the keys at or above a candidate, reduced over the workgroup), and its id the same way among
+ * the tokens tied at that key, only when the cut splits them. Needs samplingWgsl's functions and
+ * variables, and `lid`, `V`, `k`, `topP`, `temp` in scope; call from uniform control flow.
  */
-function samplePlan(rows: number, V: number, { temperature, topK, topP }: OpAttrs['sample'], sub: boolean): KernelPlan {
-  const g = grid(rows * 256, 256);
-  const sg = sgParts(sub);
+function rowCuts(arr: string, m: string): string {
   // One pass over the row's tokens (strided over the threads): `body` sees x, q (its key) and i.
-  const each = (body: string) => `for (var i = lid; i < V; i += 256u) { let x = a[base + i]; let q = key(x); ${body} }`;
+  const each = (body: string) => `for (var i = lid; i < V; i += 256u) { let x = ${arr}[base + i]; let q = key(x); ${body} }`;
+  const weight = `mass(x, q, ${m}, temp)`;
   // The cut's id among the tokens tied at key `kc`: the largest x whose tied tokens below it weigh less
   // than `need`; when every tied token is kept (keyCut's `whole`), V - 1 without searching.
-  const tieCut = (kc: string, weight: string, need: string) => `var x = V - 1u;
+  const tieCut = (w: string, need: string) => `var x = V - 1u;
     if (!whole) {
       x = 0u;
       for (var bit = firstLeadingBit(V - 1u) + 1u; bit > 0u; bit--) {
         let cand = x | (1u << (bit - 1u));
         var s = 0.0;
-        ${each(`if (i < cand && q == ${kc} && kept(q, i, cut)) { s += ${weight}; }`)}
+        ${each(`if (i < cand && q == kc && kept(q, i, cut)) { s += ${w}; }`)}
         if (reduce(lid, s, false) < ${need}) { x = cand; }
       }
     }`;
   // The cut's key: the largest key whose tokens at or above it (and kept so far) weigh at least `need`;
   // then `rest`, what the tokens tied at it must add, and `whole`, whether all of them are kept: at most
   // `most` tied tokens (a uniform value, so the tie search may branch on it).
-  const keyCut = (weight: string, need: string, most: string) => `var kc = 0u;
+  const keyCut = (w: string, need: string, most: string) => `var kc = 0u;
     for (var bit = 32u; bit > 0u; bit--) {
       let cand = kc | (1u << (bit - 1u));
       var s = 0.0;
-      ${each(`if (q >= cand && kept(q, i, cut)) { s += ${weight}; }`)}
+      ${each(`if (q >= cand && kept(q, i, cut)) { s += ${w}; }`)}
       if (reduce(lid, s, false) >= ${need}) { kc = cand; }
     }
     var above = 0.0; var ties = 0.0;
-    ${each(`if (kept(q, i, cut)) { if (q > kc) { above += ${weight}; } else if (q == kc) { ties += 1.0; } }`)}
+    ${each(`if (kept(q, i, cut)) { if (q > kc) { above += ${w}; } else if (q == kc) { ties += 1.0; } }`)}
     let rest = ${need} - reduce(lid, above, false);
     let tied = reduce(lid, ties, false);
     if (lid == 0u) { flag = select(0u, 1u, tied <= ${most}); }
     let whole = workgroupUniformLoad(&flag) == 1u;`;
-  return {
-    key: 'sample', outDtype: 'i32', workgroups: g.workgroups, params: words(rows, g.nx, V, topK, f(topP), f(temperature)),
-    wgsl: () => `${sg.enable}${header(['f32', 'f32'], 'i32')}
-${sg.vars}${workgroupReduce(256, sub, 'reduce')}
+  return `var cut = vec4<u32>(0u, V - 1u, 0u, V - 1u);
+  if (k > 0u && k < V) {
+    ${keyCut('1.0', 'f32(k)', 'rest')}
+    ${tieCut('1.0', 'rest')}
+    cut.x = kc; cut.y = x;
+  }
+  if (topP < 1.0) {
+    var z = 0.0;
+    ${each(`if (kept(q, i, cut)) { z += ${weight}; }`)}
+    let goal = topP * reduce(lid, z, false);
+    ${keyCut(weight, 'goal', '1.0')}
+    ${tieCut(weight, 'rest')}
+    cut.z = kc; cut.w = x;
+  }`;
+}
+
+/** WGSL: the largest finite value of the row in `arr` at `base`, into `let name` (uniform control flow). */
+const rowMax = (arr: string, name: string) => `var ${name}_ = ${NEG_INF};
+  for (var i = lid; i < V; i += 256u) { let x = ${arr}[base + i]; if (key(x) > 0x007fffffu) { ${name}_ = max(${name}_, x); } }
+  let ${name} = reduce(lid, ${name}_, true);`;
+
+/** WGSL shared by the sampling kernels: the order key, a token's mass, the cut test, workgroup scratch. */
+const samplingWgsl = (sub: boolean) => `${workgroupReduce(256, sub, 'reduce')}
 var<workgroup> chunk: array<f32, 256>;
 var<workgroup> pickT: u32;
 var<workgroup> pickPre: f32;
@@ -1548,53 +1570,112 @@ fn key(x: f32) -> u32 {
 fn mass(x: f32, q: u32, m: f32, temp: f32) -> f32 { return select(0.0, exp((x - m) / temp), q > 0x007fffffu); }
 // Whether token (key q, id i) is inside both cuts: (key, id) of top-k in c.xy, of top-p in c.zw.
 fn kept(q: u32, i: u32, c: vec4<u32>) -> bool { return (q > c.x || (q == c.x && i <= c.y)) && (q > c.z || (q == c.z && i <= c.w)); }
+// A kept token's unnormalised probability, 0 for the others.
+fn keptMass(x: f32, i: u32, m: f32, temp: f32, c: vec4<u32>) -> f32 { let q = key(x); return select(0.0, mass(x, q, m, temp), kept(q, i, c)); }`;
+
+/**
+ * WGSL: the draw by `at` (a uniform value in [0, total)) among weights `w` (an expression of x_p, x_q and
+ * i, the row's values at token i) in vocabulary order: each thread sums a contiguous chunk into `chunk`,
+ * thread 0 finds the chunk where `at` falls, and that chunk's thread walks it and runs `write(id)`; when
+ * rounding leaves `at` above the total, thread 0 writes the last token with weight. `sums` must already
+ * be in `chunk` (see drawSums), `lastAll` the largest id with weight. Uniform control flow.
+ */
+const drawWalk = (load: string, w: string, at: string, lastAll: string, write: (id: string) => string) => `if (lid == 0u) {
+    var pre = 0.0; var t = 256u;
+    for (var j = 0u; j < 256u; j++) { let c = chunk[j]; if (c > 0.0 && ${at} < pre + c) { t = j; break; } pre += c; }
+    pickT = t; pickPre = pre;
+    if (t == 256u) { ${write(`u32(${lastAll})`)} }
+  }
+  workgroupBarrier();
+  if (lid == pickT) {
+    let local = ${at} - pickPre;
+    var cum = 0.0; var last = lo;
+    for (var i = lo; i < hi; i++) {
+      ${load} let wi = ${w};
+      if (wi > 0.0) { cum += wi; last = i; if (local < cum) { break; } }
+    }
+    ${write('last')}
+  }`;
+
+/** WGSL: each thread's contiguous chunk [lo, hi) of the row, its sum of weights `w` into `chunk` and `total`, the largest id with weight into `lastAll`. */
+const drawSums = (load: string, w: string) => `let per = (V + 255u) / 256u;
+  let lo = min(V, lid * per); let hi = min(V, lo + per);
+  var s = 0.0; var lastId = -1.0;
+  for (var i = lo; i < hi; i++) { ${load} let wi = ${w}; if (wi > 0.0) { s += wi; lastId = f32(i); } }
+  chunk[lid] = s;
+  let total = reduce(lid, s, false);
+  let lastAll = reduce(lid, lastId, true);`;
+
+/**
+ * `sample`: one 256-thread workgroup per row draws a token as tensor/sampling.ts defines it, without
+ * sorting: the cuts of top-k and top-p (rowCuts), then a draw by u · Z over the kept tokens in vocabulary
+ * order (drawSums, drawWalk). Probabilities are exp((x − max) / T), in f32.
+ */
+function samplePlan(rows: number, V: number, { temperature, topK, topP }: OpAttrs['sample'], sub: boolean): KernelPlan {
+  const g = grid(rows * 256, 256);
+  const sg = sgParts(sub);
+  const load = 'let x = a[base + i];';
+  const w = 'keptMass(x, i, m, temp, cut)';
+  return {
+    key: 'sample', outDtype: 'i32', workgroups: g.workgroups, params: words(rows, g.nx, V, topK, f(topP), f(temperature)),
+    wgsl: () => `${sg.enable}${header(['f32', 'f32'], 'i32')}
+${sg.vars}${samplingWgsl(sub)}
 @compute @workgroup_size(256) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lv: vec3<u32>${sg.args}) {
   ${sg.init}
   let row = wid.x + wid.y * u(1u);
   if (row >= u(0u)) { return; }
   let lid = lv.x; let V = u(2u); let k = u(3u); let topP = f(4u); let temp = f(5u);
   let base = row * V;
-  var mx = ${NEG_INF};
-  ${each('if (q > 0x007fffffu) { mx = max(mx, x); }')}
-  let m = reduce(lid, mx, true);
-  var cut = vec4<u32>(0u, V - 1u, 0u, V - 1u);
-  if (k > 0u && k < V) {
-    ${keyCut('1.0', 'f32(k)', 'rest')}
-    ${tieCut('kc', '1.0', 'rest')}
-    cut.x = kc; cut.y = x;
-  }
-  if (topP < 1.0) {
-    var z = 0.0;
-    ${each('if (kept(q, i, cut)) { z += mass(x, q, m, temp); }')}
-    let goal = topP * reduce(lid, z, false);
-    ${keyCut('mass(x, q, m, temp)', 'goal', '1.0')}
-    ${tieCut('kc', 'mass(x, q, m, temp)', 'rest')}
-    cut.z = kc; cut.w = x;
-  }
-  // The draw, in vocabulary order over contiguous chunks.
-  let per = (V + 255u) / 256u;
-  let lo = min(V, lid * per); let hi = min(V, lo + per);
-  var s = 0.0; var lastId = -1.0;
-  for (var i = lo; i < hi; i++) { let x = a[base + i]; let q = key(x); if (kept(q, i, cut)) { s += mass(x, q, m, temp); lastId = f32(i); } }
-  chunk[lid] = s;
-  let at = b[row] * reduce(lid, s, false);
-  let lastAll = reduce(lid, lastId, true);
-  if (lid == 0u) {
-    var pre = 0.0; var t = 256u;
-    for (var j = 0u; j < 256u; j++) { let c = chunk[j]; if (c > 0.0 && at < pre + c) { t = j; break; } pre += c; }
-    pickT = t; pickPre = pre;
-    if (t == 256u) { o[row] = i32(lastAll); } // rounding left u · Z above the total: the last kept token
-  }
-  workgroupBarrier();
-  if (lid == pickT) {
-    let local = at - pickPre;
-    var cum = 0.0; var last = lo;
-    for (var i = lo; i < hi; i++) {
-      let x = a[base + i]; let q = key(x);
-      if (kept(q, i, cut)) { cum += mass(x, q, m, temp); last = i; if (local < cum) { break; } }
-    }
-    o[row] = i32(last);
-  }
+  ${rowMax('a', 'm')}
+  ${rowCuts('a', 'm')}
+  ${drawSums(load, w)}
+  let at = b[row] * total;
+  ${drawWalk(load, w, 'at', 'lastAll', (id) => `o[row] = i32(${id});`)}
+}`,
+  };
+}
+
+/**
+ * `accept_draft`: one 256-thread workgroup per row. The target's (a) and the draft's (b) distributions
+ * are each found as `sample` finds one (largest value, cuts, total kept mass); every thread then tests the
+ * drafted token d: accepted when q(d) > 0 and ua · q(d) < p(d). The residual draw runs either way (no
+ * branch around the workgroup reductions): weights max(0, p − q), or p where they sum to 0, drawn by
+ * ur · total in vocabulary order; its token is written only where d was rejected.
+ */
+function acceptDraftPlan(rows: number, V: number, { temperature, topK, topP }: OpAttrs['accept_draft'], sub: boolean): KernelPlan {
+  const g = grid(rows * 256, 256);
+  const sg = sgParts(sub);
+  const load = 'let pi = keptMass(a[base + i], i, mp, temp, cutP) / zp; let qi = keptMass(b[base + i], i, mq, temp, cutQ) / zq;';
+  const w = 'select(max(0.0, pi - qi), pi, fromP)';
+  return {
+    key: 'accept_draft', outDtype: 'i32', workgroups: g.workgroups, params: words(rows, g.nx, V, topK, f(topP), f(temperature)),
+    wgsl: () => `${sg.enable}${header(['f32', 'f32', 'i32', 'f32'], 'i32')}
+${sg.vars}${samplingWgsl(sub)}
+@compute @workgroup_size(256) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lv: vec3<u32>${sg.args}) {
+  ${sg.init}
+  let row = wid.x + wid.y * u(1u);
+  if (row >= u(0u)) { return; }
+  let lid = lv.x; let V = u(2u); let k = u(3u); let topP = f(4u); let temp = f(5u);
+  let base = row * V;
+  ${rowMax('a', 'mp')}
+  ${rowMax('b', 'mq')}
+  var cutP: vec4<u32>; var cutQ: vec4<u32>;
+  { ${rowCuts('a', 'mp')} cutP = cut; }
+  { ${rowCuts('b', 'mq')} cutQ = cut; }
+  var sp = 0.0; var sq = 0.0;
+  for (var i = lid; i < V; i += 256u) { sp += keptMass(a[base + i], i, mp, temp, cutP); sq += keptMass(b[base + i], i, mq, temp, cutQ); }
+  let zp = reduce(lid, sp, false); let zq = reduce(lid, sq, false);
+  let dv = c[row]; let di = u32(clamp(dv, 0, i32(V) - 1));
+  let pd = keptMass(a[base + di], di, mp, temp, cutP) / zp; let qd = keptMass(b[base + di], di, mq, temp, cutQ) / zq;
+  let accepted = dv >= 0 && dv < i32(V) && qd > 0.0 && d[2u * row] * qd < pd;
+  if (lid == 0u) { o[2u * row] = select(0, 1, accepted); if (accepted) { o[2u * row + 1u] = dv; } }
+  // The residual's total first (whether it is empty decides the weights), then the draw.
+  var sr = 0.0;
+  for (var i = lid; i < V; i += 256u) { let pi = keptMass(a[base + i], i, mp, temp, cutP) / zp; let qi = keptMass(b[base + i], i, mq, temp, cutQ) / zq; sr += max(0.0, pi - qi); }
+  let fromP = !(reduce(lid, sr, false) > 0.0);
+  ${drawSums(load, w)}
+  let at = d[2u * row + 1u] * total;
+  ${drawWalk(load, w, 'at', 'lastAll', (id) => `if (!accepted) { o[2u * row + 1u] = i32(${id}); }`)}
 }`,
   };
 }
