@@ -7,7 +7,7 @@ import { mkdtempSync, readFileSync, rmSync, existsSync, readdirSync } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
-  ContextLengthError, Rng, SpecError, UsageError, drawToken, generate, getBackend, loadModel, ops, sampleToken, samplingDistribution,
+  ContextLengthError, Rng, acceptDraft, acceptOrResample, SpecError, UsageError, drawToken, generate, getBackend, loadModel, ops, sampleToken, samplingDistribution,
   saveNative, specProblems, validateSpec, type ModelSpec,
 } from '../src/index.ts';
 import { BUNDLED, readGolden, fixture } from './helpers.ts';
@@ -98,6 +98,46 @@ test('a draw walks the kept tokens in vocabulary order, each over its probabilit
   assert.throws(() => ops.sample(x, u, { temperature: 0, topK: 0, topP: 1 }), /temperature must be > 0/);
   assert.throws(() => ops.sample(x, u, { temperature: 1, topK: 0, topP: 0 }), /topP must be in \(0, 1\]/);
   assert.throws(() => ops.sample(x, be.upload(Float32Array.from(us.slice(1)), [rows - 1], 'f32'), { temperature: 1, topK: 0, topP: 1 }), /expected logits \(N, V\) and uniforms \(N\)/);
+});
+
+test('drawToken never returns a token of probability 0, even when rounding leaves u above the total', () => {
+  const L = Float32Array.from([0.5, 2, -Infinity, -Infinity]);
+  assert.equal(drawToken(L, 0, 4, { temperature: 1 }, 1), 1, 'the last token with probability > 0');
+  assert.equal(drawToken(L, 0, 4, { temperature: 1, topK: 3 }, 1), 1);
+});
+
+test('accept_draft: accept d with probability min(1, p(d)/q(d)), else draw from the residual max(0, p - q); the op is that decision per row', async () => {
+  const p = [0.5, 0.3, 0.2, 0], q = [0.1, 0.5, 0.2, 0.2];
+  // p(d) >= q(d): accepted whatever ua is.
+  for (const d of [0, 2]) assert.deepEqual(acceptOrResample(p, q, d, 0.999, 0.5), { token: d, accepted: true });
+  // p(1)/q(1) = 0.6: accepted below ua 0.6; rejected above, the residual being all on token 0.
+  assert.deepEqual(acceptOrResample(p, q, 1, 0.59, 0.5), { token: 1, accepted: true });
+  assert.deepEqual(acceptOrResample(p, q, 1, 0.61, 0.99), { token: 0, accepted: false });
+  // p(3) = 0: always rejected. Residual [0.4, 0, 0, 0] here; with q' it is [0.3, 0.1, 0, 0], walked in vocabulary order.
+  const q2 = [0.2, 0.2, 0.2, 0.4];
+  assert.deepEqual(acceptOrResample(p, q2, 3, 0, 0.74), { token: 0, accepted: false });
+  assert.deepEqual(acceptOrResample(p, q2, 3, 0, 0.76), { token: 1, accepted: false });
+  // p = q with q(d) = 0: rejected, and the residual is empty: the token comes from p itself.
+  assert.deepEqual(acceptOrResample([0.5, 0.5, 0], [0.5, 0.5, 0], 2, 0, 0.6), { token: 1, accepted: false });
+  // The op on logits: per row, acceptDraft of that row's target and draft logits, drafts and uniforms.
+  const be = await getBackend('cpu');
+  const rng = new Rng(8);
+  const N = 8, V = 300;
+  const P = Float32Array.from({ length: N * V }, () => rng.next() * 6);
+  const Q = P.map((x) => x + rng.next() * 2);
+  const a = { temperature: 0.9, topK: 50, topP: 0.95 };
+  const d = Int32Array.from({ length: N }, (_, r) => drawToken(Q, r * V, V, a, rng.next()));
+  const u = Float32Array.from({ length: 2 * N }, () => rng.next());
+  const out = await be.read(ops.acceptDraft(be.upload(P, [N, V], 'f32'), be.upload(Q, [N, V], 'f32'), be.upload(d, [N], 'i32'), be.upload(u, [N, 2], 'f32'), a));
+  const want = Array.from(d, (x, r) => acceptDraft(P, Q, r * V, V, a, x, u[2 * r], u[2 * r + 1]));
+  assert.deepEqual(Array.from(out), want.flatMap((w) => [w.accepted ? 1 : 0, w.token]));
+  assert.ok(want.some((w) => w.accepted) && want.some((w) => !w.accepted), 'both outcomes among the rows');
+  // Bad input: a drafted id outside the vocabulary, shapes that do not line up, sampling attributes.
+  const [pt, qt, ut] = [be.upload(P, [N, V], 'f32'), be.upload(Q, [N, V], 'f32'), be.upload(u, [N, 2], 'f32')];
+  assert.throws(() => ops.acceptDraft(pt, qt, be.upload(Int32Array.from(d).fill(V, 0, 1), [N], 'i32'), ut, a), /drafted token 300 outside the vocabulary 0\.\.299/);
+  assert.throws(() => ops.acceptDraft(pt, qt, be.upload(d, [N], 'i32'), be.upload(u.subarray(0, N), [N], 'f32'), a), /expected target and draft logits \(N, V\), drafted ids \(N\) and uniforms \(N, 2\)/);
+  assert.throws(() => ops.acceptDraft(pt, qt.reshape([N * 2, V / 2]), be.upload(d, [N], 'i32'), ut, a), /expected target and draft logits/);
+  assert.throws(() => ops.acceptDraft(pt, qt, be.upload(d, [N], 'i32'), ut, { ...a, topP: 1.5 }), /topP must be in \(0, 1\]/);
 });
 
 test('generate: stop tokens, streaming, seeds and context errors', async () => {
