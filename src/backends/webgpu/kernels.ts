@@ -1574,11 +1574,11 @@ fn kept(q: u32, i: u32, c: vec4<u32>) -> bool { return (q > c.x || (q == c.x && 
 fn keptMass(x: f32, i: u32, m: f32, temp: f32, c: vec4<u32>) -> f32 { let q = key(x); return select(0.0, mass(x, q, m, temp), kept(q, i, c)); }`;
 
 /**
- * WGSL: the draw by `at` (a uniform value in [0, total)) among weights `w` (an expression of x_p, x_q and
- * i, the row's values at token i) in vocabulary order: each thread sums a contiguous chunk into `chunk`,
- * thread 0 finds the chunk where `at` falls, and that chunk's thread walks it and runs `write(id)`; when
- * rounding leaves `at` above the total, thread 0 writes the last token with weight. `sums` must already
- * be in `chunk` (see drawSums), `lastAll` the largest id with weight. Uniform control flow.
+ * WGSL: the draw by `at` (a value in [0, total)) among the weights `w` (an expression of what `load`
+ * declares for token i) in vocabulary order: thread 0 finds the chunk where `at` falls, and that chunk's
+ * thread walks it and runs `write(id)`; when rounding leaves `at` above the total, thread 0 writes
+ * `lastAll`, the last token with weight. The chunks' sums must already be in `chunk` (drawSums, with the
+ * same `load` and `w`). Uniform control flow.
  */
 const drawWalk = (load: string, w: string, at: string, lastAll: string, write: (id: string) => string) => `if (lid == 0u) {
     var pre = 0.0; var t = 256u;
@@ -1611,28 +1611,14 @@ const drawSums = (load: string, w: string) => `let per = (V + 255u) / 256u;
  * sorting: the cuts of top-k and top-p (rowCuts), then a draw by u · Z over the kept tokens in vocabulary
  * order (drawSums, drawWalk). Probabilities are exp((x − max) / T), in f32.
  */
-function samplePlan(rows: number, V: number, { temperature, topK, topP }: OpAttrs['sample'], sub: boolean): KernelPlan {
-  const g = grid(rows * 256, 256);
-  const sg = sgParts(sub);
+function samplePlan(rows: number, V: number, attrs: OpAttrs['sample'], sub: boolean): KernelPlan {
   const load = 'let x = a[base + i];';
   const w = 'keptMass(x, i, m, temp, cut)';
-  return {
-    key: 'sample', outDtype: 'i32', workgroups: g.workgroups, params: words(rows, g.nx, V, topK, f(topP), f(temperature)),
-    wgsl: () => `${sg.enable}${header(['f32', 'f32'], 'i32')}
-${sg.vars}${samplingWgsl(sub)}
-@compute @workgroup_size(256) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lv: vec3<u32>${sg.args}) {
-  ${sg.init}
-  let row = wid.x + wid.y * u(1u);
-  if (row >= u(0u)) { return; }
-  let lid = lv.x; let V = u(2u); let k = u(3u); let topP = f(4u); let temp = f(5u);
-  let base = row * V;
-  ${rowMax('a', 'm')}
+  return samplingKernel('sample', ['f32', 'f32'], rows, V, attrs, sub, `${rowMax('a', 'm')}
   ${rowCuts('a', 'm')}
   ${drawSums(load, w)}
   let at = b[row] * total;
-  ${drawWalk(load, w, 'at', 'lastAll', (id) => `o[row] = i32(${id});`)}
-}`,
-  };
+  ${drawWalk(load, w, 'at', 'lastAll', (id) => `o[row] = i32(${id});`)}`);
 }
 
 /**
@@ -1642,22 +1628,10 @@ ${sg.vars}${samplingWgsl(sub)}
  * branch around the workgroup reductions): weights max(0, p − q), or p where they sum to 0, drawn by
  * ur · total in vocabulary order; its token is written only where d was rejected.
  */
-function acceptDraftPlan(rows: number, V: number, { temperature, topK, topP }: OpAttrs['accept_draft'], sub: boolean): KernelPlan {
-  const g = grid(rows * 256, 256);
-  const sg = sgParts(sub);
+function acceptDraftPlan(rows: number, V: number, attrs: OpAttrs['accept_draft'], sub: boolean): KernelPlan {
   const load = 'let pi = keptMass(a[base + i], i, mp, temp, cutP) / zp; let qi = keptMass(b[base + i], i, mq, temp, cutQ) / zq;';
   const w = 'select(max(0.0, pi - qi), pi, fromP)';
-  return {
-    key: 'accept_draft', outDtype: 'i32', workgroups: g.workgroups, params: words(rows, g.nx, V, topK, f(topP), f(temperature)),
-    wgsl: () => `${sg.enable}${header(['f32', 'f32', 'i32', 'f32'], 'i32')}
-${sg.vars}${samplingWgsl(sub)}
-@compute @workgroup_size(256) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lv: vec3<u32>${sg.args}) {
-  ${sg.init}
-  let row = wid.x + wid.y * u(1u);
-  if (row >= u(0u)) { return; }
-  let lid = lv.x; let V = u(2u); let k = u(3u); let topP = f(4u); let temp = f(5u);
-  let base = row * V;
-  ${rowMax('a', 'mp')}
+  return samplingKernel('accept_draft', ['f32', 'f32', 'i32', 'f32'], rows, V, attrs, sub, `${rowMax('a', 'mp')}
   ${rowMax('b', 'mq')}
   var cutP: vec4<u32>; var cutQ: vec4<u32>;
   { ${rowCuts('a', 'mp')} cutP = cut; }
@@ -1671,11 +1645,28 @@ ${sg.vars}${samplingWgsl(sub)}
   if (lid == 0u) { o[2u * row] = select(0, 1, accepted); if (accepted) { o[2u * row + 1u] = dv; } }
   // The residual's total first (whether it is empty decides the weights), then the draw.
   var sr = 0.0;
-  for (var i = lid; i < V; i += 256u) { let pi = keptMass(a[base + i], i, mp, temp, cutP) / zp; let qi = keptMass(b[base + i], i, mq, temp, cutQ) / zq; sr += max(0.0, pi - qi); }
+  for (var i = lid; i < V; i += 256u) { ${load} sr += max(0.0, pi - qi); }
   let fromP = !(reduce(lid, sr, false) > 0.0);
   ${drawSums(load, w)}
   let at = d[2u * row + 1u] * total;
-  ${drawWalk(load, w, 'at', 'lastAll', (id) => `if (!accepted) { o[2u * row + 1u] = i32(${id}); }`)}
+  ${drawWalk(load, w, 'at', 'lastAll', (id) => `if (!accepted) { o[2u * row + 1u] = i32(${id}); }`)}`);
+}
+
+/** A sampling kernel (one 256-thread workgroup per row of V logits): `body` runs with row, lid, base, V and the attributes in scope. */
+function samplingKernel(key: string, ins: string[], rows: number, V: number, { temperature, topK, topP }: OpAttrs['sample'], sub: boolean, body: string): KernelPlan {
+  const g = grid(rows * 256, 256);
+  const sg = sgParts(sub);
+  return {
+    key, outDtype: 'i32', workgroups: g.workgroups, params: words(rows, g.nx, V, topK, f(topP), f(temperature)),
+    wgsl: () => `${sg.enable}${header(ins, 'i32')}
+${sg.vars}${samplingWgsl(sub)}
+@compute @workgroup_size(256) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lv: vec3<u32>${sg.args}) {
+  ${sg.init}
+  let row = wid.x + wid.y * u(1u);
+  if (row >= u(0u)) { return; }
+  let lid = lv.x; let V = u(2u); let k = u(3u); let topP = f(4u); let temp = f(5u);
+  let base = row * V;
+  ${body}
 }`,
   };
 }
