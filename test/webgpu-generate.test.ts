@@ -202,6 +202,13 @@ test('WebGPU: sampled speculative rounds run on the device (sample, accept_draft
       accepted += r.accepted;
     }
     assert.ok(accepted > 0 && accepted < drafted, `${accepted}/${drafted} accepted: both outcomes exercised`);
+    // Adaptive drafts (early exit reads its confidence inside the pass; ffn-skip observes a warm-up): the same tokens.
+    for (const spec of ['early-exit:0.5', 'ffn-skip:0.5,warmup=4']) {
+      const opts = { maxNewTokens: 10, draftLength: 3, sampling: { temperature: 0.9, topP: 0.9, seed: 4 }, stopTokens: [] };
+      const cpu = await speculativeGenerate(onCpu, prompt, { ...opts, draft: await createPolicy(onCpu, spec) });
+      const r = await speculativeGenerate(model, prompt, { ...opts, draft: await createPolicy(model, spec) });
+      assert.deepEqual([r.tokens, r.accepted], [cpu.tokens, cpu.accepted], spec);
+    }
     // A stop token: both backends end on it.
     const sampling = { temperature: 1, topK: 20, seed: 9 };
     const free = await speculativeGenerate(onCpu, prompt, { maxNewTokens: 12, draft: await createPolicy(onCpu, 'static:layers.4-7'), draftLength: 3, sampling, stopTokens: [] });
