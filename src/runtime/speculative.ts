@@ -141,14 +141,10 @@ async function sampledRound(model: Model, session: PolicySession, meter: SkipMet
   }
 }
 
-/** One token drawn by u from a row of logits (…, V) with the `sample` op. */
+/** One token drawn by u from a row of logits (…, V) with the `sample` op (readOut's draw); takes the logits. */
 async function drawOne(logits: Tensor, V: number, attrs: OpAttrs['sample'], u: number): Promise<number> {
-  const ut = logits.backend.upload(Float32Array.of(u), [1], 'f32');
-  const id = op.sample(logits.reshape([1, V]), ut, attrs);
-  ut.dispose();
-  const [t] = await id.backend.read(id);
-  id.dispose();
-  return t;
+  const out = readOut(logits, V, false, true, { attrs, u: logits.backend.upload(Float32Array.of(u), [1], 'f32') });
+  try { return (await out.values)[0]; } finally { out.ids?.dispose(); }
 }
 
 /**
