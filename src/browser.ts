@@ -21,7 +21,7 @@ export { Tokenizer } from './io/tokenizer.ts';
 export { SafetensorsReader } from './io/safetensors-read.ts';
 export { generate, type GenerateOptions, type GenerateResult } from './runtime/generate.ts';
 export { createPolicy, parsePolicy, formatPolicy, compactNames, measureInfluence, SkipMeter, POLICY_SYNTAX, type Policy, type PolicySession, type PolicySpec, type PassPlan, type Granularity, type SkippedFraction, type SkipUnit } from './runtime/policies/index.ts';
-export { speculativeGenerate, type SpeculativeOptions, type SpeculativeResult } from './runtime/speculative.ts';
+export { exactLayers, speculativeGenerate, type SpeculativeOptions, type SpeculativeResult } from './runtime/speculative.ts';
 export { Rng, rowRng, sampleToken, drawToken, samplingDistribution, acceptOrResample, acceptDraft, type SamplingOptions } from './runtime/sampling.ts';
 export { perplexity, encodeLong, type PerplexityOptions, type PerplexityResult } from './eval/perplexity.ts';
 export { sweep, SWEEP_DEFAULTS, type SweepOptions, type SweepResult, type SweepRow } from './eval/sweep.ts';

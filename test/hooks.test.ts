@@ -49,3 +49,32 @@ test('a hook that zeroes a sublayer output equals gating that sublayer off, and 
   const plain = await (await model.forward(IDS, 1, IDS.length)).logits.toF32();
   assert.notDeepEqual(skipped, plain);
 });
+
+test('a pass split by prefix and forwardFrom at any layer gives the one-part logits and cache, bit for bit on the CPU', async () => {
+  const be = await getBackend('cpu');
+  const { model } = await loadModel(BUNDLED, { backend: be });
+  const L = model.spec.layers.length, P = 4, T = IDS.length - P;
+  // Reference: the prompt, then the remaining tokens in one pass through the cache.
+  const ref = model.newCache(1, IDS.length);
+  (await model.forward(IDS.subarray(0, P), 1, P, { cache: ref })).logits.dispose();
+  const want = await (await model.forward(IDS.subarray(P), 1, T, { cache: ref, pos0: [P] })).logits.toF32();
+  const wantK = await ref.slots.get('layers.7.attn')!.k.toF32();
+  for (const s of [0, 1, 4, L]) {
+    const cache = model.newCache(1, IDS.length);
+    (await model.forward(IDS.subarray(0, P), 1, P, { cache })).logits.dispose();
+    const { resid, captured } = await model.prefix(IDS.subarray(P), 1, T, s, { cache, pos0: [P], capture: ['layers.*.resid.post'] });
+    assert.deepEqual(resid.shape, [1, T, model.spec.dModel]);
+    assert.equal(captured.size, s, `layers 0..${s - 1} ran`);
+    const r = await model.forwardFrom(s, resid, 1, T, { cache, pos0: [P] });
+    assert.deepEqual(await r.logits.toF32(), want, `split at layer ${s}`);
+    assert.deepEqual(await cache.slots.get('layers.7.attn')!.k.toF32(), wantK, `split at layer ${s}: cache`);
+    assert.ok((await resid.toF32()).length > 0, 'the residual stays the caller\'s');
+    resid.dispose();
+    cache.dispose();
+  }
+  ref.dispose();
+  const x = be.zeros([1, 2, model.spec.dModel], 'f32');
+  await assert.rejects(model.forwardFrom(L + 1, x, 1, 2), /layer must be an integer in 0\.\.8, found 9/);
+  await assert.rejects(model.forwardFrom(2, x, 1, 3), /the residual must be f32 \[1, 3, 256\].*found f32 \[1, 2, 256\]/);
+  await assert.rejects(model.prefix(IDS, 1, IDS.length, -1), /layers must be an integer in 0\.\.8, found -1/);
+});

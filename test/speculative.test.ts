@@ -4,8 +4,8 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { acceptOrResample, createPolicy, getBackend, loadModel, Rng, samplingDistribution, speculativeGenerate, type Model } from '../src/index.ts';
-import { fixture, readGolden } from './helpers.ts';
+import { acceptOrResample, createPolicy, exactLayers, getBackend, loadModel, Rng, samplingDistribution, speculativeGenerate, type Backend, type Model, type Tensor } from '../src/index.ts';
+import { BUNDLED, fixture, readGolden } from './helpers.ts';
 
 /** Upper critical value of chi-square with df degrees of freedom at the z-score (Wilson–Hilferty). */
 function chi2Critical(df: number, z = 3.29 /* p ≈ 0.0005 */): number {
@@ -119,4 +119,85 @@ test('speculative decoding checks its arguments', async () => {
   await assert.rejects(speculativeGenerate(model, [1, 2], { maxNewTokens: 5, draft, draftLength: 0 }), /draft length must be an integer >= 1, found 0/);
   await assert.rejects(speculativeGenerate(model, [], { maxNewTokens: 5, draft, draftLength: 2 }), /the prompt is empty/);
   await assert.rejects(speculativeGenerate(model, [1, 2], { maxNewTokens: 2000, draft, draftLength: 2 }), /context/i);
+});
+
+/** Every tensor the backend makes while `f` runs that is still alive afterwards. */
+async function leaked(be: Backend, f: () => Promise<void>): Promise<number> {
+  const made = new Set<Tensor>();
+  const { run, upload, zeros } = be;
+  be.run = ((...a: Parameters<Backend['run']>) => { const t = run.apply(be, a); made.add(t); return t; }) as Backend['run'];
+  be.upload = (...a) => { const t = upload.apply(be, a); made.add(t); return t; };
+  be.zeros = (...a) => { const t = zeros.apply(be, a); made.add(t); return t; };
+  try { await f(); } finally { Object.assign(be, { run, upload, zeros }); }
+  return [...made].filter((t) => !t.isDisposed).length;
+}
+
+test('exactLayers: the layers below the first skipped sublayer, the exit, or an MoE layer routed to another top-k', async () => {
+  const fx = fixture('tiny-mixtral');
+  assert.ok(!('skip' in fx));
+  const { model } = await loadModel(fx.model, { backend: await getBackend('cpu') });
+  const spec = model.spec, L = spec.layers.length;
+  assert.equal(exactLayers(spec, { skipped: [], exitLayer: L }), L);
+  assert.equal(exactLayers(spec, { skipped: ['layers.3.moe', 'layers.1.attn'], exitLayer: L }), 1);
+  assert.equal(exactLayers(spec, { skipped: ['layers.3.attn', 'layers.3.moe'], exitLayer: 3 }), 3);
+  const topK = spec.layers[0].sublayers.find((x) => x.kind === 'moe')!;
+  assert.ok(topK.kind === 'moe');
+  assert.equal(exactLayers(spec, { skipped: [], exitLayer: L }, topK.topK), L, 'the spec\'s own top-k changes nothing');
+  assert.equal(exactLayers(spec, { skipped: [], exitLayer: L }, 1), 0);
+});
+
+test('verification starts where the drafts stop being exact: the same tokens, fewer layers run, nothing left allocated', async () => {
+  const be = await getBackend('cpu');
+  const { model } = await loadModel(BUNDLED, { backend: be });
+  const prompt = [1031, 824, 259, 555, 14, 599];
+  const dense = (await speculativeGenerate(model, prompt, { maxNewTokens: 24, draft: await createPolicy(model, 'dense'), draftLength: 2, stopTokens: [], reuse: false })).tokens;
+  const calls: string[] = [];
+  const { forward, prefix, forwardFrom } = model;
+  model.forward = function (ids, B, T, o) { calls.push(`forward ${T}`); return forward.call(this, ids, B, T, o); };
+  model.prefix = function (ids, B, T, layers, o) { calls.push(`prefix ${T} ${layers}`); return prefix.call(this, ids, B, T, layers, o); };
+  model.forwardFrom = function (layer, x, B, T, o) { calls.push(`from ${layer} ${T}`); return forwardFrom.call(this, layer, x, B, T, o); };
+  try {
+    for (const [spec, k, s] of [['static:layers.4-7', 3, 4], ['static:layers.2-3.ffn', 2, 2], ['static:layers.6.attn', 4, 6], ['early-exit:0.5,min-layer=3', 3, 3], ['ffn-skip:0.5,warmup=4', 3, 1], ['dense', 2, 8]] as const) {
+      const draft = await createPolicy(model, spec);
+      for (const reuse of [true, false]) {
+        calls.length = 0;
+        let r!: Awaited<ReturnType<typeof speculativeGenerate>>;
+        const left = await leaked(be, async () => { r = await speculativeGenerate(model, prompt, { maxNewTokens: 24, draft, draftLength: k, stopTokens: [], reuse }); });
+        assert.deepEqual(r.tokens, dense, `${spec}, reuse ${reuse}`);
+        assert.equal(left, 0, `${spec}, reuse ${reuse}: tensors left allocated`);
+        assert.equal(calls[0], `forward ${prompt.length}`, 'the prefill');
+        if (!reuse) {
+          assert.equal(r.reusedLayers, 0);
+          assert.equal(calls.filter((c) => c.startsWith('from') || c.startsWith('prefix')).length, 0);
+          assert.equal(calls.length - 1 - r.draftPasses, r.rounds, `${spec}: one whole verification per round`);
+          continue;
+        }
+        // Every round: k drafts (forward 1), the last draft through the layers below s alone, the rows from layer s.
+        assert.ok(r.reusedLayers >= s, `${spec}: ${r.reusedLayers} layers reused, at least ${s}`);
+        if (!spec.startsWith('early-exit') && !spec.startsWith('ffn-skip')) {
+          assert.equal(r.reusedLayers, s, spec);
+          const rest = calls.slice(1).filter((c) => c !== 'forward 1');
+          assert.equal(rest.length, 2 * r.rounds, `${spec}: ${rest.join(', ')}`);
+          for (let i = 0; i < rest.length; i += 2) {
+            assert.equal(rest[i], `prefix 1 ${s}`, spec);
+            assert.match(rest[i + 1], new RegExp(`^from ${s} [2-${k + 1}]$`), spec);
+          }
+        }
+      }
+    }
+    // Sampled rounds split their verification the same way: the same draws for the same seed.
+    const draft = await createPolicy(model, 'static:layers.5-7');
+    const sampling = { temperature: 0.9, topK: 40, seed: 8 };
+    const runs: number[][] = [];
+    for (const reuse of [true, false]) {
+      let r!: Awaited<ReturnType<typeof speculativeGenerate>>;
+      const left = await leaked(be, async () => { r = await speculativeGenerate(model, prompt, { maxNewTokens: 24, draft, draftLength: 3, stopTokens: [], sampling, reuse }); });
+      assert.equal(left, 0, `sampled, reuse ${reuse}: tensors left allocated`);
+      assert.equal(r.reusedLayers, reuse ? 5 : 0);
+      runs.push(r.tokens);
+    }
+    assert.deepEqual(runs[0], runs[1]);
+  } finally {
+    Object.assign(model, { forward, prefix, forwardFrom });
+  }
 });

@@ -154,11 +154,18 @@ test('WebGPU: greedy speculative rounds chain on the device and give dense greed
   try {
     const r = await speculativeGenerate(model, prompt, { maxNewTokens: 10, draft, draftLength: 3, stopTokens: [] });
     assert.deepEqual(r.tokens, dense);
+    assert.equal(r.reusedLayers, 0, 'WebGPU verifies whole passes by default');
     // Each round's first draft pass starts from host ids; the other draft passes read the draft before
-    // them on the device, and each verification reads [last, d1, …, dk] joined there (concat). So every
-    // pass but the draft's prefill and each round's first draft takes device ids.
-    assert.equal(fromDevice, r.draftPasses - 1);
+    // them on the device, and each verification reads [last, d1, …, dk] joined there (concat): k passes
+    // from device ids per round, as many as the round's drafts.
+    assert.equal(fromDevice, r.draftPasses);
     assert.ok(fromDevice > 0);
+    // Verification from the first layer the drafts skipped (the last draft's id goes to Model.prefix on the device).
+    fromDevice = 0;
+    const reused = await speculativeGenerate(model, prompt, { maxNewTokens: 10, draft, draftLength: 3, stopTokens: [], reuse: true });
+    assert.deepEqual(reused.tokens, dense);
+    assert.equal(reused.reusedLayers, 4);
+    assert.equal(fromDevice, reused.draftPasses - reused.rounds, 'only the drafts after each round\'s first go through forward');
     // A stop token among the drafts: the drafts after it are dropped, and the output ends on it as dense decoding does.
     const stop = dense[5], at = dense.indexOf(stop);
     const s = await speculativeGenerate(model, prompt, { maxNewTokens: 10, draft, draftLength: 4, stopTokens: [stop] });
@@ -197,7 +204,7 @@ test('WebGPU: sampled speculative rounds run on the device (sample, accept_draft
       // Each round's drafts, decisions and token after the drafts are read together (3 reads, one wait),
       // plus the prefill's token; every draft pass after a round's first, and each verification, take device ids.
       assert.equal(reads, 3 * r.rounds + 1, `${what}: reads`);
-      assert.equal(fromDevice, r.draftPasses - 1, `${what}: passes from device ids`);
+      assert.equal(fromDevice, r.draftPasses, `${what}: passes from device ids`);
       drafted += r.drafted;
       accepted += r.accepted;
     }
@@ -208,6 +215,14 @@ test('WebGPU: sampled speculative rounds run on the device (sample, accept_draft
       const cpu = await speculativeGenerate(onCpu, prompt, { ...opts, draft: await createPolicy(onCpu, spec) });
       const r = await speculativeGenerate(model, prompt, { ...opts, draft: await createPolicy(model, spec) });
       assert.deepEqual([r.tokens, r.accepted], [cpu.tokens, cpu.accepted], spec);
+    }
+    // Verification from the first layer the drafts skipped, as the CPU does by default: the same tokens.
+    for (const spec of ['static:layers.4-7', 'early-exit:0.5']) {
+      const opts = { maxNewTokens: 10, draftLength: 3, sampling: { temperature: 1, topK: 30, seed: 6 }, stopTokens: [] };
+      const cpu = await speculativeGenerate(onCpu, prompt, { ...opts, draft: await createPolicy(onCpu, spec) });
+      const r = await speculativeGenerate(model, prompt, { ...opts, draft: await createPolicy(model, spec), reuse: true });
+      assert.ok(cpu.reusedLayers > 0 && r.reusedLayers === cpu.reusedLayers, `${spec}: ${r.reusedLayers} and ${cpu.reusedLayers} layers reused`);
+      assert.deepEqual([r.tokens, r.accepted], [cpu.tokens, cpu.accepted], `${spec}, reuse`);
     }
     // A stop token: both backends end on it.
     const sampling = { temperature: 1, topK: 20, seed: 9 };

@@ -58,7 +58,7 @@ export interface GenerationRun {
   result: GenerateResult;
   stops: number[];
   /** Set when decoding was self-speculative. */
-  speculative?: { acceptanceRate: number; drafted: number; accepted: number; rounds: number };
+  speculative?: { acceptanceRate: number; drafted: number; accepted: number; rounds: number; reusedLayers: number };
 }
 
 export interface GenerationOptions {
@@ -94,7 +94,7 @@ export async function generateText(model: Model, tok: Tokenizer, promptIds: numb
       draft: opts.speculative.draft, draftLength: opts.speculative.draftLength,
     });
     result = { tokens: [r.tokens], finish: [r.finish], prefillMs: r.prefillMs, decodeMs: r.decodeMs, decodeSteps: Math.max(0, r.tokens.length - 1), skipped: r.draftSkipped, skipping: [] };
-    speculative = { acceptanceRate: r.acceptanceRate, drafted: r.drafted, accepted: r.accepted, rounds: r.rounds };
+    speculative = { acceptanceRate: r.acceptanceRate, drafted: r.drafted, accepted: r.accepted, rounds: r.rounds, reusedLayers: r.reusedLayers };
   } else {
     result = await generate(model, [promptIds], {
       maxNewTokens: opts.maxNewTokens,
@@ -172,7 +172,7 @@ export function generateCommand(): Command {
     .option('--speculative <spec>', 'decode self-speculatively: draft with the model under this policy, verify with the full model')
     .option('--draft <k>', 'tokens drafted per verification with --speculative', intArg(1), 4)
     .addOption(calibOption('the prompt'))
-    .option('--json', 'print one JSON object {prompt_ids, new_ids, text, tokens_per_second, skipped_fraction[, acceptance_rate]} instead of streaming')
+    .option('--json', 'print one JSON object {prompt_ids, new_ids, text, tokens_per_second, skipped_fraction[, acceptance_rate, reused_layers]} instead of streaming')
     .option('--profile [n]', 'time every GPU dispatch (WebGPU; the adapter needs timestamp-query) and print the n costliest kinds of kernel to stderr (default 12)', intArg(1))
     .action(async (f: GenerateFlags) => {
       const { backend, name } = await resolveDevice(f.device);
@@ -202,7 +202,7 @@ export function generateCommand(): Command {
           prompt_ids: run.promptIds, new_ids: run.newIds, text: run.text, tokens_per_second: tokensPerSecond(run),
           skipped_fraction: run.result.skipped.all, skipped: run.result.skipped,
           ...(policy ? { policy: policy.text } : {}),
-          ...(run.speculative ? { speculative: draft!.text, draft_length: f.draft, acceptance_rate: run.speculative.acceptanceRate, drafted: run.speculative.drafted, accepted: run.speculative.accepted } : {}),
+          ...(run.speculative ? { speculative: draft!.text, draft_length: f.draft, acceptance_rate: run.speculative.acceptanceRate, drafted: run.speculative.drafted, accepted: run.speculative.accepted, reused_layers: run.speculative.reusedLayers } : {}),
           ...(prof ? { gpu_ms: prof.entries.reduce((s, e) => s + e.ms, 0), profile: prof.entries.slice(0, prof.top) } : {}),
         }) + '\n');
         return;
@@ -216,7 +216,7 @@ export function generateCommand(): Command {
         const extra = [`load ${fmtDuration(loadMs)}`, `device ${name}`];
         if (!sampling.greedy) extra.push(`seed ${sampling.seed}`);
         if (policy) extra.push(`policy ${policy.text}: skipped ${skippedText(run.result.skipped)}`);
-        if (run.speculative) extra.push(`speculative ${draft!.text}, draft ${f.draft}: accepted ${fmtInt(run.speculative.accepted)}/${fmtInt(run.speculative.drafted)} drafts (${fmtFixed(100 * run.speculative.acceptanceRate, 1)}%) in ${fmtInt(run.speculative.rounds)} verifications; draft skipped ${skippedText(run.result.skipped)}`);
+        if (run.speculative) extra.push(`speculative ${draft!.text}, draft ${f.draft}: accepted ${fmtInt(run.speculative.accepted)}/${fmtInt(run.speculative.drafted)} drafts (${fmtFixed(100 * run.speculative.acceptanceRate, 1)}%) in ${fmtInt(run.speculative.rounds)} verifications (each took ${fmtFixed(run.speculative.reusedLayers, 2)} of ${model.spec.layers.length} layers from the drafts); draft skipped ${skippedText(run.result.skipped)}`);
         process.stderr.write(`[${statsLine(run, extra)}]\n`);
         const prof = await profiled();
         if (prof) process.stderr.write(`\nGPU time by kernel (every dispatch timed in a pass of its own, so a little above an unprofiled run):\n${profileTable(prof.entries, prof.top)}\n`);

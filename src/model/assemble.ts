@@ -207,16 +207,59 @@ export class Model {
    *   const { logits } = await model.forward(Int32Array.from(ids), 1, ids.length);
    */
   async forward(ids: Int32Array | Tensor, B: number, T: number, opts: ForwardOptions = {}): Promise<ForwardResult> {
-    const spec = this.spec;
+    const ctx = this.context(B, T, opts);
+    return this.rest(ctx, 0, await this.embed(ctx, ids));
+  }
+
+  /**
+   * The first `layers` layers of a forward pass: embeds the ids, runs layers 0..layers−1 (writing their
+   * KV cache entries) and returns the residual (B, T, C) that layer `layers` takes as its input, with
+   * what was captured on the way. Pair it with `forwardFrom` to run a pass in two parts.
+   * @example
+   *   const { resid } = await model.prefix(ids, 1, T, 4, { cache, pos0: [p] });
+   *   const { logits } = await model.forwardFrom(4, resid, 1, T, { cache, pos0: [p] });
+   */
+  async prefix(ids: Int32Array | Tensor, B: number, T: number, layers: number, opts: Omit<ForwardOptions, 'exit' | 'logitRows' | 'auxLoss'> = {}): Promise<{ resid: Tensor; captured: Map<string, Tensor>; skipped: string[] }> {
+    const L = this.spec.layers.length;
+    if (!(Number.isInteger(layers) && layers >= 0 && layers <= L)) throw new UsageError(`prefix: layers must be an integer in 0..${L}, found ${layers}`);
+    const ctx = this.context(B, T, opts);
+    let x = await this.embed(ctx, ids);
+    for (let i = 0; i < layers; i++) x = await this.layer(ctx, i, x);
+    return { resid: x, captured: ctx.captured, skipped: ctx.skipped };
+  }
+
+  /**
+   * The rest of a forward pass from layer `layer` on: `resid` (B, T, C) is that layer's input (its
+   * `resid.pre`, the `resid.post` of the layer before, or what `prefix` returned), computed earlier. Layers
+   * below `layer` do not run, so their KV cache entries at these positions must already be written.
+   * `resid` stays the caller's. At `layer` = the number of layers only the final norm and head run.
+   */
+  async forwardFrom(layer: number, resid: Tensor, B: number, T: number, opts: ForwardOptions = {}): Promise<ForwardResult> {
+    const L = this.spec.layers.length, C = this.spec.dModel;
+    if (!(Number.isInteger(layer) && layer >= 0 && layer <= L)) throw new UsageError(`forwardFrom: layer must be an integer in 0..${L}, found ${layer}`);
+    if (resid.shape.join() !== [B, T, C].join() || resid.dtype !== 'f32' || resid.backend !== this.backend)
+      throw new UsageError(`forwardFrom: the residual must be f32 [${B}, ${T}, ${C}] on backend '${this.backend.name}', found ${resid.dtype} [${resid.shape.join(', ')}] on '${resid.backend.name}'`);
+    const ctx = this.context(B, T, opts);
+    ctx.keep(resid);
+    return this.rest(ctx, layer, resid);
+  }
+
+  /** Checks the pass's shape and positions and makes its context. */
+  private context(B: number, T: number, opts: ForwardOptions): Ctx {
+    const pos0 = opts.pos0 ?? new Array(B).fill(0);
+    for (const p of pos0) if (p + T > this.spec.maxContext) throw new Error(`forward: positions up to ${p + T} exceed maxContext ${this.spec.maxContext}`);
+    return new Ctx(this, B, T, pos0, opts);
+  }
+
+  /** The embedding (plus learned positions) of B×T ids: `embed.out`. */
+  private async embed(ctx: Ctx, ids: Int32Array | Tensor): Promise<Tensor> {
+    const spec = this.spec, { B, T, pos0 } = ctx;
     const onDevice = !(ids instanceof Int32Array);
     const n = onDevice ? ids.size : ids.length;
     if (n !== B * T) throw new Error(`forward: ${n} ids for B=${B}, T=${T}`);
     if (onDevice && (ids.dtype !== 'i32' || ids.backend !== this.backend))
       throw new Error(`forward: token ids must be an i32 tensor on backend '${this.backend.name}', got ${ids.dtype} on '${ids.backend.name}'`);
-    const pos0 = opts.pos0 ?? new Array(B).fill(0);
-    for (const p of pos0) if (p + T > spec.maxContext) throw new Error(`forward: positions up to ${p + T} exceed maxContext ${spec.maxContext}`);
     if (!onDevice) for (const id of ids) if (!(id >= 0 && id < spec.vocabSize)) throw new Error(`forward: token id ${id} outside the vocabulary 0..${spec.vocabSize - 1}`);
-    const ctx = new Ctx(this, B, T, pos0, opts);
     const be = this.backend;
 
     const idT = onDevice ? ids.reshape([B, T]) : be.upload(ids, [B, T], 'i32');
@@ -231,10 +274,14 @@ export class Model {
       ctx.drop(posT, pe, x);
       x = x2;
     }
-    x = await ctx.point('embed.out', x);
+    return ctx.point('embed.out', x);
+  }
 
+  /** Layers `start`.. (with the early-exit checks), the final norm and the head, from the residual x. */
+  private async rest(ctx: Ctx, start: number, x: Tensor): Promise<ForwardResult> {
+    const spec = this.spec, opts = ctx.opts, { B, T } = ctx;
     const L = spec.layers.length;
-    for (let i = 0; i < L; i++) {
+    for (let i = start; i < L; i++) {
       x = await this.layer(ctx, i, x);
       if (!opts.exit || i === L - 1) continue;
       const rows = opts.logitRows ? this.pickRows(x, opts.logitRows, B, T) : x;
@@ -500,6 +547,11 @@ class Ctx implements ForwardContext {
     this.drop(counts, cs, total, r.probSum);
     this.routed = undefined;
     return loss;
+  }
+
+  /** Never dispose t in this pass (the caller's input). */
+  keep(t: Tensor): void {
+    this.kept.add(t.viewOf ?? t);
   }
 
   drop(...ts: (Tensor | undefined)[]): void {

@@ -3,6 +3,7 @@
 // a prompt's end hold padding that decoding overwrites before anything reads it).
 
 import type { ForwardOptions, Model } from '../model/assemble.ts';
+import { compilePattern } from '../model/points.ts';
 import * as op from '../tensor/api.ts';
 import type { Tensor } from '../tensor/tensor.ts';
 import { SkipMeter, type Policy, type PolicySession, type SkippedFraction } from './policies/index.ts';
@@ -228,13 +229,27 @@ function passive(session: PolicySession | undefined): boolean {
 
 /**
  * One forward pass under a policy session: its plan goes into the options, the session sees the
- * result, and the meter records what was skipped over `tokens` positions.
+ * result, and the meter records what was skipped over `tokens` positions. Points the caller captures
+ * (`fwd.capture`) are joined with the plan's and outlive the session's `observe` (which disposes what its
+ * plan captured): a tensor both asked for is copied for the caller first.
  */
 export async function policyPass(model: Model, session: PolicySession | undefined, meter: SkipMeter, phase: 'prefill' | 'decode',
   ids: Int32Array | Tensor, B: number, T: number, fwd: ForwardOptions, tokens: number, valid?: (b: number, t: number) => boolean, predicted = 1) {
   const plan = session?.plan(phase) ?? {};
-  const r = await model.forward(ids, B, T, { ...fwd, ...plan });
-  if (session) await session.observe(r, { B, T, predicted, valid });
+  const mine = fwd.capture ?? [];
+  const capture = plan.capture && mine.length ? [...new Set([...mine, ...plan.capture])] : plan.capture ?? fwd.capture;
+  const r = await model.forward(ids, B, T, { ...fwd, ...plan, ...(capture ? { capture } : {}) });
+  if (session) {
+    const copies = new Map<string, Tensor>();
+    if (plan.capture && mine.length) {
+      const base = (t: Tensor) => t.viewOf ?? t;
+      const theirs = plan.capture.map(compilePattern), ours = mine.map(compilePattern);
+      const observed = new Set([...r.captured].filter(([name]) => theirs.some((m) => m(name))).map(([, t]) => base(t)));
+      for (const [name, t] of r.captured) if (ours.some((m) => m(name)) && observed.has(base(t))) copies.set(name, op.scale(t, 1));
+    }
+    await session.observe(r, { B, T, predicted, valid });
+    for (const [name, t] of copies) r.captured.set(name, t);
+  }
   meter.record(r, tokens, { cached: !!fwd.cache, moeTopK: plan.moeTopK });
   return r;
 }

@@ -3,11 +3,16 @@
 // agrees with, plus one token of its own. Greedy output is token-for-token the full model's; with
 // sampling, the standard acceptance rule (accept d with probability min(1, p(d)/q(d)), else draw from
 // max(0, p − q) normalised) makes every token exactly p-distributed. One prompt at a time.
-// The draft keeps its own KV cache (its residual differs wherever it skipped), copied from the full
-// model's when its prefill is dense anyway; a rejection rolls both caches back by moving their write
-// positions (stale entries past a position are never read).
+// Draft and full model share one KV cache (as LayerSkip does): a draft pass reads the full model's
+// entries for every verified position and writes its own at the positions it drafts, which the
+// verification then overwrites. The layers below the draft's first skipped sublayer (or its early exit)
+// ran exactly as the full model runs them, so the verification starts there: it takes those layers'
+// KV entries and each draft's residual from the draft passes (Kangaroo and LayerSkip reuse the shallow
+// layers the same way). A rejection rolls back by moving the write position (entries past a position
+// are never read before being overwritten).
 
-import { KVCache, type Model } from '../model/assemble.ts';
+import type { ForwardResult, KVCache, Model } from '../model/assemble.ts';
+import type { ModelSpec } from '../model/spec.ts';
 import * as op from '../tensor/api.ts';
 import { ContextLengthError, UsageError } from '../util/errors.ts';
 import { argmaxRows, policyPass, readOut, sampleAttrs, type Pending } from './generate.ts';
@@ -26,6 +31,15 @@ export interface SpeculativeOptions {
   /** Default: the model's eos ids. The stop token is included in the output. */
   stopTokens?: number[];
   onToken?: (token: number) => void;
+  /**
+   * Start each verification at the first layer the round's drafts did not run exactly, taking the
+   * layers below from the draft passes. The tokens are the same either way. It saves the FLOPs of those
+   * layers over the drafted rows, which pays where a pass costs its FLOPs (the CPU); a GPU decoding one
+   * sequence reads every weight once per pass whatever the rows, so there the split pass saves no
+   * weight reads and adds its joins. Default: on where the backend does not prefer fused small passes
+   * (the CPU), off on WebGPU.
+   */
+  reuse?: boolean;
 }
 
 export interface SpeculativeResult {
@@ -40,41 +54,122 @@ export interface SpeculativeResult {
   acceptanceRate: number;
   /** Verification passes of the full model (one per round). */
   rounds: number;
-  /** Forward passes of the draft. */
+  /** Forward passes of the draft (one token each). */
   draftPasses: number;
+  /** Layers per verification taken from the draft passes instead of run again, averaged over rounds. */
+  reusedLayers: number;
   /** What the draft skipped, over its passes. */
   draftSkipped: SkippedFraction;
 }
 
+/** A draft pass: its logits (the caller's), the layers it ran exactly as the full model, and with reuse the residual after each of those. */
+interface DraftPass {
+  logits: Tensor;
+  exact: number;
+  posts: Tensor[];
+}
+
+/**
+ * The layers a draft pass ran exactly as the full model: those below its first skipped sublayer, its
+ * early exit, or its first MoE sublayer routed to another top-k.
+ */
+export function exactLayers(spec: ModelSpec, r: Pick<ForwardResult, 'skipped' | 'exitLayer'>, moeTopK?: number): number {
+  let s = r.exitLayer;
+  for (const name of r.skipped) s = Math.min(s, Number(name.split('.')[1]));
+  if (moeTopK !== undefined) spec.layers.forEach((layer, i) => { if (layer.sublayers.some((x) => x.kind === 'moe' && x.topK !== moeTopK)) s = Math.min(s, i); });
+  return s;
+}
+
+/** What every round shares: the model, the draft's session and meter, the one cache, and the counts. */
+class Rounds {
+  passes = 0;
+  reused = 0;
+  private readonly L: number;
+  constructor(readonly model: Model, readonly session: PolicySession, readonly meter: SkipMeter, readonly cache: KVCache, readonly reuse: boolean) {
+    this.L = model.spec.layers.length;
+  }
+
+  /** One draft pass of one token (host id or device tensor) at position pos. */
+  async draft(from: Int32Array | Tensor, pos: number): Promise<DraftPass> {
+    const { model, session } = this;
+    const moeTopK = session.plan('decode').moeTopK;
+    const r = await policyPass(model, session, this.meter, 'decode', from, 1, 1,
+      { cache: this.cache, pos0: [pos], logitRows: [0], ...(this.reuse ? { capture: ['layers.*.resid.post'] } : {}) }, 1);
+    this.passes++;
+    if (!this.reuse) return { logits: r.logits, exact: 0, posts: [] };
+    const exact = exactLayers(model.spec, r, moeTopK);
+    const posts: Tensor[] = [];
+    for (let i = 0; i < exact; i++) posts.push(r.captured.get(`layers.${i}.resid.post`)!);
+    // The residuals past the exact layers are of no use (a skipped layer passes its input on, so keep those shared with a kept one).
+    const kept = new Set(posts.map((t) => t.viewOf ?? t));
+    for (let i = exact; i < this.L; i++) {
+      const t = r.captured.get(`layers.${i}.resid.post`);
+      if (t && !kept.has(t.viewOf ?? t)) { kept.add(t.viewOf ?? t); t.dispose(); }
+    }
+    return { logits: r.logits, exact, posts };
+  }
+
+  /** Frees the residuals the passes kept. */
+  release(passes: DraftPass[]): void {
+    const seen = new Set<Tensor>();
+    for (const p of passes) for (const t of p.posts) {
+      const b = t.viewOf ?? t;
+      if (!seen.has(b)) { seen.add(b); t.dispose(); }
+    }
+    for (const p of passes) p.posts = [];
+  }
+
+  /**
+   * The full model's pass over [last, d1, …, dm] at positions pos…pos+m, where passes[i] drafted from
+   * row i. With s = the fewest exact layers of those passes: rows 0..m−1 enter at layer s with the
+   * residuals the passes left there (they wrote the KV entries below s too), dm first runs the layers
+   * below s alone (`Model.prefix`); s = 0 runs the whole pass on `ids()`.
+   */
+  async verify(pos: number, passes: DraftPass[], lastDraft: Int32Array | Tensor, ids: () => Int32Array | Tensor): Promise<ForwardResult> {
+    const { model, cache } = this, m = passes.length;
+    const s = Math.min(...passes.map((p) => p.exact));
+    this.reused += s;
+    if (s === 0) return model.forward(ids(), 1, m + 1, { cache, pos0: [pos] });
+    const { resid } = await model.prefix(lastDraft, 1, 1, s, { cache, pos0: [pos + m] });
+    const temps = [resid];
+    let x = passes[0].posts[s - 1];
+    for (const t of [...passes.slice(1).map((p) => p.posts[s - 1]), resid]) temps.push((x = op.concat(x, t, 1)));
+    try {
+      return await model.forwardFrom(s, x, 1, m + 1, { cache, pos0: [pos] });
+    } finally {
+      for (const t of temps) t.dispose();
+    }
+  }
+}
+
 /**
  * One greedy round recorded whole on a backend that picks tokens on the device: each draft pass reads
- * the previous draft's id there, the verification input [last, d1, …, dk] is joined there too, and the
- * drafts' and the full model's ids come back together (one wait per round). Drafts after a stop token
- * are dropped from the result (a one-at-a-time loop would not have made them); rows of the verification
- * past them change no earlier row (causal attention), and the caller rolls both caches back past them.
- * Runs k draft passes (dpos advances by pending.length + k − 1) and one verification.
+ * the previous draft's id there, the verification input is joined there too, and the drafts' and the
+ * full model's ids come back together (one wait per round). Drafts after a stop token are dropped from
+ * the result (a one-at-a-time loop would not have made them); rows of the verification past them change
+ * no earlier row (causal attention), and the caller rolls the cache back past them.
  */
-async function deviceRound(model: Model, session: PolicySession, meter: SkipMeter, stops: Set<number>,
-  r: { pending: number[]; last: number; k: number; draftCache: KVCache; target: KVCache; dpos: number; pos: number }): Promise<{ drafts: number[]; best: Int32Array }> {
-  const V = model.spec.vocabSize;
+async function deviceRound(rounds: Rounds, stops: Set<number>, r: { last: number; k: number; pos: number }): Promise<{ drafts: number[]; best: Int32Array }> {
+  const model = rounds.model, V = model.spec.vocabSize;
   const outs: Pending[] = [];
   const owned: Tensor[] = [];
+  const passes: DraftPass[] = [];
   try {
-    let from: Int32Array | Tensor = Int32Array.from(r.pending);
-    let dpos = r.dpos;
+    let from: Int32Array | Tensor = Int32Array.of(r.last);
     for (let i = 0; i < r.k; i++) {
-      const n = from instanceof Int32Array ? from.length : 1;
-      const pass = await policyPass(model, session, meter, 'decode', from, 1, n, { cache: r.draftCache, pos0: [dpos], logitRows: [n - 1] }, n);
+      const pass = await rounds.draft(from, r.pos + i);
+      passes.push(pass);
       const o = readOut(pass.logits, V, true, true);
       o.values.catch(() => undefined); // awaited below unless a later pass fails first
       outs.push(o);
-      dpos += n;
       from = o.ids!;
     }
-    let vin = model.backend.upload(Int32Array.of(r.last), [1, 1], 'i32');
-    owned.push(vin);
-    for (const o of outs) owned.push((vin = op.concat(vin, o.ids!, 1)));
-    const ver = await model.forward(vin, 1, outs.length + 1, { cache: r.target, pos0: [r.pos] });
+    const ver = await rounds.verify(r.pos, passes, outs[outs.length - 1].ids!, () => {
+      let vin = model.backend.upload(Int32Array.of(r.last), [1, 1], 'i32');
+      owned.push(vin);
+      for (const o of outs) owned.push((vin = op.concat(vin, o.ids!, 1)));
+      return vin;
+    });
     const best = readOut(ver.logits, V, true, true);
     owned.push(best.ids!);
     const [ds, bs] = await Promise.all([Promise.all(outs.map((o) => o.values)), best.values]);
@@ -85,6 +180,7 @@ async function deviceRound(model: Model, session: PolicySession, meter: SkipMete
     }
     return { drafts, best: bs as Int32Array };
   } finally {
+    rounds.release(passes);
     for (const t of [...outs.map((o) => o.ids), ...owned]) t?.dispose();
   }
 }
@@ -99,32 +195,29 @@ async function deviceRound(model: Model, session: PolicySession, meter: SkipMete
  * row after), so a backend's tokens depend only on the seed. Drafts after a stop token are dropped from
  * the result, as in deviceRound.
  */
-async function sampledRound(model: Model, session: PolicySession, meter: SkipMeter, stops: Set<number>, attrs: OpAttrs['sample'], rng: Rng,
-  r: { pending: number[]; last: number; k: number; draftCache: KVCache; target: KVCache; dpos: number; pos: number }): Promise<{ drafts: number[]; decisions: Int32Array; after: number }> {
-  const V = model.spec.vocabSize, be = model.backend, k = r.k;
+async function sampledRound(rounds: Rounds, stops: Set<number>, attrs: OpAttrs['sample'], rng: Rng,
+  r: { last: number; k: number; pos: number }): Promise<{ drafts: number[]; decisions: Int32Array; after: number }> {
+  const model = rounds.model, V = model.spec.vocabSize, be = model.backend, k = r.k;
   const owned: Tensor[] = [];
+  const passes: DraftPass[] = [];
   const keep = <T extends Tensor>(t: T): T => { owned.push(t); return t; };
   try {
     const uDraft = Array.from({ length: k }, () => keep(be.upload(Float32Array.of(rng.next()), [1], 'f32')));
     const uDecide = keep(be.upload(Float32Array.from({ length: 2 * k }, () => rng.next()), [k, 2], 'f32'));
     const uAfter = keep(be.upload(Float32Array.of(rng.next()), [1], 'f32'));
-    let from: Int32Array | Tensor = Int32Array.from(r.pending);
-    let dpos = r.dpos;
+    let from: Int32Array | Tensor = Int32Array.of(r.last);
     let q: Tensor | undefined; // the draft's logits of every drafted row, (i, V)
-    let vin = keep(be.upload(Int32Array.of(r.last), [1, 1], 'i32'));
     let ids: Tensor | undefined; // the drafted ids, (1, i)
     for (let i = 0; i < k; i++) {
-      const n = from instanceof Int32Array ? from.length : 1;
-      const pass = await policyPass(model, session, meter, 'decode', from, 1, n, { cache: r.draftCache, pos0: [dpos], logitRows: [n - 1] }, n);
+      const pass = await rounds.draft(from, r.pos + i);
+      passes.push(pass);
       const logits = keep(pass.logits.reshape([1, V])); // a view: disposing it frees the pass's logits
       const id = keep(op.sample(logits, uDraft[i], attrs).reshape([1, 1]));
       q = q ? keep(op.concat(q, logits, 0)) : logits;
-      vin = keep(op.concat(vin, id, 1));
       ids = ids ? keep(op.concat(ids, id, 1)) : id;
-      dpos += n;
       from = id;
     }
-    const ver = await model.forward(vin, 1, k + 1, { cache: r.target, pos0: [r.pos] });
+    const ver = await rounds.verify(r.pos, passes, from as Tensor, () => keep(op.concat(keep(be.upload(Int32Array.of(r.last), [1, 1], 'i32')), ids!, 1)));
     const p = keep(ver.logits.reshape([k + 1, V]));
     const drafted = ids!.reshape([k]);
     const decisions = keep(op.acceptDraft(keep(op.slice(p, 0, 0, k)), q!, drafted, uDecide, attrs));
@@ -137,6 +230,7 @@ async function sampledRound(model: Model, session: PolicySession, meter: SkipMet
     }
     return { drafts, decisions: dec as Int32Array, after: af[0] };
   } finally {
+    rounds.release(passes);
     for (const t of new Set(owned)) t.dispose();
   }
 }
@@ -170,10 +264,14 @@ export async function speculativeGenerate(model: Model, prompt: number[], opts: 
   const session = opts.draft.session();
   const out: number[] = [];
   let finish: 'stop' | 'length' = 'length';
-  let drafted = 0, accepted = 0, rounds = 0, draftPasses = 0;
+  let drafted = 0, accepted = 0, roundCount = 0;
+  let rounds: Rounds | undefined;
   const result = (prefillMs: number, decodeMs: number): SpeculativeResult => {
     meter.overheadFlops = session.overheadFlops;
-    return { tokens: out, finish, prefillMs, decodeMs, drafted, accepted, acceptanceRate: drafted ? accepted / drafted : 1, rounds, draftPasses, draftSkipped: meter.fraction };
+    return {
+      tokens: out, finish, prefillMs, decodeMs, drafted, accepted, acceptanceRate: drafted ? accepted / drafted : 1, rounds: roundCount,
+      draftPasses: rounds?.passes ?? 0, reusedLayers: roundCount ? rounds!.reused / roundCount : 0, draftSkipped: meter.fraction,
+    };
   };
   if (opts.maxNewTokens === 0) return result(0, 0);
   /** Emit a token; true when generation is over. */
@@ -189,92 +287,72 @@ export async function speculativeGenerate(model: Model, prompt: number[], opts: 
   const greedy = sampling.greedy === true;
   const chained = greedy && model.backend.prefersFusion === true;
   const attrs = greedy ? undefined : sampleAttrs(sampling);
-  const target = model.newCache(1, cap);
-  let draftCache: KVCache | undefined;
+  const cache = model.newCache(1, cap);
   try {
+    rounds = new Rounds(model, session, meter, cache, opts.reuse ?? model.backend.prefersFusion !== true);
     const t0 = performance.now();
     const ids = Int32Array.from(prompt);
-    // When the draft's prefill would run the full model anyway (early exit never exits in a prefill,
-    // ffn-skip is still warming up), one prefill serves both: the draft sees it and copies the cache.
+    // The draft never prefills: it reads the full model's cache. Where its own prefill would have run
+    // the full model anyway (ffn-skip's warm-up), the draft's session watches this one.
     const dplan = session.plan('prefill');
-    const shared = !dplan.gate && !dplan.exit && dplan.moeTopK === undefined;
-    const pre = await model.forward(ids, 1, P, { cache: target, logitRows: [P - 1], ...(shared && dplan.capture ? { capture: dplan.capture } : {}) });
+    const watch = !dplan.gate && !dplan.exit && dplan.moeTopK === undefined;
+    const pre = await model.forward(ids, 1, P, { cache, logitRows: [P - 1], ...(watch && dplan.capture ? { capture: dplan.capture } : {}) });
     let last = attrs ? await drawOne(pre.logits, V, attrs, rng.next()) : (await argmaxRows(pre.logits, V))[0];
     pre.logits.dispose();
-    if (shared) {
-      await session.observe(pre, { B: 1, T: P, predicted: 1 });
-      meter.record(pre, P, { cached: true });
-      draftCache = new KVCache(new Map([...target.slots].map(([name, { k, v }]) => [name, { k: op.scale(k, 1), v: op.scale(v, 1) }])), 1, cap);
-    } else {
-      draftCache = model.newCache(1, cap);
-      const dpre = await policyPass(model, session, meter, 'prefill', ids, 1, P, { cache: draftCache, logitRows: [P - 1] }, P);
-      dpre.logits.dispose();
-      draftPasses++;
-    }
+    if (watch) await session.observe(pre, { B: 1, T: P, predicted: 1 });
     const t1 = performance.now();
-    const seq = [...prompt];
-    seq.push(last);
     let done = emit(last);
-    let pos = P; // target cache holds positions < pos; `last` is not in it yet
-    let dpos = P; // same for the draft cache
+    let pos = P; // the cache holds the full model's entries for positions < pos; `last` is not in it yet
     while (!done) {
       const kk = Math.min(k, opts.maxNewTokens - out.length);
       const drafts: number[] = [];
-      let pending = seq.slice(dpos);
       let n = 0, next = -1;
       if (attrs) {
         // Sampled: accept drafts while accept_draft accepts them; the first rejection brings its residual
         // draw; all accepted, the row after the drafts is the next token.
-        const round = await sampledRound(model, session, meter, stops, attrs, rng, { pending, last, k: kk, draftCache: draftCache!, target, dpos, pos });
+        const round = await sampledRound(rounds, stops, attrs, rng, { last, k: kk, pos });
         drafts.push(...round.drafts);
-        draftPasses += kk;
-        dpos += pending.length + kk - 1;
         while (n < drafts.length && round.decisions[2 * n] === 1) n++;
         next = n < drafts.length ? round.decisions[2 * n + 1] : round.after;
       } else {
         let best: Int32Array; // the full model's argmax of every verified row
         if (chained) {
-          const round = await deviceRound(model, session, meter, stops, { pending, last, k: kk, draftCache: draftCache!, target, dpos, pos });
+          const round = await deviceRound(rounds, stops, { last, k: kk, pos });
           drafts.push(...round.drafts);
           best = round.best;
-          draftPasses += kk;
-          dpos += pending.length + kk - 1;
         } else {
-          for (let i = 0; i < kk; i++) {
-            const r = await policyPass(model, session, meter, 'decode', Int32Array.from(pending), 1, pending.length,
-              { cache: draftCache, pos0: [dpos], logitRows: [pending.length - 1] }, pending.length);
-            const d = (await argmaxRows(r.logits, V))[0];
-            r.logits.dispose();
-            draftPasses++;
-            dpos += pending.length;
-            drafts.push(d);
-            pending = [d];
-            if (stops.has(d)) break;
+          const passes: DraftPass[] = [];
+          try {
+            for (let i = 0; i < kk; i++) {
+              const pass = await rounds.draft(Int32Array.of(i ? drafts[i - 1] : last), pos + i);
+              passes.push(pass);
+              const d = (await argmaxRows(pass.logits, V))[0];
+              pass.logits.dispose();
+              drafts.push(d);
+              if (stops.has(d)) break;
+            }
+            // The full model scores `last` and every draft in one pass: row i predicts the token after input i.
+            const ver = await rounds.verify(pos, passes, Int32Array.of(drafts[drafts.length - 1]), () => Int32Array.from([last, ...drafts]));
+            best = await argmaxRows(ver.logits, V);
+            ver.logits.dispose();
+          } finally {
+            rounds.release(passes);
           }
-          // The full model scores `last` and every draft in one pass: row i predicts the token after input i.
-          const ver = await model.forward(Int32Array.from([last, ...drafts]), 1, drafts.length + 1, { cache: target, pos0: [pos] });
-          best = await argmaxRows(ver.logits, V);
-          ver.logits.dispose();
         }
         // Greedy: accept drafts while they are the full model's argmax; the first miss is replaced by it.
         while (n < drafts.length && best[n] === drafts[n]) n++;
         next = best[n];
       }
-      rounds++;
+      roundCount++;
       drafted += drafts.length;
       accepted += n;
-      // Both caches now hold valid entries only for `last` and the accepted drafts.
+      // The cache now holds the full model's entries for `last` and the accepted drafts.
       pos += n + 1;
-      dpos = Math.min(dpos, pos);
-      for (const t of [...drafts.slice(0, n), next]) {
-        seq.push(t);
-        if ((done = emit(t))) break;
-      }
+      for (const t of [...drafts.slice(0, n), next]) if ((done = emit(t))) break;
       last = next;
     }
     return result(t1 - t0, performance.now() - t1);
   } finally {
-    target.dispose();
-    draftCache?.dispose();
+    cache.dispose();
   }
 }
