@@ -8,6 +8,7 @@ import {
   createPolicy, generate, getBackend, loadModel, ops, parsePolicy, formatPolicy, perplexity, PolicyError, SkipMeter,
   type Backend, type Model,
 } from '../src/index.ts';
+import { policyPass } from '../src/runtime/generate.ts';
 import { BUNDLED, fixture, readGolden } from './helpers.ts';
 
 const PROMPT = [1031, 824, 259, 555, 14, 599, 309, 259, 664];
@@ -126,6 +127,26 @@ test('ffn-skip measures the warm-up densely, then skips the FFNs with the highes
   // Warm-up passes run densely: 9 prompt tokens + 2 decode steps dense, 9 decode steps at 2/8 FFNs skipped.
   const dense = PROMPT.length + warmup - 1;
   assert.ok(Math.abs(r.skipped.ffn - (0.25 * 9) / (dense + 9)) < 1e-9, JSON.stringify(r.skipped));
+});
+
+test('a pass under a policy keeps what the caller captured alive, even where the session captured and disposed the same tensors', async () => {
+  const { model } = await bundled();
+  const policy = await createPolicy(model, 'ffn-skip:0.25,warmup=8');
+  const session = policy.session();
+  assert.ok(session.plan('decode').capture?.includes('layers.3.resid.post'), 'the warm-up plan captures layers.3.resid.post');
+  const meter = new SkipMeter(model.spec, 64);
+  const ids = Int32Array.from(PROMPT);
+  const want = await model.forward(ids, 1, ids.length, { capture: ['layers.*.resid.post'] });
+  const r = await policyPass(model, session, meter, 'prefill', ids, 1, ids.length, { capture: ['layers.*.resid.post', 'layers.3.resid.pre'] }, ids.length);
+  for (let l = 0; l < model.spec.layers.length; l++) {
+    const t = r.captured.get(`layers.${l}.resid.post`)!;
+    assert.ok(!t.isDisposed, `layers.${l}.resid.post is alive`);
+    assert.deepEqual(await t.toF32(), await want.captured.get(`layers.${l}.resid.post`)!.toF32(), `layers.${l}.resid.post`);
+  }
+  // resid.pre of layer 3 is resid.post of layer 2, which the session also measured.
+  assert.ok(!r.captured.get('layers.3.resid.pre')!.isDisposed);
+  // The session still saw its points: a whole prompt of warm-up counts once (one predicted token).
+  assert.ok(session.plan('decode').capture, 'still warming up after one pass');
 });
 
 test('block influence skips the units with the lowest 1 − cos(in, out) on the calibration text', async () => {

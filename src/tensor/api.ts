@@ -7,6 +7,8 @@ import { activeRecorder } from './record.ts';
 import type { Tensor } from './tensor.ts';
 
 function run<O extends OpName>(op: O, xs: Tensor[], attrs: OpAttrs[O]): Tensor {
+  // A disposed tensor's storage may already hold another tensor's values: fail instead of reading them.
+  for (let i = 0; i < xs.length; i++) if (xs[i].isDisposed) throw new Error(`${op}: input ${i} (${xs[i].dtype} [${xs[i].shape.join(', ')}]) was disposed before this op`);
   const out = xs[0].backend.run(op, xs, attrs);
   activeRecorder()?.record(op, xs, attrs, out);
   return out;
