@@ -100,7 +100,8 @@ class Rounds {
     const exact = exactLayers(model.spec, r, moeTopK);
     const posts: Tensor[] = [];
     for (let i = 0; i < exact; i++) posts.push(r.captured.get(`layers.${i}.resid.post`)!);
-    // The residuals past the exact layers are of no use (a skipped layer passes its input on, so keep those shared with a kept one).
+    // Residuals past the exact layers are not needed. A skipped layer hands its input on, so one tensor
+    // can stand for several layers: free each once, and none that is kept.
     const kept = new Set(posts.map((t) => t.viewOf ?? t));
     for (let i = exact; i < this.L; i++) {
       const t = r.captured.get(`layers.${i}.resid.post`);
