@@ -100,24 +100,22 @@ class Rounds {
     const exact = exactLayers(model.spec, r, moeTopK);
     const posts: Tensor[] = [];
     for (let i = 0; i < exact; i++) posts.push(r.captured.get(`layers.${i}.resid.post`)!);
-    // Residuals past the exact layers are not needed. A skipped layer hands its input on, so one tensor
-    // can stand for several layers: free each once, and none that is kept.
+    // Residuals past the exact layers are not needed. A fully skipped layer hands its input on, so its
+    // residual may be one that is kept (dispose itself is safe to repeat).
     const kept = new Set(posts.map((t) => t.viewOf ?? t));
     for (let i = exact; i < this.L; i++) {
       const t = r.captured.get(`layers.${i}.resid.post`);
-      if (t && !kept.has(t.viewOf ?? t)) { kept.add(t.viewOf ?? t); t.dispose(); }
+      if (t && !kept.has(t.viewOf ?? t)) t.dispose();
     }
     return { logits: r.logits, exact, posts };
   }
 
   /** Frees the residuals the passes kept. */
   release(passes: DraftPass[]): void {
-    const seen = new Set<Tensor>();
-    for (const p of passes) for (const t of p.posts) {
-      const b = t.viewOf ?? t;
-      if (!seen.has(b)) { seen.add(b); t.dispose(); }
+    for (const p of passes) {
+      for (const t of p.posts) t.dispose();
+      p.posts = [];
     }
-    for (const p of passes) p.posts = [];
   }
 
   /**
