@@ -160,6 +160,9 @@ test('sweep prints a table and writes JSON and SVG', () => {
   assert.equal(report.rows.length, 2);
   assert.equal(report.rows[0].policy, 'dense');
   assert.equal(report.rows[1].speculative.identical, true);
+  // Verification on the CPU starts above the draft's exact layers: at least layer 0 (never skipped), at most all 8.
+  const reused = report.rows[1].speculative.reusedLayers;
+  assert.ok(reused >= 1 && reused <= 8, `reusedLayers ${reused}`);
   const svg = readFileSync(join(outDir, 'sweep.svg'), 'utf8');
   assert.match(svg, /^<svg [^>]*xmlns="http:\/\/www\.w3\.org\/2000\/svg"/);
   assert.equal((svg.match(/<polyline /g) ?? []).length, 3, 'one line per panel');

@@ -52,7 +52,11 @@ export interface SweepRow {
   decodeTokensPerSecond: number;
   denseTokensPerSecond: number;
   speedup: number;
-  speculative?: { acceptanceRate: number; tokensPerSecond: number; denseTokensPerSecond: number; speedup: number; identical: boolean };
+  speculative?: {
+    acceptanceRate: number; tokensPerSecond: number; denseTokensPerSecond: number; speedup: number; identical: boolean;
+    /** Layers per round that verification took from the draft passes instead of running them again. */
+    reusedLayers: number;
+  };
 }
 
 export interface SweepResult {
@@ -112,7 +116,7 @@ export async function sweep(model: Model, o: SweepOptions): Promise<SweepResult>
         return { decodeSteps: last.tokens.length - 1, decodeMs: last.decodeMs };
       }, denseRun);
       row.speculative = {
-        acceptanceRate: last!.acceptanceRate, tokensPerSecond: specRate, denseTokensPerSecond: denseRate2, speedup: specRate / denseRate2,
+        acceptanceRate: last!.acceptanceRate, tokensPerSecond: specRate, denseTokensPerSecond: denseRate2, speedup: specRate / denseRate2, reusedLayers: last!.reusedLayers,
         identical: last!.tokens.length === denseTokens.length && last!.tokens.every((t, i) => t === denseTokens[i]),
       };
     }
