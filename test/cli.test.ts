@@ -12,6 +12,7 @@ import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { openTensors, Tokenizer, writeSafetensors } from '../src/index.ts';
 import { TextStream } from '../src/cli/generate.ts';
+import { displayPath } from '../src/cli/common.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const MODEL = join(ROOT, 'models/tiny-llama');
@@ -145,6 +146,17 @@ test('ppl --policy scores with the policy and reports the skipped share', () => 
   assert.ok(Math.abs(out.skipped.ffn - 0.25) < 1e-12, JSON.stringify(out));
   const dense = json(cli('ppl', '--json', '--max-tokens', '200', '--file', file, '--window', '100'));
   assert.notEqual(out.ppl, dense.ppl);
+});
+
+test('paths are printed as the user gave them, or relative to the working folder when inside it', () => {
+  const cwd = process.cwd();
+  assert.equal(displayPath('../shared/data/x.txt'), join('..', 'shared', 'data', 'x.txt'));
+  assert.equal(displayPath('./runs//a/'), join('runs', 'a'));
+  assert.equal(displayPath(join(cwd, 'runs', 'a')), join('runs', 'a'));
+  assert.equal(displayPath(cwd), '.');
+  const outside = resolve(cwd, '..', '..', 'elsewhere');
+  assert.equal(displayPath(outside), outside);
+  assert.match(displayPath(MODEL), /^(models[\\/]tiny-llama|\/.*) \(bundled\)$/);
 });
 
 test('sweep prints a table and writes JSON and SVG', () => {

@@ -3,7 +3,7 @@
 // with its tokenizer. Imports only the public API (../index.ts), node:* and npm packages.
 
 import { existsSync, readFileSync, realpathSync, statSync } from 'node:fs';
-import { isAbsolute, join, relative, resolve } from 'node:path';
+import { isAbsolute, join, normalize, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { InvalidArgumentError, Option } from 'commander';
 import { CheckpointError, createPolicy, encodeLong, getBackend, loadModel, POLICY_SYNTAX, UsageError, type Backend, type LoadedModel, type Model, type Policy, type Tokenizer } from '../index.ts';
@@ -29,11 +29,12 @@ export async function resolveDevice(device: Device): Promise<{ backend: Backend;
   }
 }
 
-/** A model path as the user would like to read it: relative to the working directory when inside it. */
+/** A path as the user would like to read it: as given when relative, else relative to the working folder when inside it. */
 export function displayPath(p: string): string {
   const abs = resolve(p);
   const rel = relative(process.cwd(), abs);
-  const shown = rel === '' ? '.' : !rel.startsWith('..') && !isAbsolute(rel) ? rel : abs;
+  // A relative path is shown as given (tidied); an absolute one relative to the working folder when inside it.
+  const shown = rel === '' ? '.' : !isAbsolute(p) ? normalize(p).replace(/[\\/]+$/, '') : !rel.startsWith('..') && !isAbsolute(rel) ? rel : abs;
   return abs === DEFAULT_MODEL ? `${shown} (bundled)` : shown;
 }
 

@@ -172,7 +172,7 @@ export function generateCommand(): Command {
     .option('--speculative <spec>', 'decode self-speculatively: draft with the model under this policy, verify with the full model')
     .option('--draft <k>', 'tokens drafted per verification with --speculative', intArg(1), 4)
     .addOption(calibOption('the prompt'))
-    .option('--json', 'print one JSON object {prompt_ids, new_ids, text, tokens_per_second, skipped_fraction[, acceptance_rate, reused_layers]} instead of streaming')
+    .option('--json', 'print one JSON object instead of streaming: {prompt_ids, new_ids, text, tokens_per_second, finish ("stop" or "length"), skipped_fraction, skipped}, plus seed when sampling, policy with --policy, speculative, draft_length, acceptance_rate, drafted, accepted and reused_layers with --speculative, gpu_ms and profile with --profile')
     .option('--profile [n]', 'time every GPU dispatch (WebGPU; the adapter needs timestamp-query) and print the n costliest kinds of kernel to stderr (default 12)', intArg(1))
     .action(async (f: GenerateFlags) => {
       const { backend, name } = await resolveDevice(f.device);
@@ -200,6 +200,7 @@ export function generateCommand(): Command {
         const prof = await profiled();
         process.stdout.write(JSON.stringify({
           prompt_ids: run.promptIds, new_ids: run.newIds, text: run.text, tokens_per_second: tokensPerSecond(run),
+          finish: run.result.finish[0], ...(sampling.greedy ? {} : { seed: sampling.seed }),
           skipped_fraction: run.result.skipped.all, skipped: run.result.skipped,
           ...(policy ? { policy: policy.text } : {}),
           ...(run.speculative ? { speculative: draft!.text, draft_length: f.draft, acceptance_rate: run.speculative.acceptanceRate, drafted: run.speculative.drafted, accepted: run.speculative.accepted, reused_layers: run.speculative.reusedLayers } : {}),
