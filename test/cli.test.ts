@@ -148,6 +148,20 @@ test('ppl --policy scores with the policy and reports the skipped share', () => 
   assert.notEqual(out.ppl, dense.ppl);
 });
 
+test('generation_config.json decides the stop tokens, as in transformers', () => {
+  const dir = copyModel('gencfg');
+  const gen = JSON.parse(readFileSync(join(dir, 'generation_config.json'), 'utf8'));
+  writeFileSync(join(dir, 'generation_config.json'), JSON.stringify({ ...gen, eos_token_id: [0, 14] })); // 14 is '.', the first greedy token
+  const r = json(cli('generate', '--model', dir, '--prompt', 'Once upon a time', '--max-new-tokens', '10', '--json'));
+  assert.deepEqual(r.new_ids, [14]);
+  assert.equal(r.finish, 'stop');
+  assert.equal(r.text, '');
+  const plain = json(cli('generate', '--prompt', 'Once upon a time', '--max-new-tokens', '3', '--json'));
+  assert.deepEqual([plain.new_ids.length, plain.finish], [3, 'length']);
+  writeFileSync(join(dir, 'generation_config.json'), '{"eos_token_id": "end"}');
+  assertCleanError(cli('generate', '--model', dir, '--prompt', 'hi'), /generation_config\.json: field 'eos_token_id'/);
+});
+
 test('paths are printed as the user gave them, or relative to the working folder when inside it', () => {
   const cwd = process.cwd();
   assert.equal(displayPath('../shared/data/x.txt'), join('..', 'shared', 'data', 'x.txt'));

@@ -18,7 +18,7 @@ export interface ModelFiles {
 }
 
 /** The files a load can use: the spec (native or HF), the weights, the tokenizer. */
-export const MODEL_FILES = ['brickwork.json', 'config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json'];
+export const MODEL_FILES = ['brickwork.json', 'config.json', 'generation_config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json'];
 
 /** Parse file `name` as JSON; CheckpointError naming the file (with `hint`) if it is not valid JSON. */
 export function readJson(files: ModelFiles, name: string, hint: string): unknown {

@@ -17,6 +17,7 @@ import { fromF32, type DType } from '../tensor/dtype.ts';
 export const NATIVE_FILE = 'brickwork.json';
 export const NATIVE_FORMAT = 'brickwork.checkpoint';
 export const NATIVE_VERSION = 1;
+const GENERATION_CONFIG = 'generation_config.json';
 
 export interface ModelSource {
   kind: 'hf' | 'native';
@@ -63,7 +64,18 @@ export function readSpec(files: ModelFiles): ModelSource {
   const type = cfg.str('model_type', '');
   const family = HF_FAMILIES[type];
   if (!family) throw new UnsupportedModelError(`${cfgFile}: model_type '${type || '(missing)'}' is not supported`, `supported model types: ${Object.keys(HF_FAMILIES).join(', ')}`);
-  return { kind: 'hf', dir, spec: validateSpec(family.toSpec(cfg)), modelType: type };
+  const spec = family.toSpec(cfg);
+  // NOTE: as in transformers' generate, generation_config.json decides the stop and start tokens where it
+  // names them (instruct models often list an end-of-turn token there only).
+  if (files.has(GENERATION_CONFIG)) {
+    const gen = readJson(files, GENERATION_CONFIG, DAMAGED);
+    if (typeof gen !== 'object' || gen === null || Array.isArray(gen)) throw new CheckpointError(files.where(GENERATION_CONFIG), 'expected a JSON object', 're-save the generation config');
+    const g = new HfConfig(gen as Record<string, unknown>, files.where(GENERATION_CONFIG));
+    const eos = g.ids('eos_token_id'), bos = g.ids('bos_token_id');
+    if (eos) spec.eosTokenIds = eos;
+    if (bos?.length) spec.bosTokenId = bos[0];
+  }
+  return { kind: 'hf', dir, spec: validateSpec(spec), modelType: type };
 }
 
 /** Whether the checkpoint has this name (or it without the `transformer.`/`model.` prefix). */

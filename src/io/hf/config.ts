@@ -5,6 +5,11 @@ import { CheckpointError, UnsupportedModelError } from '../../util/errors.ts';
 export class HfConfig {
   constructor(readonly raw: Record<string, unknown>, readonly file: string) {}
 
+  /** The file's name, for hints. */
+  private get name(): string {
+    return this.file.split(/[\\/]/).pop() || 'config.json';
+  }
+
   has(key: string): boolean {
     return this.raw[key] !== undefined && this.raw[key] !== null;
   }
@@ -13,7 +18,7 @@ export class HfConfig {
     const v = this.raw[key];
     if ((v === undefined || v === null) && fallback !== undefined) return fallback;
     if (typeof v !== 'number' || !Number.isInteger(v) || v < 0)
-      throw new CheckpointError(this.file, `field '${key}': expected a non-negative integer, found ${JSON.stringify(v)}`, 'fix config.json or re-save the model with transformers');
+      throw new CheckpointError(this.file, `field '${key}': expected a non-negative integer, found ${JSON.stringify(v)}`, `fix ${this.name} or re-save the model with transformers`);
     return v;
   }
 
@@ -21,21 +26,21 @@ export class HfConfig {
     const v = this.raw[key];
     if ((v === undefined || v === null) && fallback !== undefined) return fallback;
     if (typeof v !== 'number' || !Number.isFinite(v))
-      throw new CheckpointError(this.file, `field '${key}': expected a number, found ${JSON.stringify(v)}`, 'fix config.json or re-save the model with transformers');
+      throw new CheckpointError(this.file, `field '${key}': expected a number, found ${JSON.stringify(v)}`, `fix ${this.name} or re-save the model with transformers`);
     return v;
   }
 
   bool(key: string, fallback: boolean): boolean {
     const v = this.raw[key];
     if (v === undefined || v === null) return fallback;
-    if (typeof v !== 'boolean') throw new CheckpointError(this.file, `field '${key}': expected true/false, found ${JSON.stringify(v)}`, 'fix config.json');
+    if (typeof v !== 'boolean') throw new CheckpointError(this.file, `field '${key}': expected true/false, found ${JSON.stringify(v)}`, `fix ${this.name}`);
     return v;
   }
 
   str(key: string, fallback?: string): string {
     const v = this.raw[key];
     if ((v === undefined || v === null) && fallback !== undefined) return fallback;
-    if (typeof v !== 'string') throw new CheckpointError(this.file, `field '${key}': expected a string, found ${JSON.stringify(v)}`, 'fix config.json');
+    if (typeof v !== 'string') throw new CheckpointError(this.file, `field '${key}': expected a string, found ${JSON.stringify(v)}`, `fix ${this.name}`);
     return v;
   }
 
@@ -44,7 +49,7 @@ export class HfConfig {
     const v = this.raw[key];
     if (v === undefined || v === null) return undefined;
     const list = Array.isArray(v) ? v : [v];
-    if (!list.every((x) => Number.isInteger(x))) throw new CheckpointError(this.file, `field '${key}': expected token id(s), found ${JSON.stringify(v)}`, 'fix config.json');
+    if (!list.every((x) => Number.isInteger(x))) throw new CheckpointError(this.file, `field '${key}': expected token id(s), found ${JSON.stringify(v)}`, `fix ${this.name}`);
     return list as number[];
   }
 
