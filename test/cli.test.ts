@@ -10,8 +10,8 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { openTensors, Tokenizer, writeSafetensors } from '../src/index.ts';
-import { TextStream } from '../src/cli/generate.ts';
+import { memoryFiles, openTensors, Tokenizer, writeSafetensors } from '../src/index.ts';
+import { continuation, TextStream } from '../src/cli/generate.ts';
 import { displayPath } from '../src/cli/common.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -265,4 +265,27 @@ test('TextStream never prints half a multi-byte character', async () => {
   printed += stream.flush();
   assert.equal(printed, tok.decode(ids));
   assert.equal(printed, text);
+});
+
+test('a SentencePiece-style decoder keeps the space between the prompt and what follows', () => {
+  // Metaspace (Llama 2, Mistral): decoding a text strips the space of its first token, so the new ids
+  // are decoded after the prompt's last ids, and the prompt's text is cut off.
+  // A BPE vocabulary of '\u2581' + letter (ids 6..10), each merged from '\u2581' and the letter.
+  const ws = ['a', 'b', 'c', 'd', 'e'];
+  const vocab: Record<string, number> = { '\u2581': 0 };
+  ws.forEach((w, i) => { vocab[w] = 1 + i; vocab[`\u2581${w}`] = 6 + i; });
+  const meta = { type: 'Metaspace', replacement: '\u2581', prepend_scheme: 'always', split: true };
+  const tok = Tokenizer.fromFiles(memoryFiles({ 'tokenizer.json': JSON.stringify({
+    version: '1.0', added_tokens: [], normalizer: null, pre_tokenizer: meta, post_processor: null, decoder: meta,
+    model: { type: 'BPE', vocab, merges: ws.map((w) => `\u2581 ${w}`), unk_token: null, dropout: null, continuing_subword_prefix: null,
+      end_of_word_suffix: null, fuse_unk: false, byte_fallback: false, ignore_merges: false },
+  }) }));
+  const prompt = tok.encode('a b');
+  assert.deepEqual(prompt, [6, 7]);
+  assert.equal(tok.decode([8, 9]), 'c d', 'the decoder strips the first space');
+  assert.equal(continuation(tok, prompt, [8, 9]), ' c d');
+  assert.equal(continuation(tok, [], [8, 9]), 'c d');
+  const stream = new TextStream(tok, prompt);
+  const printed = [8, 9, 10].map((id) => stream.push(id)).join('') + stream.flush();
+  assert.equal('a b' + printed, 'a b c d e');
 });

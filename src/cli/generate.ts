@@ -8,6 +8,23 @@ import { generate, speculativeGenerate, UsageError, WebGpuBackend, type Generate
 import { calibOption, deviceOption, floatArg, idListArg, intArg, loadWithTokenizer, modelOption, POLICY_HELP, policyFromFlags, resolveDevice, type Device } from './common.ts';
 import { fmtDuration, fmtFixed, fmtInt, fmtRate, profileTable, skippedText } from './format.ts';
 
+/** Prompt ids decoded with the new ones, so that a decoder's start-of-text rules apply to the prompt. */
+const CONTEXT_IDS = 8;
+
+/**
+ * The text of `ids` as it continues `context`: decode(context + ids) less decode(context), as transformers'
+ * text-generation pipeline cuts the prompt off. Decoding `ids` alone would lose the space a SentencePiece
+ * (Metaspace) decoder strips from the first token of a text, joining the prompt and its continuation.
+ */
+export function continuation(tok: Tokenizer, context: number[], ids: number[], contextText?: string): string {
+  // NOTE: @huggingface/tokenizers throws on an empty id list rather than returning ''.
+  if (ids.length === 0) return '';
+  if (context.length === 0) return tok.decode(ids);
+  const before = contextText ?? tok.decode(context);
+  const full = tok.decode([...context, ...ids]);
+  return full.startsWith(before) ? full.slice(before.length) : tok.decode(ids);
+}
+
 /**
  * Turns a growing list of token ids into text deltas. It re-decodes the whole list each time (decoding
  * token by token would split multi-byte characters and drop the spaces some tokenizers add between
@@ -16,11 +33,16 @@ import { fmtDuration, fmtFixed, fmtInt, fmtRate, profileTable, skippedText } fro
 export class TextStream {
   private ids: number[] = [];
   private shown = '';
-  constructor(private readonly tok: Tokenizer) {}
+  private readonly context: number[];
+  private readonly contextText: string;
+  /** `prompt`: the ids before the stream (their last few are decoded with it, then cut off). */
+  constructor(private readonly tok: Tokenizer, prompt: number[] = []) {
+    this.context = prompt.slice(-CONTEXT_IDS);
+    this.contextText = this.context.length ? tok.decode(this.context) : '';
+  }
 
-  // NOTE: @huggingface/tokenizers throws on an empty id list rather than returning ''.
   private decode(): string {
-    return this.ids.length ? this.tok.decode(this.ids) : '';
+    return continuation(this.tok, this.context, this.ids, this.contextText);
   }
 
   /** Add a token; returns the text that can be printed now (possibly ''). */
@@ -83,7 +105,7 @@ export async function generateText(model: Model, tok: Tokenizer, promptIds: numb
   const stops = opts.stopTokens ?? model.spec.eosTokenIds ?? [];
   const badStop = stops.find((id) => id >= V);
   if (badStop !== undefined) throw new UsageError(`stop token ${badStop} is outside the vocabulary (0..${V - 1})`, 'pass token ids below the vocabulary size to --stop');
-  const stream = new TextStream(tok);
+  const stream = new TextStream(tok, promptIds);
   const stopSet = new Set(stops);
   const onToken = write && ((id: number) => { if (!stopSet.has(id)) write(stream.push(id)); });
   let result: GenerateResult;
@@ -107,7 +129,7 @@ export async function generateText(model: Model, tok: Tokenizer, promptIds: numb
   if (write) write(stream.flush());
   const newIds = result.tokens[0];
   const textIds = result.finish[0] === 'stop' ? newIds.slice(0, -1) : newIds;
-  return { promptIds, newIds, text: textIds.length ? tok.decode(textIds) : '', result, stops, ...(speculative ? { speculative } : {}) };
+  return { promptIds, newIds, text: continuation(tok, promptIds.slice(-CONTEXT_IDS), textIds), result, stops, ...(speculative ? { speculative } : {}) };
 }
 
 /** New tokens per second over the whole generation (prefill + decode). */
