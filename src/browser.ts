@@ -1,7 +1,7 @@
 // Public API of Brickwork that runs anywhere, browsers included (no Node modules): src/index.ts adds
 // the Node-only parts (folders on disk). Bundled for browsers by scripts/build-browser.ts.
 
-export { BrickworkError, CheckpointError, ContextLengthError, SpecError, TensorMismatchError, UnsupportedModelError, UnsupportedOpError, UsageError, ShapeError, PolicyError, TrainingError } from './util/errors.ts';
+export { BrickworkError, CheckpointError, ContextLengthError, SpecError, TensorMismatchError, UnsupportedModelError, UnsupportedOpError, UsageError, ShapeError, PolicyError, TrainingError, NonFiniteError } from './util/errors.ts';
 export type { DType } from './tensor/dtype.ts';
 export { Tensor, type Backend } from './tensor/tensor.ts';
 export * as ops from './tensor/api.ts';

@@ -71,6 +71,14 @@ test('tensor of the wrong shape', () => expectError((d) => rewriteWeights(d, (na
   name === 'model.layers.3.mlp.up_proj.weight' ? { ...t, shape: [t.shape[1], t.shape[0]] } : t),
   TensorMismatchError, /model\.layers\.3\.mlp\.up_proj\.weight/, /expected shape \[688, 256\], found \[256, 688\]/));
 
+test('a weight holding inf or NaN is refused at load, naming the tensor', () => expectError((d) => rewriteWeights(d, (name, t) => {
+  if (name !== 'model.layers.2.mlp.down_proj.weight') return t;
+  const data = t.data.slice();
+  data[5] = 0x7f80; // bf16 +inf
+  data[9] = 0x7fc0; // bf16 NaN
+  return { ...t, data };
+}), TensorMismatchError, /model\.layers\.2\.mlp\.down_proj\.weight/, /holds 2 values that are inf or NaN \(the first at index 5: Infinity\)/));
+
 test('unknown model_type', () => expectError((d) => {
   const f = join(d, 'config.json');
   writeFileSync(f, JSON.stringify({ ...JSON.parse(readFileSync(f, 'utf8')), model_type: 'foo' }));

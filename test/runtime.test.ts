@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
   ContextLengthError, Rng, acceptDraft, acceptOrResample, SpecError, UsageError, drawToken, generate, getBackend, loadModel, ops, sampleToken, samplingDistribution,
-  saveNative, specProblems, validateSpec, type ModelSpec,
+  saveNative, specProblems, validateSpec, type ModelSpec, NonFiniteError, createPolicy, speculativeGenerate, perplexity,
 } from '../src/index.ts';
 import { BUNDLED, readGolden, fixture } from './helpers.ts';
 import { referenceSamplingDistribution } from '../src/runtime/sampling.ts';
@@ -208,4 +208,49 @@ test('native checkpoint: save → load gives bit-identical logits, writes atomic
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('NaN logits stop generation, speculative decoding and perplexity with NonFiniteError, not a made-up token', async () => {
+  const backend = await getBackend('cpu');
+  const { model } = await loadModel(BUNDLED, { backend });
+  const C = model.spec.dModel;
+  const nan = new Float32Array(C).fill(1);
+  nan[3] = NaN; // one channel of the final norm: every logit becomes NaN
+  model.weights.get('final_norm.weight')!.dispose();
+  model.weights.set('final_norm.weight', backend.upload(nan, [C], 'f32'));
+  const prompt = [1031, 824, 259, 555];
+  const isNonFinite = (e: unknown) => {
+    assert.ok(e instanceof NonFiniteError, `expected NonFiniteError, got ${(e as Error)?.constructor?.name}: ${(e as Error)?.message}`);
+    assert.match((e as Error).message, /NaN or infinite/);
+    assert.match((e as Error).message, /hint: /);
+    return true;
+  };
+  await assert.rejects(generate(model, [prompt], { maxNewTokens: 4 }), isNonFinite);
+  await assert.rejects(generate(model, [prompt], { maxNewTokens: 4, sampling: { temperature: 1, seed: 1 } }), isNonFinite);
+  const draft = await createPolicy(model, 'static:layers.4-7');
+  await assert.rejects(speculativeGenerate(model, prompt, { maxNewTokens: 4, draft, draftLength: 2 }), isNonFinite);
+  await assert.rejects(speculativeGenerate(model, prompt, { maxNewTokens: 4, draft, draftLength: 2, sampling: { temperature: 1, seed: 1 } }), isNonFinite);
+  await assert.rejects(perplexity(model, [...prompt, ...prompt], { window: 4 }), isNonFinite);
+});
+
+test('saving in f16 refuses weights beyond its range, and writes nothing', async () => {
+  const backend = await getBackend('cpu');
+  const { model } = await loadModel(BUNDLED, { backend });
+  const C = model.spec.dModel;
+  const w = new Float32Array(C).fill(1);
+  w[7] = 1e6;
+  w[8] = -7e4;
+  model.weights.get('final_norm.weight')!.dispose();
+  model.weights.set('final_norm.weight', backend.upload(w, [C], 'f32'));
+  const dir = join(mkdtempSync(join(tmpdir(), 'bw-f16-')), 'out');
+  await assert.rejects(saveNative(model, dir, { dtype: 'f16' }), (e: unknown) => {
+    assert.ok(e instanceof UsageError, String(e));
+    assert.match((e as Error).message, /weight 'final_norm\.weight': 2 values \(up to 1000000\) are beyond the range of f16/);
+    assert.match((e as Error).message, /hint: save in bf16/);
+    return true;
+  });
+  assert.equal(existsSync(dir), false);
+  await saveNative(model, dir, { dtype: 'bf16' }); // bf16 has f32's range
+  assert.ok(existsSync(join(dir, 'model.safetensors')));
+  rmSync(dir, { recursive: true, force: true });
 });

@@ -6,7 +6,7 @@ import type { Model } from '../model/assemble.ts';
 import { policyPass } from '../runtime/generate.ts';
 import { SkipMeter, type Policy, type SkippedFraction } from '../runtime/policies/index.ts';
 import type { Tokenizer } from '../io/tokenizer.ts';
-import { UsageError } from '../util/errors.ts';
+import { NonFiniteError, UsageError } from '../util/errors.ts';
 
 export interface PerplexityOptions {
   window?: number;
@@ -64,7 +64,9 @@ export async function perplexity(model: Model, ids: number[], opts: PerplexityOp
       for (let v = 0; v < V; v++) if (L[o + v] > mx) mx = L[o + v];
       let z = 0;
       for (let v = 0; v < V; v++) z += Math.exp(L[o + v] - mx);
-      nll += mx + Math.log(z) - L[o + ids[s + t0 + t + 1]];
+      const loss = mx + Math.log(z) - L[o + ids[s + t0 + t + 1]];
+      if (!Number.isFinite(loss)) throw new NonFiniteError(`the loss of token ${s + t0 + t + 1} (in the window from token ${s}) is ${loss}: the model's logits there are NaN or infinite`);
+      nll += loss;
     }
   };
   const policy = opts.policy;

@@ -129,6 +129,22 @@ function readSourced(src: TensorSource, s: WeightSource, canonical: string, want
 }
 
 /**
+ * A weight holding inf or NaN makes every output NaN, far from where it came from: refuse it at load,
+ * naming the tensor. (A sum is finite exactly when every term is, barring overflow, which the scan
+ * then settles.)
+ */
+function checkFinite(data: Float32Array, hf: string, canonical: string): void {
+  let sum = 0;
+  for (let i = 0; i < data.length; i++) sum += data[i];
+  if (Number.isFinite(sum)) return;
+  let bad = 0, first = -1;
+  for (let i = 0; i < data.length; i++) if (!Number.isFinite(data[i])) { bad++; if (first < 0) first = i; }
+  if (bad === 0) return;
+  throw new TensorMismatchError(hf, `holds ${bad} value${bad === 1 ? '' : 's'} that are inf or NaN (the first at index ${first}: ${data[first]}), needed for ${canonical}`,
+    'the checkpoint is damaged, or was narrowed to a dtype too small for its values (f16 holds at most 65504): re-save it from the original in f32 or bf16');
+}
+
+/**
  * Upload the weights of `tensors` (closed when done) and build the model; the tokenizer is read from
  * `files` when they hold a tokenizer.json.
  */
@@ -140,6 +156,7 @@ export function assembleModel(source: ModelSource, tensors: TensorSource, files:
     for (const d of declareWeights(source.spec)) {
       const s: WeightSource = family ? family.source(d.name) : { hf: d.name };
       const { data, dtype: dt } = readSourced(tensors, s, d.name, d.shape);
+      checkFinite(data, s.hf, d.name);
       dtypes.set(dt, (dtypes.get(dt) ?? 0) + data.length);
       // Matrices stay in their stored 16-bit dtype where the backend computes with them packed (WebGPU);
       // narrowing back is exact because the values came from that dtype.

@@ -6,7 +6,7 @@ import { copyFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Model } from '../model/assemble.ts';
 import { declareWeights } from '../model/assemble.ts';
-import { fromF32, type DType } from '../tensor/dtype.ts';
+import { fromF32, toF32, type DType } from '../tensor/dtype.ts';
 import { writeDirAtomic, writeFileAtomic } from './atomic.ts';
 import { NATIVE_FILE, NATIVE_FORMAT, NATIVE_VERSION } from './load.ts';
 import { writeSafetensors, type TensorToWrite } from './safetensors.ts';
@@ -26,6 +26,18 @@ export interface SaveOptions {
   extra?: (tmpDir: string) => void | Promise<void>;
 }
 
+/** Refuse a narrowing that turns finite weights into infinities (f16 holds at most 65504). */
+function checkRange(wide: Float32Array, narrowed: Float32Array, name: string, dtype: DType): void {
+  let bad = 0, worst = 0;
+  for (let i = 0; i < wide.length; i++) {
+    if (Number.isFinite(narrowed[i]) || !Number.isFinite(wide[i])) continue;
+    bad++;
+    if (Math.abs(wide[i]) > Math.abs(worst)) worst = wide[i];
+  }
+  if (bad) throw new UsageError(`weight '${name}': ${bad} value${bad === 1 ? '' : 's'} (up to ${worst}) are beyond the range of ${dtype} and would be stored as infinity`,
+    dtype === 'f16' ? 'save in bf16 (the range of f32) or f32' : 'save in f32');
+}
+
 /**
  * Save a model as a native checkpoint folder (replacing `dir` atomically if it exists).
  * @example
@@ -37,7 +49,9 @@ export async function saveNative(model: Model, dir: string, opts: SaveOptions = 
   const tensors: TensorToWrite[] = [];
   for (const d of declareWeights(model.spec)) {
     const data = (await model.backend.read(model.weights.get(d.name)!)) as Float32Array;
-    tensors.push({ name: d.name, dtype, shape: d.shape, data: dtype === 'f32' ? data : fromF32(data, dtype) });
+    const stored = dtype === 'f32' ? data : fromF32(data, dtype);
+    if (dtype !== 'f32') checkRange(data, toF32(stored as Uint16Array, dtype), d.name, dtype);
+    tensors.push({ name: d.name, dtype, shape: d.shape, data: stored });
   }
   await writeDirAtomic(dir, async (tmp) => {
     writeSafetensors(join(tmp, 'model.safetensors'), tensors, { format: 'pt', producer: 'brickwork' });

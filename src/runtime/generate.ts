@@ -7,7 +7,7 @@ import { compilePattern } from '../model/points.ts';
 import * as op from '../tensor/api.ts';
 import type { Tensor } from '../tensor/tensor.ts';
 import { SkipMeter, type Policy, type PolicySession, type SkippedFraction } from './policies/index.ts';
-import { ContextLengthError, UsageError } from '../util/errors.ts';
+import { ContextLengthError, NonFiniteError, UsageError } from '../util/errors.ts';
 import type { OpAttrs } from '../tensor/ops.ts';
 import { argmax, rowRng, sampleToken, validateSampling, type SamplingOptions } from './sampling.ts';
 
@@ -128,7 +128,7 @@ export async function generate(model: Model, prompts: number[][], opts: Generate
       for (;;) {
         for (let b = 0; b < B; b++) {
           if (done[b]) continue;
-          const tok = greedy || onDevice ? got[b] : sampleToken(got, b * V, V, sampling, rngs[b]);
+          const tok = checkedToken(greedy || onDevice ? got[b] : sampleToken(got, b * V, V, sampling, rngs[b]), V, `row ${b}, new token ${tokens[b].length + 1}`);
           tokens[b].push(tok);
           opts.onToken?.(b, tok);
           if (stops.has(tok)) { done[b] = true; finish[b] = 'stop'; }
@@ -177,17 +177,36 @@ export async function generate(model: Model, prompts: number[][], opts: Generate
  * prefers few, small transfers (WebGPU: one id per row comes back instead of V logits), else on the host.
  */
 export async function argmaxRows(logits: Tensor, V: number): Promise<Int32Array> {
+  let ids: Int32Array;
   if (logits.backend.prefersFusion) {
     const best = argmaxOnDevice(logits, V);
-    const ids = (await best.backend.read(best)) as Int32Array;
+    ids = (await best.backend.read(best)) as Int32Array;
     best.dispose();
-    return ids;
-  }
-  return argmaxOnHost(await logits.toF32(), V);
+  } else ids = argmaxOnHost(await logits.toF32(), V);
+  ids.forEach((id, r) => checkedToken(id, V, `row ${r}`));
+  return ids;
 }
 
 const argmaxOnDevice = (logits: Tensor, V: number): Tensor => op.topk(logits.reshape([logits.size / V, V]), 1);
-const argmaxOnHost = (L: Float32Array, V: number): Int32Array => Int32Array.from({ length: L.length / V }, (_, r) => argmax(L, r * V, V));
+/** Each row's argmax, or -1 for a row holding a NaN or no value above −∞ (checkedToken then names it). */
+const argmaxOnHost = (L: Float32Array, V: number): Int32Array => Int32Array.from({ length: L.length / V }, (_, r) => {
+  const best = argmax(L, r * V, V);
+  if (!(L[r * V + best] > -Infinity)) return -1;
+  for (let i = r * V, e = i + V; i < e; i++) if (L[i] !== L[i]) return -1;
+  return best;
+});
+
+/**
+ * A picked token id, checked: -1 (or any id outside the vocabulary) means the logits had no usable
+ * values, NaN or −∞ throughout (the host's argmax and the `sample` op give -1 then). `where` names the row.
+ * NOTE: the device argmax may not see a NaN (WGSL leaves NaN comparisons to the implementation), so a
+ * NaN on WebGPU can go unnoticed there; loading checks every weight is finite, the usual cause.
+ */
+export function checkedToken(id: number, V: number, where: string): number {
+  if (!(Number.isInteger(id) && id >= 0 && id < V))
+    throw new NonFiniteError(`the model's logits (${where}) are NaN or infinite, so no token can be picked`);
+  return id;
+}
 
 /** What a pass hands on: its values on their way to the host and, when picked on the device, the ids there. */
 export interface Pending {

@@ -15,7 +15,7 @@ import type { ForwardResult, KVCache, Model } from '../model/assemble.ts';
 import type { ModelSpec } from '../model/spec.ts';
 import * as op from '../tensor/api.ts';
 import { ContextLengthError, UsageError } from '../util/errors.ts';
-import { argmaxRows, policyPass, readOut, sampleAttrs, type Pending } from './generate.ts';
+import { argmaxRows, checkedToken, policyPass, readOut, sampleAttrs, type Pending } from './generate.ts';
 import type { Tensor } from '../tensor/tensor.ts';
 import { SkipMeter, type Policy, type PolicySession, type SkippedFraction } from './policies/index.ts';
 import { Rng, validateSampling, type SamplingOptions } from './sampling.ts';
@@ -275,7 +275,7 @@ export async function speculativeGenerate(model: Model, prompt: number[], opts: 
   if (opts.maxNewTokens === 0) return result(0, 0);
   /** Emit a token; true when generation is over. */
   const emit = (t: number): boolean => {
-    out.push(t);
+    out.push(checkedToken(t, V, `new token ${out.length + 1}`));
     opts.onToken?.(t);
     if (stops.has(t)) { finish = 'stop'; return true; }
     return out.length >= opts.maxNewTokens;

@@ -82,6 +82,14 @@ export class PolicyError extends BrickworkError {
   }
 }
 
+/** A model computed NaN or infinite values where a token or a loss needed numbers. */
+export class NonFiniteError extends BrickworkError {
+  constructor(message: string) {
+    super('E_NON_FINITE', message,
+      'the weights may hold inf or NaN (a checkpoint narrowed to f16 beyond its range, or a diverged training run); check the checkpoint, or re-save it in f32 or bf16');
+  }
+}
+
 /** Training hit a NaN or infinity: says at which step and in which brick it first appeared. */
 export class TrainingError extends BrickworkError {
   constructor(readonly step: number, readonly brick: string, detail: string) {
