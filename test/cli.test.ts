@@ -162,6 +162,18 @@ test('generation_config.json decides the stop tokens, as in transformers', () =>
   assertCleanError(cli('generate', '--model', dir, '--prompt', 'hi'), /generation_config\.json: field 'eos_token_id'/);
 });
 
+test('tensors the config does not use are named in a warning, as transformers does', () => {
+  const dir = copyModel('fewlayers');
+  const cfg = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8'));
+  writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...cfg, num_hidden_layers: 4 }));
+  const r = cli('generate', '--model', dir, '--prompt', 'Once upon a time', '--max-new-tokens', '2');
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr, /^warning: 36 tensors of .*fewlayers were not used: model\.layers\.4\.input_layernorm\.weight, .*\(33 more\); its config may not describe these weights/m);
+  const clean = cli('generate', '--prompt', 'Once upon a time', '--max-new-tokens', '2');
+  assert.equal(clean.code, 0, clean.stderr);
+  assert.doesNotMatch(clean.stderr, /warning/);
+});
+
 test('paths are printed as the user gave them, or relative to the working folder when inside it', () => {
   const cwd = process.cwd();
   assert.equal(displayPath('../shared/data/x.txt'), join('..', 'shared', 'data', 'x.txt'));

@@ -15,8 +15,12 @@ export async function checkParity(t: TestContext, name: string, backend: Backend
   if ('skip' in fx) return void t.skip(fx.skip);
   const golden = readGolden(fx.golden);
   const g = openTensors(join(fx.golden, 'golden.safetensors'));
-  const { model, tokenizer } = await loadModel(fx.model, { backend: backend });
+  const { model, tokenizer, unusedTensors } = await loadModel(fx.model, { backend: backend });
   const V = model.spec.vocabSize, L = model.spec.layers.length;
+
+  await t.test('every tensor of the checkpoint is used (buffers such as GPT-2 attn.bias are known)', () => {
+    assert.deepEqual(unusedTensors, []);
+  });
 
   await t.test('token ids equal HF encoding', () => {
     for (const p of golden.prompts) assert.deepEqual(tokenizer!.encode(p.text).slice(0, 200), p.ids, p.text);

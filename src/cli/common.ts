@@ -72,11 +72,21 @@ export function idListArg(raw: string): number[] {
 
 /** Load a model and insist on its tokenizer (commands that take or print text need one). */
 export async function loadWithTokenizer(dir: string, backend: Backend): Promise<LoadedModel & { tokenizer: Tokenizer }> {
-  const lm = await loadModel(dir, { backend });
+  const lm = warnUnused(await loadModel(dir, { backend }));
   if (!lm.tokenizer)
     throw new CheckpointError(join(dir, 'tokenizer.json'), 'not found: this command needs the model\'s tokenizer',
       'copy tokenizer.json (and tokenizer_config.json) from the original model into the folder');
   return lm as LoadedModel & { tokenizer: Tokenizer };
+}
+
+/** Warn on stderr of checkpoint tensors the model did not read (as transformers does); returns `lm`. */
+export function warnUnused<T extends LoadedModel>(lm: T): T {
+  const n = lm.unusedTensors.length;
+  if (n) {
+    const shown = lm.unusedTensors.slice(0, 3).join(', ') + (n > 3 ? `, … (${n - 3} more)` : '');
+    process.stderr.write(`warning: ${n} tensor${n === 1 ? '' : 's'} of ${displayPath(lm.source.dir)} ${n === 1 ? 'was' : 'were'} not used: ${shown}; its config may not describe these weights (layer count, tied embeddings)\n`);
+  }
+  return lm;
 }
 
 /** The text of a file given to `flag`, or a UsageError saying what is wrong with it. */

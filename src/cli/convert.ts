@@ -6,7 +6,7 @@ import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { Command, Option } from 'commander';
 import { loadModel, saveNative, UsageError } from '../index.ts';
-import { deviceOption, displayPath, modelOption, resolveDevice, samePath, type Device } from './common.ts';
+import { deviceOption, displayPath, modelOption, resolveDevice, samePath, warnUnused, type Device } from './common.ts';
 import { fmtBytes, table } from './format.ts';
 
 type StoreDtype = 'f32' | 'f16' | 'bf16';
@@ -36,7 +36,7 @@ export function convertCommand(): Command {
           throw new UsageError(`--out ${f.out} already holds files`, 'pick an empty or new folder, or pass --force to replace it');
       }
       const { backend } = await resolveDevice(f.device);
-      const lm = await loadModel(f.model, { backend });
+      const lm = warnUnused(await loadModel(f.model, { backend }));
       const source = lm.storedDtype as string;
       const dtype: StoreDtype = f.dtype ?? (STORE_DTYPES.includes(source as StoreDtype) ? (source as StoreDtype) : 'f32');
       await saveNative(lm.model, f.out, {

@@ -11,7 +11,7 @@ import {
   BRICK_KINDS, CHECKPOINT_DIR, LOG_FILE, isCheckpoint, type TrainerState, SpecError, Tokenizer, UsageError, encodeLong, loadModel, randomModel, readTrainerState,
   nestedWidthSchedule, splitTokens, train, validateSpec, type BrickKind, type Model, type StepRecord, type TrainOptions,
 } from '../index.ts';
-import { deviceOption, displayPath, floatArg, intArg, readText, resolveDevice, type Device } from './common.ts';
+import { deviceOption, displayPath, floatArg, intArg, readText, resolveDevice, warnUnused, type Device } from './common.ts';
 import { fmtDuration, fmtFixed, fmtInt, fmtRate, keyValues } from './format.ts';
 
 interface TrainFlags {
@@ -111,7 +111,7 @@ export function trainCommand(): Command {
     let model: Model, tokenizer: Tokenizer, tokenizerDir: string;
     if (f.resume || f.model) {
       const dir = f.resume ? ckpt : resolve(f.model!);
-      const lm = await loadModel(dir, { backend, weights: 'f32' });
+      const lm = warnUnused(await loadModel(dir, { backend, weights: 'f32' }));
       if (!lm.tokenizer) throw new UsageError(`${displayPath(dir)} has no tokenizer.json`, 'training reads text, so the model folder needs its tokenizer');
       [model, tokenizer, tokenizerDir] = [lm.model, lm.tokenizer, dir];
     } else {

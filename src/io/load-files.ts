@@ -35,6 +35,9 @@ export interface LoadedModel {
   source: ModelSource;
   /** The dtype the weights were stored in (most common one). */
   storedDtype: DType;
+  /** Tensors of the checkpoint that no weight of the spec was read from (transformers warns of these too):
+   *  often a sign that the config does not describe the weights. Buffers a family knows of are left out. */
+  unusedTensors: string[];
 }
 
 export interface LoadOptions {
@@ -83,7 +86,7 @@ const hasSource = (src: TensorSource, hf: string) => src.has(hf) || src.has(hf.r
 
 /** Fetch one HF tensor as f32 with the fix-up applied, checking its shape against `want`. */
 /** Returns the f32 values and the dtype they were stored in. */
-function readSourced(src: TensorSource, s: WeightSource, canonical: string, want: number[]): { data: Float32Array; dtype: DType } {
+function readSourced(src: TensorSource, s: WeightSource, canonical: string, want: number[]): { data: Float32Array; dtype: DType; name: string } {
   let hf = s.hf;
   if (!src.has(hf) && s.fallback && hasSource(src, s.fallback.hf)) return readSourced(src, s.fallback, canonical, want);
   if (!src.has(hf)) {
@@ -125,7 +128,7 @@ function readSourced(src: TensorSource, s: WeightSource, canonical: string, want
     const n = data.length / parts;
     data = data.slice(s.split.index * n, (s.split.index + 1) * n);
   }
-  return { data, dtype: info.dtype };
+  return { data, dtype: info.dtype, name: hf };
 }
 
 /**
@@ -152,10 +155,13 @@ export function assembleModel(source: ModelSource, tensors: TensorSource, files:
   const family = source.modelType ? HF_FAMILIES[source.modelType] : undefined;
   const weights = new Map();
   const dtypes = new Map<DType, number>();
+  const used = new Set<string>();
+  let unusedTensors: string[];
   try {
     for (const d of declareWeights(source.spec)) {
       const s: WeightSource = family ? family.source(d.name) : { hf: d.name };
-      const { data, dtype: dt } = readSourced(tensors, s, d.name, d.shape);
+      const { data, dtype: dt, name } = readSourced(tensors, s, d.name, d.shape);
+      used.add(name);
       checkFinite(data, s.hf, d.name);
       dtypes.set(dt, (dtypes.get(dt) ?? 0) + data.length);
       // Matrices stay in their stored 16-bit dtype where the backend computes with them packed (WebGPU);
@@ -163,13 +169,16 @@ export function assembleModel(source: ModelSource, tensors: TensorSource, files:
       const packed = opts.weights !== 'f32' && (dt === 'f16' || dt === 'bf16') && d.shape.length === 2 && opts.backend.supports('matmul', dt) && opts.backend.supports('gather_rows', dt);
       weights.set(d.name, packed ? opts.backend.upload(fromF32(data, dt), d.shape, dt) : opts.backend.upload(data, d.shape, 'f32'));
     }
+    // A tied head reads the embedding; a checkpoint may still store its copy of it.
+    const tiedHead = source.spec.tiedEmbeddings ? /^lm_head\.weight$/ : undefined;
+    unusedTensors = tensors.names().filter((n) => !used.has(n) && !family?.ignore?.test(n) && !tiedHead?.test(n));
   } finally {
     tensors.close();
   }
   const storedDtype = [...dtypes.entries()].sort((a, b) => b[1] - a[1])[0]?.[0] ?? 'f32';
   const model = new Model(source.spec, opts.backend, weights);
   const tokenizer = files.has('tokenizer.json') ? Tokenizer.fromFiles(files) : undefined;
-  return { model, tokenizer, source, storedDtype };
+  return { model, tokenizer, source, storedDtype, unusedTensors };
 }
 
 /**
