@@ -14,6 +14,10 @@ test('point patterns: *, ** and numeric ranges', () => {
   assert.ok(r('layers.2.attn.out') && r('layers.5.attn.in') && !r('layers.6.attn.out') && !r('layers.1.attn.out'));
   const any = compilePattern('**.pattern');
   assert.ok(any('layers.0.attn.pattern') && !any('layers.0.attn.out'));
+  // Ranges compare numbers (a huge range costs nothing), and a backwards one is refused.
+  const wide = compilePattern('layers.10-4000000000.ffn');
+  assert.ok(wide('layers.10.ffn') && wide('layers.123456.ffn') && !wide('layers.9.ffn') && !wide('layers.4000000001.ffn') && !wide('layers.010.ffn'));
+  assert.throws(() => compilePattern('layers.5-2.ffn'), /the range 5-2 runs backwards[\s\S]*hint: write it low to high: 2-5/);
 });
 
 test('capture returns exactly the asked points, with their shapes', async () => {

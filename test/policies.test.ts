@@ -73,6 +73,9 @@ test('policy specs parse to a canonical form, and malformed ones get clear error
 test('policy specs that do not fit the model are refused with the reason', async () => {
   const { model } = await bundled();
   await assert.rejects(createPolicy(model, 'static:layers.12.ffn'), /layer 12 does not exist: the model has 8 layers \(0\.\.7\)/);
+  await assert.rejects(createPolicy(model, 'static:layers.6-99.ffn'), /layers 6-99 run past the last layer: the model has 8 layers \(0\.\.7\)/);
+  await assert.rejects(createPolicy(model, 'static:layers.0-99999999'), /layers 0-99999999 run past the last layer/);
+  await assert.rejects(createPolicy(model, 'static:layers.5-2.ffn'), (e: unknown) => e instanceof PolicyError && /the range 5-2 runs backwards/.test((e as Error).message) && /hint: write it low to high: 2-5/.test((e as Error).message));
   await assert.rejects(createPolicy(model, 'static:layers.3.mlp'), /'layers\.3\.mlp' names no sublayer or block[\s\S]*hint: .*\(attn, ffn\)/);
   await assert.rejects(createPolicy(model, 'moe-topk:1'), /the model has no MoE sublayers/);
   await assert.rejects(createPolicy(model, 'early-exit:0.9,min-layer=8'), /min-layer 8 leaves no layer to exit at/);

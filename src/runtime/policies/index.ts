@@ -109,20 +109,32 @@ function resolveStatic(model: Model, points: string[], text: string): string[] {
   const spec = model.spec;
   const blocks = spec.layers.map((layer, i) => ({ name: `layers.${i}`, subs: sublayerNames(layer).map((n) => `layers.${i}.${n}`) }));
   const out = new Set<string>();
+  const L = spec.layers.length;
+  const hint = () => {
+    const kinds = [...new Set(spec.layers.flatMap((l) => sublayerNames(l)))].join(', ');
+    return `name blocks layers.0..layers.${L - 1} or their sublayers (${kinds}), e.g. layers.1-2.${sublayerNames(spec.layers[0])[0]}`;
+  };
   for (const p of points) {
-    const m = compilePattern(p);
+    const range = /^layers\.(\d+)-(\d+)(\.|$)/.exec(p);
+    if (range && Number(range[2]) >= L && Number(range[1]) <= Number(range[2]))
+      throw new PolicyError(text, `layers ${range[1]}-${range[2]} run past the last layer: the model has ${L} layers (0..${L - 1})`, hint());
+    let m: ReturnType<typeof compilePattern>;
+    try {
+      m = compilePattern(p);
+    } catch (e) {
+      throw new PolicyError(text, (e as Error).message.split('\nhint: ')[0], (e as { hint?: string }).hint ?? hint());
+    }
     let hit = false;
     for (const b of blocks) {
       if (m(b.name)) { b.subs.forEach((s) => out.add(s)); hit = true; continue; }
       for (const s of b.subs) if (m(s)) { out.add(s); hit = true; }
     }
     if (!hit) {
-      const kinds = [...new Set(spec.layers.flatMap((l) => sublayerNames(l)))].join(', ');
       const layerNo = /^layers\.(\d+)/.exec(p);
-      const why = layerNo && Number(layerNo[1]) >= spec.layers.length
-        ? `layer ${layerNo[1]} does not exist: the model has ${spec.layers.length} layers (0..${spec.layers.length - 1})`
+      const why = layerNo && Number(layerNo[1]) >= L
+        ? `layer ${layerNo[1]} does not exist: the model has ${L} layers (0..${L - 1})`
         : `'${p}' names no sublayer or block of this model`;
-      throw new PolicyError(text, why, `name blocks layers.0..layers.${spec.layers.length - 1} or their sublayers (${kinds}), e.g. layers.1-2.${sublayerNames(spec.layers[0])[0]}`);
+      throw new PolicyError(text, why, hint());
     }
   }
   return [...out].sort(byLayer);
