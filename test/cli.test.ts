@@ -13,6 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { memoryFiles, openTensors, Tokenizer, writeSafetensors } from '../src/index.ts';
 import { continuation, TextStream } from '../src/cli/generate.ts';
 import { displayPath } from '../src/cli/common.ts';
+import { skippedText } from '../src/cli/format.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const MODEL = join(ROOT, 'models/tiny-llama');
@@ -172,6 +173,12 @@ test('tensors the config does not use are named in a warning, as transformers do
   const clean = cli('generate', '--prompt', 'Once upon a time', '--max-new-tokens', '2');
   assert.equal(clean.code, 0, clean.stderr);
   assert.doesNotMatch(clean.stderr, /warning/);
+});
+
+test('skipped shares read as shares, and a negative one (more experts than the model routes to) as added', () => {
+  assert.equal(skippedText({ ffn: 0.25, attn: 0, all: 0.174, overhead: 0 }), '25.0% of FFN FLOPs, 0.0% of attention FLOPs (17.4% of all sublayer FLOPs)');
+  assert.equal(skippedText({ ffn: -0.997, attn: 0, all: -0.812, overhead: 0.5 }),
+    '-99.7% (added) of FFN FLOPs, 0.0% of attention FLOPs (-81.2% (added) of all sublayer FLOPs; exit checks added 50.0%)');
 });
 
 test('paths are printed as the user gave them, or relative to the working folder when inside it', () => {

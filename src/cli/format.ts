@@ -78,10 +78,13 @@ export function keyValues(pairs: [string, string][], indent = ''): string {
   return pairs.map(([k, v]) => `${indent}${k.padEnd(w)}  ${v}`).join('\n');
 }
 
-/** "25.0% of FFN FLOPs, 0.0% of attention FLOPs (17.4% of all sublayer FLOPs)", plus any overhead. */
+/**
+ * "25.0% of FFN FLOPs, 0.0% of attention FLOPs (17.4% of all sublayer FLOPs)", plus any overhead. A
+ * negative share (moe-topk above the model's own top-k runs more experts) reads "-99.7% (added)".
+ */
 export function skippedText(s: { ffn: number; attn: number; all: number; overhead: number }): string {
-  const p = (x: number) => `${fmtFixed(100 * x, 1)}%`;
-  const over = s.overhead > 0 ? `; exit checks added ${p(s.overhead)}` : '';
+  const p = (x: number) => `${fmtFixed(100 * x, 1)}%${x < 0 ? ' (added)' : ''}`;
+  const over = s.overhead > 0 ? `; exit checks added ${fmtFixed(100 * s.overhead, 1)}%` : '';
   return `${p(s.ffn)} of FFN FLOPs, ${p(s.attn)} of attention FLOPs (${p(s.all)} of all sublayer FLOPs${over})`;
 }
 
