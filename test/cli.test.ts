@@ -213,6 +213,20 @@ test('sweep prints a table and writes JSON and SVG', () => {
   assert.equal((svg.match(/<polyline /g) ?? []).length, 3, 'one line per panel');
 });
 
+test('sweep checks every setting before measuring any', () => {
+  const file = join(tmp, 'text-sweep-bad.txt');
+  writeFileSync(file, 'The cat sat on the mat. '.repeat(200));
+  const outDir = join(tmp, 'sweep-bad');
+  // ffn-skip takes warmup=, early-exit does not: the early-exit settings come second, and still stop it first.
+  const r = cli('sweep', '--file', file, '--policy', 'ffn-skip,early-exit', '--options', 'warmup=4', '--max-tokens', '128', '--window', '64', '--out', outDir);
+  assertCleanError(r, /policy 'early-exit:0\.95,warmup=4': unknown option 'warmup=4'/);
+  assert.doesNotMatch(r.stderr, /ffn-skip:0\.125,warmup=4: perplexity/, 'no setting was measured');
+  assert.equal(existsSync(outDir), false);
+  const empty = cli('sweep', '--file', file, '--policy', 'ffn-skip', '--values', '0.25,,0.5');
+  assert.equal(empty.code, 2);
+  assert.match(empty.stderr, /expected comma-separated numbers in \[0, 1\]/);
+});
+
 test('bad input: exit 1, error + hint, no stack trace', async (t) => {
   await t.test('truncated model.safetensors', () => {
     const dir = copyModel('truncated');

@@ -34,8 +34,9 @@ const policyList = (raw: string): string[] => {
   return ps;
 };
 const numberList = (raw: string): number[] => {
-  const xs = raw.split(',').map((s) => Number(s.trim()));
-  if (xs.some((x) => !Number.isFinite(x) || x < 0 || x > 1)) throw new InvalidArgumentError('expected comma-separated numbers in [0, 1], e.g. 0.125,0.25,0.5.');
+  const items = raw.split(',').map((s) => s.trim());
+  const xs = items.map(Number);
+  if (items.some((s) => s === '') || xs.some((x) => !Number.isFinite(x) || x < 0 || x > 1)) throw new InvalidArgumentError('expected comma-separated numbers in [0, 1], e.g. 0.125,0.25,0.5.');
   return xs;
 };
 const pct = (x: number) => `${fmtFixed(100 * x, 1)}%`;

@@ -5,7 +5,7 @@
 
 import type { Model } from '../model/assemble.ts';
 import { generate } from '../runtime/generate.ts';
-import { createPolicy, type SkippedFraction } from '../runtime/policies/index.ts';
+import { createPolicy, type Policy, type SkippedFraction } from '../runtime/policies/index.ts';
 import { speculativeGenerate } from '../runtime/speculative.ts';
 import { UsageError } from '../util/errors.ts';
 import { perplexity } from './perplexity.ts';
@@ -90,15 +90,25 @@ async function decodeRates(run: Timed, base: Timed): Promise<[number, number]> {
 export async function sweep(model: Model, o: SweepOptions): Promise<SweepResult> {
   for (const p of o.policies) if (!(p in SWEEP_DEFAULTS)) throw new UsageError(`cannot sweep policy '${p}'`, `sweep one of: ${Object.keys(SWEEP_DEFAULTS).join(', ')}`);
   if (o.prompt.length === 0) throw new UsageError('the sweep needs a non-empty prompt for the speed measurement');
+  // Every setting is built before any is measured, so a spec that does not parse or fit the model stops
+  // the sweep at once rather than after the settings before it.
+  const settings: { policy: string; value: number; spec: string; pol: Policy }[] = [];
+  for (const p of o.policies) {
+    for (const v of o.values?.[p] ?? SWEEP_DEFAULTS[p]) {
+      const extra = o.extra?.[p];
+      const spec = `${p}:${v}${extra ? `,${extra}` : ''}`;
+      if (p === 'block-influence') o.onStep?.(`${spec}: calibrating`);
+      settings.push({ policy: p, value: v, spec, pol: await createPolicy(model, spec, { calibration: o.calibration, ctxLen: Math.ceil(o.window / 2) }) });
+    }
+  }
   const gen = { maxNewTokens: o.genTokens, stopTokens: [] as number[] };
   const denseTokens = (await generate(model, [o.prompt], gen)).tokens[0];
   await generate(model, [o.prompt], gen); // warm-up, so the dense row is not measured cold
 
   let tokensScored = 0;
   const denseRun: Timed = () => generate(model, [o.prompt], gen);
-  const evaluate = async (policy: string, value: number, spec: string): Promise<SweepRow> => {
+  const evaluate = async (policy: string, value: number, spec: string, pol: Policy): Promise<SweepRow> => {
     o.onStep?.(`${spec}: perplexity`);
-    const pol = await createPolicy(model, spec, { calibration: o.calibration, ctxLen: Math.ceil(o.window / 2) });
     const pp = await perplexity(model, o.ids, { window: o.window, maxTokens: o.maxTokens, policy: pol });
     tokensScored = pp.tokensScored;
     o.onStep?.(`${spec}: decode speed`);
@@ -123,13 +133,8 @@ export async function sweep(model: Model, o: SweepOptions): Promise<SweepResult>
     return row;
   };
 
-  const dense = await evaluate('dense', 0, 'dense');
+  const dense = await evaluate('dense', 0, 'dense', await createPolicy(model, 'dense'));
   const rows: SweepRow[] = [];
-  for (const p of o.policies) {
-    for (const v of o.values?.[p] ?? SWEEP_DEFAULTS[p]) {
-      const extra = o.extra?.[p];
-      rows.push(await evaluate(p, v, `${p}:${v}${extra ? `,${extra}` : ''}`));
-    }
-  }
+  for (const x of settings) rows.push(await evaluate(x.policy, x.value, x.spec, x.pol));
   return { tokensScored, dense, rows };
 }
