@@ -149,6 +149,21 @@ test('ppl --policy scores with the policy and reports the skipped share', () => 
   assert.notEqual(out.ppl, dense.ppl);
 });
 
+test('block influence calibrates on text it does not score, and warns when it has to', () => {
+  const file = join(tmp, 'text-calib.txt');
+  writeFileSync(file, 'The river ran past the old mill, and the miller watched the water turn the wheel all day long. '.repeat(30));
+  const args = ['ppl', '--json', '--file', file, '--policy', 'block-influence:0.25', '--window', '100'];
+  const apart = cli(...args, '--max-tokens', '200'); // about 400 tokens follow the scored ones
+  assert.equal(apart.code, 0, apart.stderr);
+  assert.doesNotMatch(apart.stderr, /warning/);
+  const all = cli(...args); // every token is scored: nothing is left over
+  assert.equal(all.code, 0, all.stderr);
+  assert.match(all.stderr, /^warning: block-influence calibrated on the first tokens of --file \([\d,]+ tokens, which are also scored\); pass --calib FILE/m);
+  const gen = cli('generate', '--prompt', 'Once upon a time', '--max-new-tokens', '2', '--policy', 'block-influence:0.25');
+  assert.equal(gen.code, 0, gen.stderr);
+  assert.match(gen.stderr, /^warning: block-influence calibrated on the prompt \(4 tokens\)/m);
+});
+
 test('generation_config.json decides the stop tokens, as in transformers', () => {
   const dir = copyModel('gencfg');
   const gen = JSON.parse(readFileSync(join(dir, 'generation_config.json'), 'utf8'));

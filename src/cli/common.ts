@@ -7,6 +7,7 @@ import { isAbsolute, join, normalize, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { InvalidArgumentError, Option } from 'commander';
 import { CheckpointError, createPolicy, encodeLong, getBackend, loadModel, POLICY_SYNTAX, UsageError, type Backend, type LoadedModel, type Model, type Policy, type Tokenizer } from '../index.ts';
+import { fmtInt } from './format.ts';
 
 /** The bundled model, found relative to the package (not the working directory), so `brickwork generate` works anywhere. */
 export const DEFAULT_MODEL = fileURLToPath(new URL('../../models/tiny-llama', import.meta.url));
@@ -107,11 +108,21 @@ export const POLICY_HELP = `skip/exit policy: ${POLICY_SYNTAX.map((s) => s.split
 export const calibOption = (dflt: string) =>
   new Option('--calib <file>', `calibration text for block-influence (default: ${dflt})`);
 
+/** Calibration texts shorter than this many tokens get a warning: the ranking of sublayers is noisy. */
+const FEW_CALIBRATION_TOKENS = 256;
+
 /**
  * Bind a --policy / --speculative spec to the model. Block influence calibrates on --calib when
- * given, else on `fallback` (whose origin `what` is reported in the policy's description).
+ * given, else on `fallback.ids` (`fallback.what` says what they are; `scored`: the command also scores
+ * them). A default that is short, or that the command scores, is warned of on stderr.
  */
-export async function policyFromFlags(model: Model, tok: Tokenizer, spec: string, calib: string | undefined, fallback: number[]): Promise<Policy> {
-  const calibration = calib !== undefined ? encodeLong(tok, readText(calib, '--calib')) : fallback;
-  return createPolicy(model, spec, { calibration });
+export async function policyFromFlags(model: Model, tok: Tokenizer, spec: string, calib: string | undefined,
+  fallback: { ids: number[]; what: string; scored?: boolean }): Promise<Policy> {
+  const calibration = calib !== undefined ? encodeLong(tok, readText(calib, '--calib')) : fallback.ids;
+  const policy = await createPolicy(model, spec, { calibration });
+  if (calib === undefined && policy.spec.kind === 'block-influence' && (fallback.scored || calibration.length < FEW_CALIBRATION_TOKENS)) {
+    const why = fallback.scored ? ', which are also scored' : '';
+    process.stderr.write(`warning: block-influence calibrated on ${fallback.what} (${fmtInt(calibration.length)} tokens${why}); pass --calib FILE with other text of the same kind for a choice that does not depend on it\n`);
+  }
+  return policy;
 }

@@ -213,8 +213,8 @@ export function generateCommand(): Command {
       const loadMs = performance.now() - t0;
       const promptIds = tokenizer.encode(f.prompt);
       const sampling = samplingFrom(f);
-      const policy = f.policy === undefined ? undefined : await policyFromFlags(model, tokenizer, f.policy, f.calib, promptIds);
-      const draft = f.speculative === undefined ? undefined : await policyFromFlags(model, tokenizer, f.speculative, f.calib, promptIds);
+      const policy = f.policy === undefined ? undefined : await policyFromFlags(model, tokenizer, f.policy, f.calib, { ids: promptIds, what: 'the prompt' });
+      const draft = f.speculative === undefined ? undefined : await policyFromFlags(model, tokenizer, f.speculative, f.calib, { ids: promptIds, what: 'the prompt' });
       const opts: GenerationOptions = { maxNewTokens: f.maxNewTokens, sampling, stopTokens: f.stop, policy, ...(draft ? { speculative: { draft, draftLength: f.draft } } : {}) };
       if (top !== undefined) (backend as WebGpuBackend).startProfile();
       if (f.json) {

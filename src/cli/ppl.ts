@@ -30,15 +30,18 @@ export function pplCommand(): Command {
     .option('--batch <n>', 'windows per forward pass (default: chosen to bound memory)', intArg(1))
     .addOption(deviceOption())
     .option('--policy <spec>', POLICY_HELP)
-    .addOption(calibOption('the first tokens of --file'))
+    .addOption(calibOption('the --file tokens after those scored, where there are 256 or more; else the first tokens of --file'))
     .option('--json', 'print {"ppl", "tokens_scored"} (and "skipped" with --policy) as JSON')
     .action(async (f: PplFlags) => {
       const text = readText(f.file);
       const { backend, name } = await resolveDevice(f.device);
       const { model, tokenizer } = await loadWithTokenizer(f.model, backend);
       const ids = encodeLong(tokenizer, text);
-      const policy = f.policy === undefined ? undefined : await policyFromFlags(model, tokenizer, f.policy, f.calib, ids);
       const total = Math.min(f.maxTokens ?? Infinity, ids.length - 1);
+      // Block influence calibrates on the text after the scored tokens where there is enough of it.
+      const rest = ids.slice(total + 1);
+      const fallback = rest.length >= 256 ? { ids: rest, what: 'the --file tokens after those scored' } : { ids, what: 'the first tokens of --file', scored: true };
+      const policy = f.policy === undefined ? undefined : await policyFromFlags(model, tokenizer, f.policy, f.calib, fallback);
       const bar = total >= 1 ? progress('ppl', total, { unit: 'tokens' }) : undefined;
       const t0 = performance.now();
       let r;
