@@ -5,7 +5,7 @@ export * from './browser.ts';
 // Node only: model folders and safetensors files on disk.
 export { loadModel, readModelSource } from './io/load.ts';
 export { saveNative, type SaveOptions } from './io/native.ts';
-export { writeFileAtomic } from './io/atomic.ts';
+export { writeFileAtomic, writeDirAtomic, recoverDirAtomic } from './io/atomic.ts';
 export { openTensors, writeSafetensors, SafetensorsFile } from './io/safetensors.ts';
 
 // Node only: training runs with a log and checkpoints on disk.

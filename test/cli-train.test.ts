@@ -112,3 +112,72 @@ test('compare: trains each scheme with the same budget and writes a table, compa
   assert.deepEqual(JSON.parse(again.stdout).results, report.results);
   cleanError(cli('compare', '--schemes', 'pre,bogus', '--out', out), /unknown scheme 'bogus'/);
 });
+
+test('train: a NaN, in the validation loss or in the weights, stops the run before it is saved', () => {
+  // lr 1e20 without clipping: the first update wrecks the model, the validation loss is NaN.
+  const v = join(TMP, 'nan-val');
+  cleanError(cli(...base, '--steps', '1', '--lr', '1e20', '--clip', '0', '--warmup', '0', '--out', v), /training stopped at step 1: the validation loss is NaN/);
+  assert.ok(!existsSync(join(v, 'checkpoint')), 'no checkpoint of the NaN model');
+  // lr 1e39 is infinite in f32: the weights overflow at step 1, which was to be saved.
+  const w = join(TMP, 'nan-weights');
+  const r = cli(...base, '--steps', '4', '--save-every', '1', '--eval-every', '0', '--lr', '1e39', '--warmup', '0', '--out', w);
+  cleanError(r, /training stopped at step 1: weight '[^']+' holds a non-finite value after the update/);
+  assert.match(r.stderr, /hint: .*--model .*checkpoint --out NEW/);
+  assert.ok(!existsSync(join(w, 'checkpoint')));
+});
+
+test('train: --resume keeps the run as it was (MatFormer widths, data, provenance) and refuses what would change it', () => {
+  const spec = llamaSpec({ vocab: 4096, width: 32, layers: 2, heads: 2, ffn: 64, context: 64 });
+  for (const l of spec.layers) for (const s of l.sublayers) if (s.kind === 'ffn') s.nested = [16, 32, 64];
+  const nestedSpec = join(TMP, 'nested.json');
+  writeFileSync(nestedSpec, JSON.stringify(spec));
+  const args = ['train', '--spec', nestedSpec, '--tokenizer', 'models/tiny-llama', '--data', DATA, '--batch', '2', '--seq', '32', '--warmup', '1', '--eval-every', '2', '--save-every', '2', '--seed', '3', '--nested', 'sample', '--init-std', '0.05'];
+  const whole = join(TMP, 'mf-whole'), split = join(TMP, 'mf-split');
+  assert.equal(cli(...args, '--steps', '6', '--out', whole).code, 0);
+  assert.equal(cli(...args, '--steps', '2', '--out', split).code, 0);
+  const state = JSON.parse(readFileSync(join(split, 'checkpoint', 'trainer.json'), 'utf8'));
+  assert.equal(state.options.nested, 'sample');
+  const resumed = cli('train', '--resume', '--out', split, '--steps', '6');
+  assert.equal(resumed.code, 0, resumed.stderr);
+  assert.match(resumed.stdout, /resumed at step 2/);
+  const losses = (dir: string) => readFileSync(join(dir, 'log.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l).loss);
+  assert.deepEqual(losses(split), losses(whole), 'the resumed MatFormer run trains the same widths');
+  const after = JSON.parse(readFileSync(join(split, 'checkpoint', 'trainer.json'), 'utf8')).options;
+  assert.equal(after.initStd, 0.05, 'the run keeps its provenance');
+  assert.equal(after.spec, nestedSpec);
+  // Refused: a finished run, a model given with --resume, other text under the same name.
+  cleanError(cli('train', '--resume', '--out', split), /already at step 6, and 6 steps were asked for/);
+  cleanError(cli('train', '--resume', '--out', split, '--steps', '8', '--spec', nestedSpec), /--spec cannot be given with it/);
+  const moved = join(TMP, 'moved.txt');
+  writeFileSync(moved, readFileSync(DATA, 'utf8'));
+  const other = join(TMP, 'mf-other');
+  assert.equal(cli(...args.map((a) => (a === DATA ? moved : a)), '--steps', '2', '--out', other).code, 0);
+  writeFileSync(moved, readFileSync(DATA, 'utf8').slice(0, 20_000));
+  cleanError(cli('train', '--resume', '--out', other, '--steps', '4'), /the data files now hold [\d,]+ tokens, but the run began on [\d,]+/);
+});
+
+test('train: more bad input gets a clear error', () => {
+  const nul = join(TMP, 'null.json');
+  writeFileSync(nul, 'null');
+  cleanError(cli('train', '--spec', nul, '--tokenizer', 'models/tiny-llama', '--data', DATA, '--out', join(TMP, 'b1')), /expected a ModelSpec JSON object, found null/);
+  const file = join(TMP, 'a-file');
+  writeFileSync(file, 'x');
+  cleanError(cli(...base, '--out', file), /--out .* is a file/);
+  cleanError(cli(...base, '--lr', '1e-3', '--min-lr', '0.5', '--out', join(TMP, 'b2')), /--min-lr 0.5 is above --lr 0.001/);
+  const small = join(TMP, 'small-vocab.json');
+  writeFileSync(small, JSON.stringify(llamaSpec({ vocab: 600, width: 32, layers: 1, heads: 2, ffn: 64, context: 64 })));
+  const lowIds = join(TMP, 'low-ids.txt');
+  writeFileSync(lowIds, 'the the the the. '.repeat(400));
+  const r = cli('train', '--spec', small, '--tokenizer', 'models/tiny-llama', '--data', lowIds, '--val-data', DATA, '--steps', '2', '--batch', '2', '--seq', '16', '--out', join(TMP, 'b3'));
+  assert.equal(r.code, 1, r.stderr);
+  assert.match(r.stderr, /vocabSize: expected more than the largest token id of --val-data/);
+  assert.equal(cli(...base, '--seed', '4294967296', '--out', join(TMP, 'b4')).code, 2, 'seeds are 32-bit');
+});
+
+test('compare: a scheme folder trained with other settings is refused, not reported under the new ones', () => {
+  const out = join(TMP, 'cmp-stale');
+  const args = ['compare', '--schemes', 'pre', '--data', DATA, '--width', '16', '--layers', '1', '--heads', '2', '--ffn', '32', '--steps', '2', '--batch', '2', '--seq', '16', '--eval-every', '2', '--eval-batches', '1', '--out', out];
+  assert.equal(cli(...args).code, 0);
+  cleanError(cli(...args.map((a) => (a === '16' ? '32' : a))), /holds a pre run with other settings: width 16, not 32/);
+  cleanError(cli(...args, '--lr', '0.5'), /lr 0\.002, not 0\.5/);
+});

@@ -64,7 +64,7 @@ test('generate --profile needs the WebGPU device and says so', () => {
 
 test('generate --json: greedy ids match HF', () => {
   const out = json(cli('generate', '--greedy', '--max-new-tokens', '8', '--json', '--prompt', 'Once upon a time'));
-  assert.deepEqual(Object.keys(out), ['prompt_ids', 'new_ids', 'text', 'tokens_per_second', 'skipped_fraction', 'skipped']);
+  assert.deepEqual(Object.keys(out), ['prompt_ids', 'new_ids', 'text', 'tokens_per_second', 'finish', 'skipped_fraction', 'skipped']);
   assert.equal(out.new_ids.length, 8);
   assert.ok(out.new_ids.every((x: unknown) => Number.isInteger(x)));
   assert.equal(typeof out.text, 'string');

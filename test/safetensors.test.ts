@@ -9,7 +9,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { SafetensorsFile, openTensors, writeSafetensors, type TensorToWrite } from '../src/io/safetensors.ts';
-import { writeDirAtomic, writeFileAtomic } from '../src/io/atomic.ts';
+import { recoverDirAtomic, writeDirAtomic, writeFileAtomic } from '../src/io/atomic.ts';
 import { CheckpointError, TensorMismatchError } from '../src/util/errors.ts';
 import { fromF32 } from '../src/tensor/dtype.ts';
 
@@ -419,4 +419,35 @@ test('atomic writes: a failing writer leaves no partial target and no temp file'
   assert.deepEqual(fs.readdirSync(dir).sort(), ['ckpt', 'out.bin']);
   assert.deepEqual(openTensors(ckpt).names(), sampleTensors().map((t) => t.name));
   fs.rmSync(dir, { recursive: true });
+});
+
+test('recoverDirAtomic: removes what killed folder writes left, and puts back a folder killed between the renames', () => {
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'bw-recover-'));
+  try {
+    const ckpt = path.join(root, 'checkpoint');
+    fs.mkdirSync(ckpt);
+    fs.writeFileSync(path.join(ckpt, 'a.txt'), 'current');
+    const leftover = (suffix: string, text: string) => {
+      const p = path.join(root, `.checkpoint.1234.0badc0de.${suffix}`.replace('0badc0de', Math.random().toString(16).slice(2, 10).padEnd(8, '0')));
+      fs.mkdirSync(p);
+      fs.writeFileSync(path.join(p, 'a.txt'), text);
+      return p;
+    };
+    leftover('tmp', 'half written');
+    const other = path.join(root, '.other.1.00000000.tmp');
+    fs.mkdirSync(other);
+    let r = recoverDirAtomic(ckpt);
+    assert.equal(r.restored, false);
+    assert.equal(r.removed.length, 1);
+    assert.deepEqual(fs.readdirSync(root).sort(), ['.other.1.00000000.tmp', 'checkpoint'], 'only its own leftovers go');
+    // Killed between the renames: the checkpoint is at .old, the new one (complete or not) at .tmp.
+    fs.renameSync(ckpt, path.join(root, '.checkpoint.1234.89abcdef.old'));
+    leftover('tmp', 'new');
+    r = recoverDirAtomic(ckpt);
+    assert.equal(r.restored, true);
+    assert.equal(fs.readFileSync(path.join(ckpt, 'a.txt'), 'utf8'), 'current');
+    assert.deepEqual(fs.readdirSync(root).sort(), ['.other.1.00000000.tmp', 'checkpoint']);
+  } finally {
+    fs.rmSync(root, { recursive: true, force: true });
+  }
 });

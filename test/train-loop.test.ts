@@ -107,6 +107,25 @@ test('MatFormer training: cycling trains the nested widths in turn', async () =>
   assert.throws(() => nestedWidthSchedule(spec, 'cycle', 1), /needs MatFormer FFNs/);
 });
 
+test('MatFormer training: sampled widths are not a cycle, and every width gets its share', async () => {
+  const { nestedWidthSchedule } = await import('../src/index.ts');
+  const nestedSpec = structuredClone(spec);
+  for (const l of nestedSpec.layers) for (const s of l.sublayers) if (s.kind === 'ffn') s.nested = [8, 16, 24, 32]; // G = 4, a power of two
+  const widthAt = (seed: number, step: number) => {
+    const f = nestedWidthSchedule(nestedSpec, 'sample', seed)(step).ffnWidth;
+    return typeof f === 'function' ? f(0, 'layers.0.ffn') : f;
+  };
+  const widths = (seed: number) => Array.from({ length: 400 }, (_, step) => widthAt(seed, step));
+  const w = widths(1);
+  for (const p of [1, 2, 4, 8]) assert.ok(w.some((x, i) => i >= p && x !== w[i - p]), `period ${p}`);
+  for (const n of [8, 16, 24, 32]) {
+    const k = w.filter((x) => x === n).length;
+    assert.ok(k > 70 && k < 130, `width ${n} drawn ${k} times of 400`);
+  }
+  assert.deepEqual(widths(1), w, 'the same seed gives the same widths');
+  assert.notDeepEqual(widths(2), w);
+});
+
 test('blockwise learning rates scale each brick kind; the schedule warms up then decays', async () => {
   const { AdamW, brickKindOf, gradients, warmupCosine } = await import('../src/index.ts');
   assert.deepEqual(['embed.weight', 'lm_head.weight', 'layers.0.attn.q.weight', 'layers.0.attn.k_norm.weight', 'layers.0.attn.v.weight', 'layers.0.attn.o.weight',

@@ -47,13 +47,16 @@ export function samePath(a: string, b: string): boolean {
 
 // ---- argument parsers (commander calls them with the raw string) ----
 
-export function intArg(min: number, what = `an integer >= ${min}`) {
+export function intArg(min: number, what = `an integer >= ${min}`, max = Number.MAX_SAFE_INTEGER) {
   return (raw: string): number => {
     const n = Number(raw);
-    if (!/^[+-]?\d+$/.test(raw.trim()) || !Number.isSafeInteger(n) || n < min) throw new InvalidArgumentError(`expected ${what}.`);
+    if (!/^[+-]?\d+$/.test(raw.trim()) || !Number.isSafeInteger(n) || n < min || n > max) throw new InvalidArgumentError(`expected ${what}.`);
     return n;
   };
 }
+
+/** Seeds are 32-bit: larger ones would give the same numbers as their low 32 bits. */
+export const seedArg = intArg(0, 'an integer in 0..4294967295', 2 ** 32 - 1);
 
 export function floatArg(ok: (x: number) => boolean, what: string) {
   return (raw: string): number => {

@@ -11,7 +11,7 @@ import {
   CHECKPOINT_DIR, NORM_SCHEMES, Tokenizer, UsageError, encodeLong, loadModel, randomModel, readTrainerState, splitTokens, svgChart, train,
   writeFileAtomic, zooSpec, brickCosts, isCheckpoint, type Model, type NormScheme, type StepRecord, type TrainOptions,
 } from '../index.ts';
-import { deviceOption, displayPath, floatArg, intArg, readText, resolveDevice, DEFAULT_MODEL, type Device } from './common.ts';
+import { deviceOption, displayPath, floatArg, intArg, seedArg, readText, resolveDevice, DEFAULT_MODEL, type Device } from './common.ts';
 import { fmtDuration, fmtFixed, fmtInt, fmtRate, table } from './format.ts';
 
 export const DEFAULT_CORPUS = fileURLToPath(new URL('../../data/tinyshakespeare/input.txt', import.meta.url));
@@ -73,8 +73,8 @@ export function compareCommand(): Command {
     .option('--batch <n>', 'sequences per step', intArg(1), 8)
     .option('--seq <n>', 'tokens per sequence', intArg(2), 128)
     .option('--lr <x>', 'peak learning rate', floatArg((x) => x > 0, 'a number > 0'), 2e-3)
-    .option('--warmup <n>', 'warm-up steps', intArg(0), 30)
-    .option('--seed <n>', 'seed of the initial weights and data windows (the same for every scheme)', intArg(0), 1)
+    .option('--warmup <n>', 'warm-up steps', seedArg, 30)
+    .option('--seed <n>', 'seed of the initial weights and data windows (the same for every scheme)', seedArg, 1)
     .option('--eval-every <n>', 'validation every N steps', intArg(1), 25)
     .option('--eval-batches <n>', 'validation batches', intArg(1), 8)
     .requiredOption('--out <dir>', 'output folder: one run per scheme, compare.json, compare.svg')
@@ -94,15 +94,24 @@ export function compareCommand(): Command {
         const dir = join(out, scheme);
         const ckpt = join(dir, CHECKPOINT_DIR);
         const opts: TrainOptions = { steps: f.steps, batch: f.batch, seq: f.seq, seed: f.seed, lr: f.lr, warmup: f.warmup, clip: 1, evalEvery: f.evalEvery, evalBatches: f.evalBatches, saveEvery: f.evalEvery * 4 };
-        // A finished scheme is read back from its log; an interrupted one resumes.
-        const prior = isCheckpoint(ckpt) ? readTrainerState(ckpt).step : 0;
+        // A finished scheme is read back from its log; an interrupted one resumes; both only if they were
+        // run with these settings (--steps may grow).
+        const settings = { scheme, data: resolve(f.data), vocab, width: f.width, layers: f.layers, heads: f.heads, ffn: f.ffn, batch: f.batch, seq: f.seq, seed: f.seed, lr: f.lr, warmup: f.warmup, evalEvery: f.evalEvery, evalBatches: f.evalBatches };
+        const state = isCheckpoint(ckpt) ? readTrainerState(ckpt) : undefined;
+        if (state) {
+          const was = (state.options.compare ?? {}) as Record<string, unknown>;
+          const diff = Object.entries(settings).filter(([k, v]) => JSON.stringify(was[k]) !== JSON.stringify(v));
+          if (diff.length) throw new UsageError(`${displayPath(dir)} holds a ${scheme} run with other settings: ${diff.map(([k, v]) => `${k} ${JSON.stringify(was[k] ?? null)}, not ${JSON.stringify(v)}`).join('; ')}`,
+            'pass another --out for these settings, or delete that folder to train the scheme again');
+        }
+        const prior = state?.step ?? 0;
         let records: StepRecord[];
         if (prior >= f.steps) records = readLog(dir);
         else {
           const model: Model = prior > 0 ? (await loadModel(ckpt, { backend, weights: 'f32' })).model : randomModel(spec, backend, { seed: f.seed });
           process.stderr.write(`compare: ${scheme} (${fmtInt(model.numParams)} parameters)${prior ? `, resuming at step ${prior}` : ''}\n`);
           const r = await train(model, data, opts, {
-            out: dir, resume: prior > 0, tokenizerDir: f.tokenizer, describe: { scheme, data: f.data },
+            out: dir, resume: prior > 0, tokenizerDir: f.tokenizer, describe: { scheme, data: [resolve(f.data)], compare: settings },
             onStep: (s) => { if (s.valLoss !== undefined) process.stderr.write(`  ${scheme} step ${s.step}/${f.steps}: train ${fmtFixed(s.loss, 4)}, val ${fmtFixed(s.valLoss, 4)}, ${fmtRate(s.tokensPerSecond)} tokens/s\n`); },
           });
           records = prior > 0 ? readLog(dir) : r.records;

@@ -5,7 +5,7 @@
 import { randomInt } from 'node:crypto';
 import { Command, Option } from 'commander';
 import { generate, speculativeGenerate, UsageError, WebGpuBackend, type GenerateResult, type Model, type Policy, type SamplingOptions, type Tokenizer } from '../index.ts';
-import { calibOption, deviceOption, floatArg, idListArg, intArg, loadWithTokenizer, modelOption, POLICY_HELP, policyFromFlags, resolveDevice, type Device } from './common.ts';
+import { calibOption, deviceOption, floatArg, idListArg, intArg, seedArg, loadWithTokenizer, modelOption, POLICY_HELP, policyFromFlags, resolveDevice, type Device } from './common.ts';
 import { fmtDuration, fmtFixed, fmtInt, fmtRate, profileTable, skippedText } from './format.ts';
 
 /** Prompt ids decoded with the new ones, so that a decoder's start-of-text rules apply to the prompt. */
@@ -182,12 +182,12 @@ export function generateCommand(): Command {
     .description('continue a prompt, streaming the text to stdout (timings go to stderr)')
     .addOption(modelOption())
     .requiredOption('--prompt <text>', 'prompt text (encoded without special tokens)')
-    .option('--max-new-tokens <n>', 'tokens to generate at most', intArg(0), 40)
+    .option('--max-new-tokens <n>', 'tokens to generate at most', seedArg, 40)
     .addOption(new Option('--greedy', 'argmax decoding (the default unless --temperature/--top-k/--top-p is given)').conflicts(['temperature', 'topK', 'topP']))
     .option('--temperature <t>', 'sample with this temperature (> 0)', floatArg((x) => x > 0, 'a number > 0'))
     .option('--top-k <k>', 'sample among the k most likely tokens', intArg(1))
     .option('--top-p <p>', 'sample from the smallest set of tokens whose probability reaches p', floatArg((x) => x > 0 && x <= 1, 'a number in (0, 1]'))
-    .option('--seed <s>', 'random seed for sampling (default: random, printed with the timings)', intArg(0))
+    .option('--seed <s>', 'random seed for sampling (default: random, printed with the timings)', seedArg)
     .option('--stop <ids>', 'token ids that end generation, comma-separated, or "none" (default: the model\'s eos ids)', idListArg)
     .addOption(deviceOption())
     .addOption(new Option('--policy <spec>', POLICY_HELP).conflicts('speculative'))

@@ -66,6 +66,30 @@ export function writeFileAtomic(target: string, data: Uint8Array | string | Uint
 }
 
 /**
+ * Clean up after writeDirAtomic calls that were killed: the temp folders they left (`.<name>.<pid>.<rand>.tmp`,
+ * complete or not) are removed, and where `dir` itself is missing because the kill fell between the two
+ * renames, the complete previous folder (`.old`) is put back. Call it only while no other process writes `dir`.
+ * Returns what it did, for a message.
+ */
+export function recoverDirAtomic(dir: string): { restored: boolean; removed: string[] } {
+  const target = path.resolve(dir);
+  const parent = path.dirname(target);
+  if (!fs.existsSync(parent)) return { restored: false, removed: [] };
+  const mine = new RegExp(`^\\.${path.basename(target).replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\.\\d+\\.[0-9a-f]{8}\\.(tmp|old)$`);
+  const found = fs.readdirSync(parent).filter((n) => mine.test(n));
+  let restored = false;
+  const olds = found.filter((n) => n.endsWith('.old'));
+  if (!fs.existsSync(target) && olds.length === 1) {
+    fs.renameSync(path.join(parent, olds[0]), target);
+    fsyncDir(parent);
+    restored = true;
+  }
+  const removed = found.filter((n) => !(restored && n === olds[0]));
+  for (const n of removed) fs.rmSync(path.join(parent, n), { recursive: true, force: true });
+  return { restored, removed };
+}
+
+/**
  * Build a whole folder atomically: `fill(tmpDir)` writes into a fresh sibling temp folder; when it
  * resolves, the temp folder is renamed to `dir`. If `dir` already exists it is first renamed to a
  * backup name, the new folder is renamed in, and only then is the backup deleted; if the second

@@ -23,6 +23,8 @@ export interface TrainerState {
   step: number;
   /** The run's options (so --resume needs no flags). */
   options: Record<string, unknown>;
+  /** Training time so far, so a resumed run's log continues the clock. */
+  elapsedSeconds?: number;
 }
 
 /** Save model + optimizer + trainer state into `dir` atomically. */
@@ -51,7 +53,7 @@ export function readTrainerState(dir: string): TrainerState {
   } catch (e) {
     throw new CheckpointError(file, `cannot be read: ${(e as Error).message}`, 'the checkpoint is damaged; start again without --resume');
   }
-  if (j.format !== TRAINER_FORMAT || j.version !== 1 || !Number.isInteger(j.step) || typeof j.options !== 'object')
+  if (j.format !== TRAINER_FORMAT || j.version !== 1 || !Number.isInteger(j.step) || typeof j.options !== 'object' || j.options === null || Array.isArray(j.options))
     throw new CheckpointError(file, `expected {format: '${TRAINER_FORMAT}', version: 1, step, options}`, 'the checkpoint is damaged; start again without --resume');
   return j as TrainerState;
 }

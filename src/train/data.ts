@@ -24,7 +24,7 @@ export function splitTokens(ids: ArrayLike<number>, opts: { valFraction?: number
 }
 
 /** A 32-bit mix of integers (splitmix-style), the source of every window offset. */
-function mix(...xs: number[]): number {
+export function mix(...xs: number[]): number {
   let h = 0x9e3779b9;
   for (const x of xs) {
     h = Math.imul(h ^ (x >>> 0), 0x85ebca6b);

@@ -7,7 +7,7 @@
 import { appendFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ForwardOptions, Model } from '../model/assemble.ts';
-import { writeFileAtomic } from '../io/atomic.ts';
+import { recoverDirAtomic, writeFileAtomic } from '../io/atomic.ts';
 import { TrainingError, UsageError } from '../util/errors.ts';
 import type { Tensor } from '../tensor/tensor.ts';
 import { trainBatch, valBatches, type TokenData } from './data.ts';
@@ -144,11 +144,15 @@ export async function train(model: Model, data: TokenData, o: TrainOptions, io: 
   const ckpt = io.out ? join(io.out, CHECKPOINT_DIR) : undefined;
   const logFile = io.out ? join(io.out, LOG_FILE) : undefined;
   if (io.out) mkdirSync(io.out, { recursive: true });
+  if (ckpt) recoverDirAtomic(ckpt); // what killed saves left behind
 
-  let start = 0;
+  let start = 0, elapsed0 = 0;
   if (io.resume) {
     if (!ckpt || !existsSync(ckpt)) throw new UsageError(`train: nothing to resume: ${ckpt ?? '(no --out)'} does not exist`, 'run without --resume first');
-    start = readTrainerState(ckpt).step;
+    const state = readTrainerState(ckpt);
+    start = state.step;
+    elapsed0 = state.elapsedSeconds ?? 0;
+    if (start >= o.steps) throw new UsageError(`train: the run in ${io.out} is already at step ${start}, and ${o.steps} steps were asked for`, `pass --steps above ${start} to train on`);
     loadOptimizerState(ckpt, opt);
     // The log keeps the lines of the steps the checkpoint includes, so it reads as one run.
     if (logFile && existsSync(logFile)) {
@@ -159,13 +163,19 @@ export async function train(model: Model, data: TokenData, o: TrainOptions, io: 
     }
   } else if (logFile) writeFileAtomic(logFile, '');
 
-  const save = async (step: number) => {
+  const hint = ckpt ? `the last checkpoint saved before this step (${ckpt}) is intact: train on from its weights with a lower --lr or a --clip (--model ${ckpt} --out NEW), or check the data` : undefined;
+  const save = async (step: number, elapsedSeconds: number) => {
     if (!ckpt) return;
-    await saveCheckpoint(ckpt, model, opt, { step, options: { ...o, forwardAt: undefined, ...io.describe } }, io.tokenizerDir);
+    // A checkpoint is a good one: an update that overflowed the weights stops here, before it is saved.
+    for (const [name, w] of model.weights) {
+      const bad = (await w.toF32()).findIndex((x) => !Number.isFinite(x));
+      if (bad >= 0) throw new TrainingError(step, brickOfName(name), `weight '${name}' holds a non-finite value after the update (index ${bad})`, hint);
+    }
+    await saveCheckpoint(ckpt, model, opt, { step, options: { ...o, forwardAt: undefined, ...io.describe }, elapsedSeconds }, io.tokenizerDir);
   };
 
   const records: StepRecord[] = [];
-  const t0 = performance.now();
+  const t0 = performance.now() - elapsed0 * 1000;
   let finalValLoss: number | undefined;
   for (let step = start; step < o.steps; step++) {
     await io.beforeStep?.(step);
@@ -176,13 +186,13 @@ export async function train(model: Model, data: TokenData, o: TrainOptions, io: 
     if (!Number.isFinite(r.loss)) {
       const where = await locateNonFinite(model, batch, r.grads);
       for (const g of r.grads.values()) g.dispose();
-      throw new TrainingError(step + 1, where, `the loss is ${r.loss}`);
+      throw new TrainingError(step + 1, where, `the loss is ${r.loss}`, hint);
     }
     const norm = await opt.gradNorm(r.grads);
     if (!Number.isFinite(norm)) {
       const where = await locateNonFinite(model, batch, r.grads);
       for (const g of r.grads.values()) g.dispose();
-      throw new TrainingError(step + 1, where, `the gradient norm is ${norm}`);
+      throw new TrainingError(step + 1, where, `the gradient norm is ${norm}`, hint);
     }
     const lr = lrAt(step);
     opt.apply(r.grads, lr, norm);
@@ -195,11 +205,12 @@ export async function train(model: Model, data: TokenData, o: TrainOptions, io: 
     const last = done === o.steps;
     if ((o.evalEvery && done % o.evalEvery === 0) || last) {
       rec.valLoss = await evaluate(model, val, o.forwardAt);
+      if (!Number.isFinite(rec.valLoss)) throw new TrainingError(done, await locateNonFinite(model, val[0]), `the validation loss is ${rec.valLoss}`, hint);
       if (last) finalValLoss = rec.valLoss;
     }
     records.push(rec);
     if (logFile) appendFileSync(logFile, JSON.stringify(rec) + '\n');
-    if ((o.saveEvery && done % o.saveEvery === 0) || last) await save(done);
+    if ((o.saveEvery && done % o.saveEvery === 0) || last) await save(done, rec.elapsedSeconds);
     await io.onStep?.(rec);
   }
   return { steps: o.steps, records, finalValLoss };

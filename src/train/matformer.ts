@@ -5,6 +5,7 @@
 import { sublayerNames, type ModelSpec } from '../model/spec.ts';
 import type { ForwardOptions } from '../model/assemble.ts';
 import { UsageError } from '../util/errors.ts';
+import { mix } from './data.ts';
 
 /**
  * The per-step forward options that pick a MatFormer granularity, for `TrainOptions.forwardAt`.
@@ -21,7 +22,9 @@ export function nestedWidthSchedule(spec: ModelSpec, mode: 'cycle' | 'sample', s
   const G = Math.max(...[...nested.values()].map((n) => n.length));
   return (step) => {
     if (step < 0) return {}; // validation: full width
-    const g = mode === 'cycle' ? step % G : (Math.imul(seed ^ 0x5bd1e995, 0x9e3779b1) ^ Math.imul(step + 1, 0x85ebca6b)) >>> 0;
+    // NOTE: sampled through the same 32-bit mix as the data windows; a plain multiply would leave the low
+    // bits of g a permutation of step's, a fixed cycle whenever G is a power of two.
+    const g = mode === 'cycle' ? step % G : mix(seed, step, 0x6d66);
     return { ffnWidth: (_layer, prefix) => { const n = nested.get(prefix); return n ? n[Math.min(n.length - 1, (g % G) * n.length / G | 0)] : undefined; } };
   };
 }

@@ -92,8 +92,8 @@ export class NonFiniteError extends BrickworkError {
 
 /** Training hit a NaN or infinity: says at which step and in which brick it first appeared. */
 export class TrainingError extends BrickworkError {
-  constructor(readonly step: number, readonly brick: string, detail: string) {
+  constructor(readonly step: number, readonly brick: string, detail: string, hint?: string) {
     super('E_NAN', `training stopped at step ${step}: ${detail} (first in ${brick})`,
-      'the last checkpoint saved before this step is intact; resume from it with a lower --lr or a --clip, or check the data');
+      hint ?? 'the last checkpoint saved before this step is intact; train on from its weights with a lower --lr or a --clip (--model CHECKPOINT --out NEW), or check the data');
   }
 }
