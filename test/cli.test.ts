@@ -228,6 +228,12 @@ test('sweep prints a table and writes JSON and SVG', () => {
   assert.equal((svg.match(/<polyline /g) ?? []).length, 3, 'one line per panel');
 });
 
+test('generate refuses a prompt before echoing it', () => {
+  const r = cli('generate', '--prompt', 'Once upon a time', '--max-new-tokens', '99999');
+  assertCleanError(r, /the prompt \(4 tokens\) plus 99999 new tokens needs 100003 positions but the model's context is 1024 tokens/);
+  assert.equal(r.stdout, '');
+});
+
 test('sweep checks every setting before measuring any', () => {
   const file = join(tmp, 'text-sweep-bad.txt');
   writeFileSync(file, 'The cat sat on the mat. '.repeat(200));

@@ -4,7 +4,7 @@
 
 import { randomInt } from 'node:crypto';
 import { Command, Option } from 'commander';
-import { generate, speculativeGenerate, UsageError, WebGpuBackend, type GenerateResult, type Model, type Policy, type SamplingOptions, type Tokenizer } from '../index.ts';
+import { ContextLengthError, generate, speculativeGenerate, UsageError, WebGpuBackend, type GenerateResult, type Model, type Policy, type SamplingOptions, type Tokenizer } from '../index.ts';
 import { calibOption, deviceOption, floatArg, idListArg, intArg, seedArg, loadWithTokenizer, modelOption, POLICY_HELP, policyFromFlags, resolveDevice, type Device } from './common.ts';
 import { fmtDuration, fmtFixed, fmtInt, fmtRate, profileTable, skippedText } from './format.ts';
 
@@ -100,7 +100,7 @@ export interface GenerationOptions {
  */
 export async function generateText(model: Model, tok: Tokenizer, promptIds: number[],
   opts: GenerationOptions, write?: (text: string) => void): Promise<GenerationRun> {
-  if (promptIds.length === 0) throw new UsageError('the prompt encodes to no tokens', 'pass a non-empty --prompt');
+  checkPrompt(model, promptIds, opts);
   const V = model.spec.vocabSize;
   const stops = opts.stopTokens ?? model.spec.eosTokenIds ?? [];
   const badStop = stops.find((id) => id >= V);
@@ -130,6 +130,18 @@ export async function generateText(model: Model, tok: Tokenizer, promptIds: numb
   const newIds = result.tokens[0];
   const textIds = result.finish[0] === 'stop' ? newIds.slice(0, -1) : newIds;
   return { promptIds, newIds, text: continuation(tok, promptIds.slice(-CONTEXT_IDS), textIds), result, stops, ...(speculative ? { speculative } : {}) };
+}
+
+/** What generateText refuses before any work: an empty prompt, ids beyond the vocabulary, too long for the context. */
+export function checkPrompt(model: Model, promptIds: number[], opts: Pick<GenerationOptions, 'maxNewTokens'>): void {
+  if (promptIds.length === 0) throw new UsageError('the prompt encodes to no tokens', 'pass a non-empty --prompt');
+  const V = model.spec.vocabSize;
+  const beyond = promptIds.find((id) => !(id >= 0 && id < V));
+  if (beyond !== undefined)
+    throw new UsageError(`the prompt encodes to token id ${beyond}, beyond the model's vocabulary of ${V} (its tokenizer knows more tokens than the model has rows)`,
+      'use words the model was trained on (a model trained by `brickwork compare` keeps only the tokens of its data), or the tokenizer it was trained with');
+  const need = promptIds.length + opts.maxNewTokens;
+  if (need > model.spec.maxContext) throw new ContextLengthError(need, model.spec.maxContext, `the prompt (${promptIds.length} tokens) plus ${opts.maxNewTokens} new tokens`);
 }
 
 /** New tokens per second over the whole generation (prefill + decode). */
@@ -230,7 +242,9 @@ export function generateCommand(): Command {
         }) + '\n');
         return;
       }
-      // The prompt is echoed first, so stdout reads as one text (as llama.cpp prints it).
+      // The prompt is echoed first, so stdout reads as one text (as llama.cpp prints it), once the checks
+      // that could refuse it have passed.
+      checkPrompt(model, promptIds, opts);
       process.stdout.write(f.prompt);
       let printed = f.prompt.length > 0;
       try {
