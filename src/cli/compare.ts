@@ -73,7 +73,7 @@ export function compareCommand(): Command {
     .option('--batch <n>', 'sequences per step', intArg(1), 8)
     .option('--seq <n>', 'tokens per sequence', intArg(2), 128)
     .option('--lr <x>', 'peak learning rate', floatArg((x) => x > 0, 'a number > 0'), 2e-3)
-    .option('--warmup <n>', 'warm-up steps', seedArg, 30)
+    .option('--warmup <n>', 'warm-up steps', intArg(0), 30)
     .option('--seed <n>', 'seed of the initial weights and data windows (the same for every scheme)', seedArg, 1)
     .option('--eval-every <n>', 'validation every N steps', intArg(1), 25)
     .option('--eval-batches <n>', 'validation batches', intArg(1), 8)

@@ -194,7 +194,7 @@ export function generateCommand(): Command {
     .description('continue a prompt, streaming the text to stdout (timings go to stderr)')
     .addOption(modelOption())
     .requiredOption('--prompt <text>', 'prompt text (encoded without special tokens)')
-    .option('--max-new-tokens <n>', 'tokens to generate at most', seedArg, 40)
+    .option('--max-new-tokens <n>', 'tokens to generate at most', intArg(0), 40)
     .addOption(new Option('--greedy', 'argmax decoding (the default unless --temperature/--top-k/--top-p is given)').conflicts(['temperature', 'topK', 'topP']))
     .option('--temperature <t>', 'sample with this temperature (> 0)', floatArg((x) => x > 0, 'a number > 0'))
     .option('--top-k <k>', 'sample among the k most likely tokens', intArg(1))
