@@ -162,7 +162,7 @@ export function assembleModel(source: ModelSource, tensors: TensorSource, files:
       const s: WeightSource = family ? family.source(d.name) : { hf: d.name };
       const { data, dtype: dt, name } = readSourced(tensors, s, d.name, d.shape);
       used.add(name);
-      checkFinite(data, s.hf, d.name);
+      checkFinite(data, name, d.name);
       dtypes.set(dt, (dtypes.get(dt) ?? 0) + data.length);
       // Matrices stay in their stored 16-bit dtype where the backend computes with them packed (WebGPU);
       // narrowing back is exact because the values came from that dtype.

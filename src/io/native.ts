@@ -10,7 +10,7 @@ import { fromF32, toF32, type DType } from '../tensor/dtype.ts';
 import { writeDirAtomic, writeFileAtomic } from './atomic.ts';
 import { NATIVE_FILE, NATIVE_FORMAT, NATIVE_VERSION } from './load.ts';
 import { writeSafetensors, type TensorToWrite } from './safetensors.ts';
-import { UsageError } from '../util/errors.ts';
+import { NonFiniteError, UsageError } from '../util/errors.ts';
 
 /** Files copied from the source folder when present. */
 export const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'generation_config.json'];
@@ -26,11 +26,16 @@ export interface SaveOptions {
   extra?: (tmpDir: string) => void | Promise<void>;
 }
 
-/** Refuse a narrowing that turns finite weights into infinities (f16 holds at most 65504). */
-function checkRange(wide: Float32Array, narrowed: Float32Array, name: string, dtype: DType): void {
+/**
+ * Refuse what could not be loaded back: a weight holding inf or NaN (NonFiniteError naming it), or a
+ * narrowing that turns finite values into infinities (f16 holds at most 65504). `narrowed`: the stored
+ * values widened again, for 16-bit dtypes.
+ */
+function checkStorable(wide: Float32Array, narrowed: Float32Array | undefined, name: string, dtype: DType): void {
   let bad = 0, worst = 0;
   for (let i = 0; i < wide.length; i++) {
-    if (Number.isFinite(narrowed[i]) || !Number.isFinite(wide[i])) continue;
+    if (!Number.isFinite(wide[i])) throw new NonFiniteError(`weight '${name}' holds a non-finite value (index ${i}: ${wide[i]}), which a checkpoint cannot hold`, name);
+    if (!narrowed || Number.isFinite(narrowed[i])) continue;
     bad++;
     if (Math.abs(wide[i]) > Math.abs(worst)) worst = wide[i];
   }
@@ -50,7 +55,7 @@ export async function saveNative(model: Model, dir: string, opts: SaveOptions = 
   for (const d of declareWeights(model.spec)) {
     const data = (await model.backend.read(model.weights.get(d.name)!)) as Float32Array;
     const stored = dtype === 'f32' ? data : fromF32(data, dtype);
-    if (dtype !== 'f32') checkRange(data, toF32(stored as Uint16Array, dtype), d.name, dtype);
+    checkStorable(data, dtype === 'f32' ? undefined : toF32(stored as Uint16Array, dtype), d.name, dtype);
     tensors.push({ name: d.name, dtype, shape: d.shape, data: stored });
   }
   await writeDirAtomic(dir, async (tmp) => {

@@ -189,12 +189,7 @@ export async function argmaxRows(logits: Tensor, V: number): Promise<Int32Array>
 
 const argmaxOnDevice = (logits: Tensor, V: number): Tensor => op.topk(logits.reshape([logits.size / V, V]), 1);
 /** Each row's argmax, or -1 for a row holding a NaN or no value above −∞ (checkedToken then names it). */
-const argmaxOnHost = (L: Float32Array, V: number): Int32Array => Int32Array.from({ length: L.length / V }, (_, r) => {
-  const best = argmax(L, r * V, V);
-  if (!(L[r * V + best] > -Infinity)) return -1;
-  for (let i = r * V, e = i + V; i < e; i++) if (L[i] !== L[i]) return -1;
-  return best;
-});
+const argmaxOnHost = (L: Float32Array, V: number): Int32Array => Int32Array.from({ length: L.length / V }, (_, r) => argmax(L, r * V, V));
 
 /**
  * A picked token id, checked: -1 (or any id outside the vocabulary) means the logits had no usable

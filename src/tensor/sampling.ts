@@ -23,10 +23,16 @@ export function validateSampling(o: SamplingOptions): void {
   if (o.topP !== undefined && !(o.topP > 0 && o.topP <= 1)) throw new UsageError(`top-p must be in (0, 1], found ${o.topP}`);
 }
 
-/** Index of the largest value (first one on ties). */
+/**
+ * Index of the largest value (first one on ties); -1 when the values hold a NaN or nothing above −∞,
+ * so that no token is made up from logits without numbers (the runtime names it as an error).
+ */
 export function argmax(x: ArrayLike<number>, off = 0, n = x.length - off): number {
-  let best = 0, bv = -Infinity;
-  for (let i = 0; i < n; i++) if (x[off + i] > bv) { bv = x[off + i]; best = i; }
+  let best = -1, bv = -Infinity;
+  for (let i = 0; i < n; i++) {
+    const v = x[off + i];
+    if (v > bv) { bv = v; best = i; } else if (v !== v) return -1;
+  }
   return best;
 }
 

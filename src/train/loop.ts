@@ -8,7 +8,7 @@ import { appendFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ForwardOptions, Model } from '../model/assemble.ts';
 import { recoverDirAtomic, writeFileAtomic } from '../io/atomic.ts';
-import { TrainingError, UsageError } from '../util/errors.ts';
+import { NonFiniteError, TrainingError, UsageError } from '../util/errors.ts';
 import type { Tensor } from '../tensor/tensor.ts';
 import { trainBatch, valBatches, type TokenData } from './data.ts';
 import { gradients, languageModelLoss, type Batch } from './loss.ts';
@@ -166,12 +166,13 @@ export async function train(model: Model, data: TokenData, o: TrainOptions, io: 
   const hint = ckpt ? `the last checkpoint saved before this step (${ckpt}) is intact: train on from its weights with a lower --lr or a --clip (--model ${ckpt} --out NEW), or check the data` : undefined;
   const save = async (step: number, elapsedSeconds: number) => {
     if (!ckpt) return;
-    // A checkpoint is a good one: an update that overflowed the weights stops here, before it is saved.
-    for (const [name, w] of model.weights) {
-      const bad = (await w.toF32()).findIndex((x) => !Number.isFinite(x));
-      if (bad >= 0) throw new TrainingError(step, brickOfName(name), `weight '${name}' holds a non-finite value after the update (index ${bad})`, hint);
+    try {
+      await saveCheckpoint(ckpt, model, opt, { step, options: { ...o, forwardAt: undefined, ...io.describe }, elapsedSeconds }, io.tokenizerDir);
+    } catch (e) {
+      // Saving refuses non-finite weights: an update that overflowed them stops the run here, unsaved.
+      if (e instanceof NonFiniteError && e.weight) throw new TrainingError(step, brickOfName(e.weight), `weight '${e.weight}' holds a non-finite value after the update`, hint);
+      throw e;
     }
-    await saveCheckpoint(ckpt, model, opt, { step, options: { ...o, forwardAt: undefined, ...io.describe }, elapsedSeconds }, io.tokenizerDir);
   };
 
   const records: StepRecord[] = [];

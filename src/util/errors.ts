@@ -84,7 +84,8 @@ export class PolicyError extends BrickworkError {
 
 /** A model computed NaN or infinite values where a token or a loss needed numbers. */
 export class NonFiniteError extends BrickworkError {
-  constructor(message: string) {
+  /** `weight`: the weight that holds the value, where one does. */
+  constructor(message: string, readonly weight?: string) {
     super('E_NON_FINITE', message,
       'the weights may hold inf or NaN (a checkpoint narrowed to f16 beyond its range, or a diverged training run); check the checkpoint, or re-save it in f32 or bf16');
   }

@@ -116,14 +116,12 @@ function resolveStatic(model: Model, points: string[], text: string): string[] {
   };
   for (const p of points) {
     const range = /^layers\.(\d+)-(\d+)(\.|$)/.exec(p);
-    if (range && Number(range[2]) >= L && Number(range[1]) <= Number(range[2]))
-      throw new PolicyError(text, `layers ${range[1]}-${range[2]} run past the last layer: the model has ${L} layers (0..${L - 1})`, hint());
-    let m: ReturnType<typeof compilePattern>;
-    try {
-      m = compilePattern(p);
-    } catch (e) {
-      throw new PolicyError(text, (e as Error).message.split('\nhint: ')[0], (e as { hint?: string }).hint ?? hint());
+    if (range) {
+      const [lo, hi] = [Number(range[1]), Number(range[2])];
+      if (lo > hi) throw new PolicyError(text, `the range ${lo}-${hi} runs backwards`, `write it low to high: ${hi}-${lo}`);
+      if (hi >= L) throw new PolicyError(text, `layers ${lo}-${hi} run past the last layer: the model has ${L} layers (0..${L - 1})`, hint());
     }
+    const m = compilePattern(p);
     let hit = false;
     for (const b of blocks) {
       if (m(b.name)) { b.subs.forEach((s) => out.add(s)); hit = true; continue; }
